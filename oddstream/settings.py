@@ -1,0 +1,122 @@
+"""One settings object per process, read from ``ODDSTREAM_*`` environment variables.
+
+Built once at the entry point (the CLI) and passed down; nothing reads the
+environment at import time. ``KAFKA_BOOTSTRAP_SERVERS`` is accepted as well
+as ``ODDSTREAM_KAFKA_BOOTSTRAP_SERVERS`` because every Kafka tool knows it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from oddstream.errors import ConfigError
+
+DEFAULT_DATA_DIR = Path(".oddstream")
+
+
+class Settings(BaseSettings):
+    """Everything a role needs to know about where things are.
+
+    Example::
+
+        settings = Settings(kafka_bootstrap_servers="127.0.0.1:9092")
+    """
+
+    model_config = SettingsConfigDict(env_prefix="ODDSTREAM_", frozen=True, extra="forbid")
+
+    data_dir: Path = Field(
+        default=DEFAULT_DATA_DIR,
+        description="Local state: broker data, embedded ClickHouse, logs, simulator ground truth.",
+    )
+    kafka_bootstrap_servers: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices(
+            "ODDSTREAM_KAFKA_BOOTSTRAP_SERVERS", "KAFKA_BOOTSTRAP_SERVERS", "kafka_bootstrap_servers"
+        ),
+        description="An existing Kafka cluster. Unset: `oddstream up` starts a local broker.",
+    )
+    local_kafka_port: int = Field(
+        default=9092, description="Client port of the local broker started when no cluster is set."
+    )
+    topic_prefix: str = Field(default="oddstream.", description="Prefix of every topic name.")
+    topic_partitions: int = Field(default=6, ge=1, description="Partitions of topics oddstream creates.")
+    topic_replication: int = Field(default=1, ge=1, description="Replication factor of new topics.")
+    schema_registry_url: str | None = Field(
+        default=None,
+        description="Confluent Schema Registry. Unset: Avro single-object encoding with the repo's schemas.",
+    )
+    clickhouse_dsn: str | None = Field(
+        default=None,
+        description="chdb:///path (embedded, default under data_dir) or http(s)://user:pw@host:8123/db.",
+    )
+    store_host: str = Field(default="127.0.0.1", description="Bind address of the store's SQL endpoint.")
+    store_port: int = Field(default=8124, description="Port of the store's read-only SQL endpoint.")
+    store_url: str | None = Field(
+        default=None, description="Where `oddstream sql` finds the store. Default: from host and port."
+    )
+    gateway_host: str = Field(default="127.0.0.1", description="Bind address of the WebSocket gateway.")
+    gateway_port: int = Field(default=8765, description="Port of the WebSocket gateway.")
+    gateway_api_keys: list[SecretStr] = Field(
+        default_factory=list,
+        description="API keys the gateway accepts. Empty: no authentication (local only).",
+    )
+    gateway_client_queue: int = Field(
+        default=1000, ge=1, description="Messages buffered per WebSocket client before it is dropped."
+    )
+    webhook_master_secret: SecretStr = Field(
+        default=SecretStr("oddstream-local-development-secret"),
+        description="Endpoint signing secrets are derived from this; set it in production.",
+    )
+    webhook_allow_private_targets: bool = Field(
+        default=False,
+        description="Allow webhook URLs on loopback or private networks (local development only).",
+    )
+    webhook_max_attempts: int = Field(default=5, ge=1, description="Delivery attempts per webhook.")
+    webhook_timeout_s: float = Field(default=5.0, gt=0, description="Timeout of one webhook POST.")
+    simulator_seed: int = Field(default=7, description="Seed of the market simulator.")
+    simulator_rate: float = Field(default=200.0, gt=0, description="Simulated events per second.")
+    simulator_markets: int = Field(default=12, ge=1, description="Markets open at once.")
+    worker_id: str = Field(default="oddstream-worker", description="Faust app id (the consumer group).")
+    log_level: str = Field(default="info", description="debug, info, warn or error.")
+
+    @field_validator("topic_prefix")
+    @classmethod
+    def _prefix_is_topic_safe(cls, value: str) -> str:
+        allowed = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
+        if not set(value) <= allowed:
+            raise ValueError("topic_prefix may hold only letters, digits, '.', '_' and '-'")
+        return value
+
+    @property
+    def bootstrap(self) -> str:
+        """The Kafka bootstrap servers to use: the configured cluster or the local broker."""
+        return self.kafka_bootstrap_servers or f"127.0.0.1:{self.local_kafka_port}"
+
+    @property
+    def clickhouse(self) -> str:
+        """The ClickHouse DSN, defaulting to embedded chDB under ``data_dir``."""
+        if self.clickhouse_dsn:
+            return self.clickhouse_dsn
+        return f"chdb://{(self.data_dir / 'clickhouse').resolve()}"
+
+    @property
+    def clickhouse_is_embedded(self) -> bool:
+        return self.clickhouse.startswith("chdb:")
+
+    @property
+    def sql_endpoint(self) -> str:
+        return self.store_url or f"http://{self.store_host}:{self.store_port}"
+
+    def api_keys(self) -> set[str]:
+        return {key.get_secret_value() for key in self.gateway_api_keys}
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build the process's settings from the environment plus explicit overrides."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValueError as exc:
+        raise ConfigError(f"invalid settings: {exc}") from exc

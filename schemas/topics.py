@@ -1,0 +1,72 @@
+"""Topic names and which event goes to which topic. Pure."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# event type -> topic suffix. Events about one market share a topic (and,
+# keyed by market_id, a partition) so their order per market is kept.
+TOPIC_OF_EVENT: dict[str, str] = {
+    "BetPlaced": "bets",
+    "BetSettled": "bets",
+    "BetCancelled": "bets",
+    "CashOut": "bets",
+    "OddsChanged": "odds",
+    "MarketStatusChanged": "odds",
+    "MarketResulted": "odds",
+    "ServiceHeartbeat": "system",
+    "ApiCallRecorded": "system",
+    "UserActivity": "users",
+    "OddsWindowUpdated": "odds.window.1m",
+    "WebhookEndpoint": "webhooks.endpoints",
+}
+
+SOURCE_TOPICS = ("bets", "odds", "system", "users")
+
+
+@dataclass(frozen=True)
+class Topics:
+    """Every topic name, under one prefix (tests use a fresh prefix each)."""
+
+    prefix: str = "oddstream."
+
+    def name(self, suffix: str) -> str:
+        return f"{self.prefix}{suffix}"
+
+    def for_event(self, event_type: str) -> str:
+        return self.name(TOPIC_OF_EVENT[event_type])
+
+    @property
+    def odds(self) -> str:
+        return self.name("odds")
+
+    @property
+    def bets(self) -> str:
+        return self.name("bets")
+
+    @property
+    def odds_window_1m(self) -> str:
+        return self.name("odds.window.1m")
+
+    @property
+    def odds_late(self) -> str:
+        """Events that arrived after their window was replaced; never merged."""
+        return self.name("odds.late")
+
+    @property
+    def dead_letter(self) -> str:
+        """Records no role could decode or accept: original bytes plus a reason header."""
+        return self.name("dead-letter")
+
+    @property
+    def webhook_endpoints(self) -> str:
+        """Compacted registry of webhook endpoints."""
+        return self.name("webhooks.endpoints")
+
+    def all(self) -> list[str]:
+        """Every topic oddstream creates, sources first."""
+        suffixes = [*SOURCE_TOPICS, "odds.window.1m", "odds.late", "dead-letter", "webhooks.endpoints"]
+        return [self.name(s) for s in suffixes]
+
+    def compacted(self) -> set[str]:
+        return {self.webhook_endpoints}
