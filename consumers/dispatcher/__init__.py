@@ -1,0 +1,1 @@
+"""The webhook dispatcher: signed deliveries of events to registered endpoints."""

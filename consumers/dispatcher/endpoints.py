@@ -1,0 +1,58 @@
+"""Register endpoints (events on the compacted registry topic) and a demo receiver."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from pathlib import Path
+
+from aiohttp import web
+from standardwebhooks.webhooks import Webhook, WebhookVerificationError
+
+from consumers.dispatcher.signing import endpoint_secret
+from consumers.dispatcher.ssrf import check_url
+from oddstream.producer import EventProducer
+from oddstream.settings import Settings
+
+
+def register_endpoint(
+    settings: Settings, url: str, event_types: list[str], endpoint_id: str | None = None
+) -> tuple[str, str]:
+    """Publish a WebhookEndpoint; return (endpoint_id, its signing secret)."""
+    check_url(url, settings.webhook_allow_private_targets)
+    endpoint_id = endpoint_id or f"ep_{uuid.uuid4().hex[:16]}"
+    with EventProducer(settings) as producer:
+        producer.publish(
+            "WebhookEndpoint",
+            {
+                "event_id": str(uuid.uuid4()),
+                "event_time": int(time.time() * 1000),
+                "source": "oddstream-cli",
+                "endpoint_id": endpoint_id,
+                "url": url,
+                "event_types": event_types,
+                "active": True,
+            },
+        )
+    return endpoint_id, endpoint_secret(settings.webhook_master_secret.get_secret_value(), endpoint_id)
+
+
+def receiver_app(secret: str, log_path: Path) -> web.Application:
+    """A local receiver that verifies each delivery's signature and appends it to ``log_path``."""
+    verifier = Webhook(secret)
+
+    async def receive(request: web.Request) -> web.Response:
+        body = await request.read()
+        try:
+            verifier.verify(body, dict(request.headers))
+        except WebhookVerificationError as exc:
+            return web.json_response({"error": f"bad signature: {exc}"}, status=401)
+        entry = {"webhook_id": request.headers.get("webhook-id"), "verified": True, "body": json.loads(body)}
+        with log_path.open("a") as fh:
+            fh.write(json.dumps(entry) + "\n")
+        return web.json_response({"ok": True})
+
+    app = web.Application()
+    app.router.add_post("/{tail:.*}", receive)
+    return app

@@ -1,0 +1,194 @@
+"""The dispatcher process: Kafka events -> signed HTTPS POSTs.
+
+Offsets are committed after every delivery of a batch has ended (delivered or
+given up after ``webhook_max_attempts``), so a crash re-delivers rather than
+loses; receivers deduplicate on ``webhook-id`` (the event's id, stable across
+retries and replays). Each attempt is appended to the delivery log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import socket
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from consumers.dispatcher.registry import Endpoint, EndpointRegistry
+from consumers.dispatcher.signing import endpoint_secret, sign
+from consumers.dispatcher.ssrf import check_address, check_url
+from oddstream.codecs import build_codec
+from oddstream.errors import EventError, UnsafeWebhookTarget
+from oddstream.settings import Settings
+from schemas.catalog import Event
+from schemas.jsonable import jsonable
+from schemas.topics import Topics
+
+log = logging.getLogger(__name__)
+DELIVERED_TYPES = ("OddsWindowUpdated",)
+
+
+def payload_of(event: Event) -> bytes:
+    body = {
+        "type": event.type,
+        "timestamp": datetime.now(UTC).isoformat(),
+        "data": jsonable(event.record),
+    }
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+class Dispatcher:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.topics = Topics(settings.topic_prefix)
+        self.codec = build_codec(settings)
+        self.registry = EndpointRegistry()
+        self.master = settings.webhook_master_secret.get_secret_value()
+        self.log_path = settings.data_dir / "logs" / "webhook-deliveries.jsonl"
+        self.delivered = 0
+        self.failed = 0
+
+    async def follow_registry(self, caught_up: asyncio.Event) -> None:
+        """Read the compacted registry from the start, then keep following it."""
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.settings.bootstrap, group_id=None, enable_auto_commit=False
+        )
+        await consumer.start()
+        try:
+            partitions = consumer.partitions_for_topic(self.topics.webhook_endpoints) or set()
+            tps = [TopicPartition(self.topics.webhook_endpoints, p) for p in partitions]
+            consumer.assign(tps)
+            await consumer.seek_to_beginning(*tps)
+            ends = await consumer.end_offsets(tps)
+            if all(e == 0 for e in ends.values()):
+                caught_up.set()
+            while True:
+                batch = await consumer.getmany(timeout_ms=500)
+                for messages in batch.values():
+                    for m in messages:
+                        self._apply_registration(m.key, m.value)
+                if not caught_up.is_set() and all(
+                    await asyncio.gather(*(self._reached(consumer, tp, ends[tp]) for tp in tps))
+                ):
+                    caught_up.set()
+                    log.info("webhook registry loaded: %d endpoint(s)", len(self.registry))
+        finally:
+            await consumer.stop()
+
+    @staticmethod
+    async def _reached(consumer: AIOKafkaConsumer, tp: TopicPartition, end: int) -> bool:
+        return bool(await consumer.position(tp) >= end)
+
+    def _apply_registration(self, key: bytes | None, value: bytes | None) -> None:
+        if key is None:
+            return
+        if value is None:
+            self.registry.apply(key.decode(), None)
+            return
+        try:
+            event = self.codec.decode(value)
+        except EventError as exc:
+            log.warning("ignoring bad endpoint registration %r: %s", key, exc.reason)
+            return
+        self.registry.apply(key.decode(), event.record)
+
+    async def run(self) -> None:
+        caught_up = asyncio.Event()
+        registry_task = asyncio.create_task(self.follow_registry(caught_up))
+        await caught_up.wait()
+        consumer = AIOKafkaConsumer(
+            self.topics.odds_window_1m,
+            bootstrap_servers=self.settings.bootstrap,
+            group_id=f"{self.settings.topic_prefix}dispatcher",
+            enable_auto_commit=False,
+            auto_offset_reset="latest",
+        )
+        await consumer.start()
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            async with httpx.AsyncClient(timeout=self.settings.webhook_timeout_s, follow_redirects=False) as http:
+                while True:
+                    batch = await consumer.getmany(timeout_ms=500, max_records=500)
+                    jobs = []
+                    for messages in batch.values():
+                        for m in messages:
+                            try:
+                                event = self.codec.decode(m.value)
+                            except EventError as exc:
+                                log.warning("skipping undecodable record: %s", exc.reason)
+                                continue
+                            if event.type not in DELIVERED_TYPES:
+                                continue
+                            body = payload_of(event)
+                            message_id = f"msg_{event.record['event_id']}"
+                            for endpoint in self.registry.for_event(event.type):
+                                jobs.append(self.deliver(http, endpoint, message_id, body))
+                    if jobs:
+                        await asyncio.gather(*jobs)
+                    if batch:
+                        await consumer.commit()
+        finally:
+            registry_task.cancel()
+            await consumer.stop()
+
+    async def deliver(self, http: httpx.AsyncClient, endpoint: Endpoint, message_id: str, body: bytes) -> bool:
+        """POST with exponential backoff; True when the endpoint answered 2xx."""
+        secret = endpoint_secret(self.master, endpoint.endpoint_id)
+        for attempt in range(1, self.settings.webhook_max_attempts + 1):
+            started = time.monotonic()
+            try:
+                await self._check_target(endpoint.url)
+                headers = sign(secret, message_id, int(time.time()), body)
+                response = await http.post(endpoint.url, content=body, headers=headers)
+                outcome, status = ("delivered" if response.is_success else "http_error"), response.status_code
+            except UnsafeWebhookTarget as exc:
+                self._record(endpoint, message_id, attempt, "refused", None, str(exc), started)
+                self.failed += 1
+                return False
+            except httpx.HTTPError as exc:
+                outcome, status = "network_error", None
+                self._record(endpoint, message_id, attempt, outcome, status, str(exc), started)
+            else:
+                self._record(endpoint, message_id, attempt, outcome, status, "", started)
+                if outcome == "delivered":
+                    self.delivered += 1
+                    return True
+            if attempt < self.settings.webhook_max_attempts:
+                await asyncio.sleep(min(30.0, 0.5 * 2 ** (attempt - 1)))
+        self.failed += 1
+        return False
+
+    async def _check_target(self, url: str) -> None:
+        allow = self.settings.webhook_allow_private_targets
+        host, port = check_url(url, allow)
+        infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        for info in infos:
+            check_address(str(info[4][0]), allow)
+
+    def _record(
+        self, endpoint: Endpoint, message_id: str, attempt: int, outcome: str,
+        status: int | None, error: str, started: float,
+    ) -> None:  # fmt: skip
+        entry: dict[str, Any] = {
+            "time": datetime.now(UTC).isoformat(),
+            "endpoint_id": endpoint.endpoint_id,
+            "url": endpoint.url,
+            "webhook_id": message_id,
+            "attempt": attempt,
+            "outcome": outcome,
+            "status": status,
+            "error": error,
+            "duration_ms": round((time.monotonic() - started) * 1000, 1),
+        }
+        with Path(self.log_path).open("a") as fh:
+            fh.write(json.dumps(entry) + "\n")
+
+
+async def run_dispatcher(settings: Settings) -> None:
+    await Dispatcher(settings).run()

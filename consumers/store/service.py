@@ -1,0 +1,136 @@
+"""The store role: Kafka -> ClickHouse sink plus the read-only SQL endpoint.
+
+Offsets are committed only after the rows are in ClickHouse (at-least-once);
+the tables' ReplacingMergeTree keys make a redelivered batch collapse.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+from aiohttp import web
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from consumers.store.clickhouse import Store, migrate, redact
+from consumers.store.rows import DEAD_LETTER_COLUMNS, WINDOW_COLUMNS, window_rows
+from oddstream.codecs import build_codec
+from oddstream.errors import EventError, StoreError
+from oddstream.kafka.deadletter import ORIGIN_OFFSET, ORIGIN_PARTITION, ORIGIN_TOPIC, REASON, STAGE
+from oddstream.kafka.deadletter import dead_letter_headers
+from oddstream.settings import Settings
+from schemas.jsonable import jsonable
+from schemas.topics import Topics
+
+log = logging.getLogger(__name__)
+
+
+class StoreService:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.topics = Topics(settings.topic_prefix)
+        self.codec = build_codec(settings)
+        self.store = Store(settings.clickhouse)
+        self.rows_written = 0
+        self.batches = 0
+
+    async def sink(self) -> None:
+        consumer = AIOKafkaConsumer(
+            self.topics.odds_window_1m,
+            self.topics.dead_letter,
+            bootstrap_servers=self.settings.bootstrap,
+            group_id=f"{self.settings.topic_prefix}store",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+        )
+        producer = AIOKafkaProducer(bootstrap_servers=self.settings.bootstrap, acks="all")
+        await consumer.start()
+        await producer.start()
+        try:
+            while True:
+                batch = await consumer.getmany(timeout_ms=500, max_records=5000)
+                if not batch:
+                    continue
+                windows: list[tuple[Any, ...]] = []
+                letters: list[tuple[Any, ...]] = []
+                for tp, messages in batch.items():
+                    for m in messages:
+                        if tp.topic == self.topics.dead_letter:
+                            letters.append(dead_letter_row(m))
+                            continue
+                        try:
+                            windows.extend(window_rows(self.codec.decode(m.value), m.partition, m.offset))
+                        except EventError as exc:
+                            headers = dead_letter_headers(exc.reason, m.topic, m.partition, m.offset, "store")
+                            await producer.send_and_wait(self.topics.dead_letter, m.value, key=m.key, headers=headers)
+                await asyncio.to_thread(self.store.insert, "odds_windows_1m", windows, WINDOW_COLUMNS)
+                await asyncio.to_thread(self.store.insert, "dead_letters", letters, DEAD_LETTER_COLUMNS)
+                await consumer.commit()
+                self.rows_written += len(windows) + len(letters)
+                self.batches += 1
+        finally:
+            await consumer.stop()
+            await producer.stop()
+
+    def http_app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_post("/sql", self.handle_sql)
+        app.router.add_get("/healthz", self.handle_health)
+        return app
+
+    async def handle_sql(self, request: web.Request) -> web.Response:
+        """POST a query as text (or JSON {"query": ...}); runs read-only; answers JSON."""
+        body = await request.text()
+        if request.content_type == "application/json":
+            try:
+                body = json.loads(body)["query"]
+            except (ValueError, KeyError, TypeError):
+                return web.json_response({"error": 'expected {"query": "..."}'}, status=400)
+        if not body.strip():
+            return web.json_response({"error": "empty query"}, status=400)
+        try:
+            columns, rows = await asyncio.to_thread(self.store.query, body, True)
+        except StoreError as exc:
+            return web.json_response({"error": str(exc)}, status=400)
+        return web.json_response({"columns": columns, "rows": jsonable([list(r) for r in rows])})
+
+    async def handle_health(self, request: web.Request) -> web.Response:
+        return web.json_response(
+            {"status": "ok", "clickhouse": redact(self.settings.clickhouse), "rows_written": self.rows_written}
+        )
+
+
+def dead_letter_row(message: Any) -> tuple[Any, ...]:
+    headers = {k: v for k, v in (message.headers or [])}
+
+    def text(key: str, default: str = "") -> str:
+        return headers.get(key, default.encode()).decode(errors="replace")
+
+    return (
+        text(ORIGIN_TOPIC, message.topic),
+        int(text(ORIGIN_PARTITION, "0")),
+        int(text(ORIGIN_OFFSET, "0")),
+        text(STAGE),
+        text(REASON),
+        message.value or b"",
+        datetime.fromtimestamp(message.timestamp / 1000, UTC),
+    )
+
+
+async def serve(settings: Settings) -> None:
+    service = StoreService(settings)
+    applied = await asyncio.to_thread(migrate, service.store)
+    log.info("ClickHouse %s ready, migrations applied: %s", redact(settings.clickhouse), applied)
+    runner = web.AppRunner(service.http_app(), access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, settings.store_host, settings.store_port).start()
+    try:
+        await service.sink()
+    finally:
+        await runner.cleanup()
+        with contextlib.suppress(Exception):
+            service.store.close()

@@ -1,0 +1,1 @@
+"""The stream worker: a Faust app whose agents decode, call the pure core and emit."""

@@ -1,0 +1,1 @@
+"""The WebSocket gateway: channel subscriptions fed from Kafka."""

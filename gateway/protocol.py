@@ -1,0 +1,89 @@
+"""WebSocket protocol messages. Pure: parse what clients send, build what they receive.
+
+Client -> server (JSON text frames)::
+
+    {"op": "subscribe", "channels": ["market:m000001"]}
+    {"op": "unsubscribe", "channels": ["market:m000001"]}
+    {"op": "ping"}
+
+Server -> client::
+
+    {"type": "welcome", "channels": ["markets", "market:<market_id>"]}
+    {"type": "subscribed", "channels": [...]} / {"type": "unsubscribed", "channels": [...]}
+    {"type": "event", "channel": "market:m1", "event_type": "OddsWindowUpdated",
+     "position": {"topic": "...", "partition": 0, "offset": 42}, "data": {...}}
+    {"type": "heartbeat", "time": 1700000000000} / {"type": "pong"}
+    {"type": "error", "code": "bad_request", "message": "..."}
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+CHANNEL = re.compile(r"^(markets|market:[A-Za-z0-9_.\-]{1,128})$")
+CHANNEL_HELP = ["markets", "market:<market_id>"]
+MAX_CHANNELS_PER_MESSAGE = 100
+
+
+class ProtocolError(ValueError):
+    """A client message is malformed; ``code`` goes back in the error message."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(frozen=True)
+class Command:
+    op: str
+    channels: tuple[str, ...] = ()
+
+
+def parse_command(text: str | bytes) -> Command:
+    """Parse one client frame; raise :class:`ProtocolError` with a reason if it is bad."""
+    try:
+        message = json.loads(text)
+    except (ValueError, UnicodeDecodeError):
+        raise ProtocolError("bad_request", "frames must be JSON objects") from None
+    if not isinstance(message, dict) or not isinstance(message.get("op"), str):
+        raise ProtocolError("bad_request", 'expected {"op": "subscribe" | "unsubscribe" | "ping", ...}')
+    op = message["op"]
+    if op == "ping":
+        return Command("ping")
+    if op not in ("subscribe", "unsubscribe"):
+        raise ProtocolError("unknown_op", f"unknown op {op!r}")
+    channels = message.get("channels")
+    if not isinstance(channels, list) or not channels or not all(isinstance(c, str) for c in channels):
+        raise ProtocolError("bad_request", f"{op} needs a non-empty list of channel names")
+    if len(channels) > MAX_CHANNELS_PER_MESSAGE:
+        raise ProtocolError("bad_request", f"at most {MAX_CHANNELS_PER_MESSAGE} channels per message")
+    unknown = [c for c in channels if not CHANNEL.match(c)]
+    if unknown:
+        raise ProtocolError("unknown_channel", f"unknown channel(s) {unknown}; channels: {CHANNEL_HELP}")
+    return Command(op, tuple(dict.fromkeys(channels)))
+
+
+def channels_of(event_type: str, record: dict[str, Any]) -> list[str]:
+    """The channels an event is published on."""
+    if event_type == "OddsWindowUpdated":
+        return ["markets", f"market:{record['market_id']}"]
+    return []
+
+
+def event_message(
+    channel: str, event_type: str, topic: str, partition: int, offset: int, data: dict[str, Any]
+) -> dict[str, Any]:
+    return {
+        "type": "event",
+        "channel": channel,
+        "event_type": event_type,
+        "position": {"topic": topic, "partition": partition, "offset": offset},
+        "data": data,
+    }
+
+
+def error_message(code: str, message: str) -> dict[str, Any]:
+    return {"type": "error", "code": code, "message": message}

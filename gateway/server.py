@@ -1,0 +1,145 @@
+"""The gateway process: a websockets server fed by an aiokafka consumer.
+
+It reads the derived topics from their end (no consumer group: every gateway
+instance sees every partition) and fans each event out to its channels.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import json
+import logging
+import time
+from http import HTTPStatus
+from typing import Any
+from urllib.parse import parse_qs, urlparse
+
+from aiokafka import AIOKafkaConsumer
+from websockets.asyncio.server import ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+from gateway.fanout import Client, Hub
+from gateway.protocol import CHANNEL_HELP, ProtocolError, channels_of, error_message, event_message, parse_command
+from oddstream.codecs import build_codec
+from oddstream.errors import EventError
+from oddstream.settings import Settings
+from schemas.jsonable import jsonable
+from schemas.topics import Topics
+
+log = logging.getLogger(__name__)
+HEARTBEAT_S = 15.0
+
+
+class Gateway:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.topics = Topics(settings.topic_prefix)
+        self.codec = build_codec(settings)
+        self.hub = Hub(settings.gateway_client_queue)
+        self.keys = settings.api_keys()
+
+    def authorised(self, request: Request) -> bool:
+        if not self.keys:
+            return True
+        query = parse_qs(urlparse(request.path).query)
+        offered = query.get("api_key", [""])[0]
+        auth = request.headers.get("Authorization", "")
+        if auth.startswith("Bearer "):
+            offered = auth.removeprefix("Bearer ")
+        offered = request.headers.get("X-API-Key", offered)
+        return any(hmac.compare_digest(offered, key) for key in self.keys)
+
+    def process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        path = urlparse(request.path).path
+        if path == "/healthz":
+            body = json.dumps({"status": "ok", "clients": len(self.hub.clients)})
+            return connection.respond(HTTPStatus.OK, body + "\n")
+        if path != "/ws":
+            return connection.respond(HTTPStatus.NOT_FOUND, "WebSocket endpoint is /ws\n")
+        if not self.authorised(request):
+            return connection.respond(HTTPStatus.UNAUTHORIZED, "missing or unknown API key\n")
+        return None
+
+    async def handle(self, connection: ServerConnection) -> None:
+        client = self.hub.connect()
+        sender = asyncio.create_task(self._send_loop(connection, client))
+        try:
+            await connection.send(json.dumps({"type": "welcome", "channels": CHANNEL_HELP}))
+            async for frame in connection:
+                await self._on_frame(connection, client, frame)
+        except ConnectionClosed:
+            pass
+        finally:
+            self.hub.disconnect(client)
+            sender.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sender
+
+    async def _on_frame(self, connection: ServerConnection, client: Client, frame: str | bytes) -> None:
+        try:
+            command = parse_command(frame)
+        except ProtocolError as exc:
+            await connection.send(json.dumps(error_message(exc.code, str(exc))))
+            return
+        if command.op == "ping":
+            await connection.send(json.dumps({"type": "pong"}))
+        elif command.op == "subscribe":
+            self.hub.subscribe(client, command.channels)
+            await connection.send(json.dumps({"type": "subscribed", "channels": list(command.channels)}))
+        else:
+            self.hub.unsubscribe(client, command.channels)
+            await connection.send(json.dumps({"type": "unsubscribed", "channels": list(command.channels)}))
+
+    async def _send_loop(self, connection: ServerConnection, client: Client) -> None:
+        while True:
+            try:
+                frame = await asyncio.wait_for(client.queue.get(), HEARTBEAT_S)
+            except TimeoutError:
+                frame = json.dumps({"type": "heartbeat", "time": int(time.time() * 1000)})
+            if client.dropped:
+                # a full queue means this client fell behind: drop it rather than slow the others
+                await connection.close(1013, "client too slow: queue full; reconnect")
+                return
+            await connection.send(frame)
+
+    async def consume(self, started: asyncio.Event | None = None) -> None:
+        consumer = AIOKafkaConsumer(
+            self.topics.odds_window_1m,
+            bootstrap_servers=self.settings.bootstrap,
+            group_id=None,
+            enable_auto_commit=False,
+            auto_offset_reset="latest",
+        )
+        await consumer.start()
+        if started is not None:
+            started.set()
+        try:
+            async for m in consumer:
+                try:
+                    event = self.codec.decode(m.value)
+                except EventError as exc:
+                    log.warning("skipping undecodable record %s:%s: %s", m.partition, m.offset, exc.reason)
+                    continue
+                data: dict[str, Any] = jsonable(event.record)
+                for channel in channels_of(event.type, event.record):
+                    frame = json.dumps(event_message(channel, event.type, m.topic, m.partition, m.offset, data))
+                    self.hub.publish(channel, frame)
+        finally:
+            await consumer.stop()
+
+
+async def run_gateway(settings: Settings) -> None:
+    gateway = Gateway(settings)
+    async with serve(
+        gateway.handle,
+        settings.gateway_host,
+        settings.gateway_port,
+        process_request=gateway.process_request,
+        max_size=64 * 1024,
+        ping_interval=20,
+    ):
+        log.info("gateway on ws://%s:%s/ws", settings.gateway_host, settings.gateway_port)
+        await gateway.consume()

@@ -1,0 +1,1 @@
+"""Local infrastructure: a single-node Apache Kafka (KRaft) run from Maven-fetched jars."""

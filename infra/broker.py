@@ -1,0 +1,201 @@
+"""A real single-node Apache Kafka broker in KRaft mode, without Docker.
+
+Maven resolves the broker jars (``infra/kafka/pom.xml``) into ~/.m2 once; the
+resolved classpath is cached under the data directory. The broker is formatted
+on first start, health-checked (a metadata request must succeed) before use
+and stopped with SIGTERM (a controlled shutdown), SIGKILL only if it hangs.
+
+Example::
+
+    broker = LocalKafka(Path(".oddstream/kafka"), port=9092)
+    broker.start()          # returns once clients can connect
+    ...
+    broker.stop()
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import uuid
+from importlib import resources
+from pathlib import Path
+
+from oddstream.errors import BrokerError
+
+KAFKA_MAIN = "kafka.Kafka"
+STORAGE_TOOL = "kafka.tools.StorageTool"
+
+
+def port_is_open(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex((host, port)) == 0
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def kafka_is_healthy(bootstrap: str, timeout_s: float = 5.0) -> bool:
+    """True when a metadata request to ``bootstrap`` succeeds."""
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient({"bootstrap.servers": bootstrap, "socket.timeout.ms": int(timeout_s * 1000)})
+    try:
+        admin.list_topics(timeout=timeout_s)
+        return True
+    except Exception:
+        return False
+
+
+class LocalKafka:
+    """One broker+controller node listening on 127.0.0.1:``port`` (controller on port+1)."""
+
+    def __init__(self, data_dir: Path, port: int = 9092, heap: str = "768m") -> None:
+        self.data_dir = data_dir.resolve()
+        self.port = port
+        self.controller_port = port + 1
+        self.heap = heap
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def log_file(self) -> Path:
+        return self.data_dir / "logs" / "server.log"
+
+    # -- jars --------------------------------------------------------------
+
+    def classpath(self) -> str:
+        """The broker classpath, resolved by Maven on first use and cached."""
+        cached = self.data_dir / "classpath.txt"
+        pom = Path(str(resources.files("infra") / "kafka" / "pom.xml"))
+        if cached.exists() and cached.stat().st_mtime >= pom.stat().st_mtime:
+            entries = cached.read_text().strip().split(os.pathsep)
+            if entries and all(Path(e).exists() for e in entries):
+                return cached.read_text().strip()
+        mvn = shutil.which("mvn")
+        if mvn is None:
+            raise BrokerError("Maven (mvn) is not on PATH; it is needed to fetch the Kafka jars")
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        result = subprocess.run(
+            [mvn, "-q", "-B", "-f", str(pom), "dependency:build-classpath", f"-Dmdep.outputFile={cached}"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if result.returncode != 0 or not cached.exists():
+            raise BrokerError(f"Maven could not resolve the Kafka jars:\n{result.stdout}{result.stderr}")
+        return cached.read_text().strip()
+
+    # -- lifecycle ----------------------------------------------------------
+
+    def _java(self, main: str, *args: str) -> list[str]:
+        java = shutil.which("java")
+        if java is None:
+            raise BrokerError("java is not on PATH; the local broker needs Java 17")
+        log4j = resources.files("infra") / "kafka" / "log4j2.properties"
+        return [
+            java,
+            f"-Xmx{self.heap}",
+            "-XX:+UseG1GC",
+            "-Djava.awt.headless=true",
+            f"-Dlog4j2.configurationFile={log4j}",
+            f"-Dkafka.logs.dir={self.data_dir / 'logs'}",
+            "-cp",
+            self.classpath(),
+            main,
+            *args,
+        ]
+
+    def _write_config(self) -> Path:
+        config = self.data_dir / "server.properties"
+        lines = {
+            "process.roles": "broker,controller",
+            "node.id": "1",
+            "controller.quorum.bootstrap.servers": f"127.0.0.1:{self.controller_port}",
+            "listeners": f"PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}",
+            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{self.port}",
+            "controller.listener.names": "CONTROLLER",
+            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "log.dirs": str(self.data_dir / "data"),
+            "num.partitions": "6",
+            "offsets.topic.replication.factor": "1",
+            "offsets.topic.num.partitions": "6",
+            "transaction.state.log.replication.factor": "1",
+            "transaction.state.log.min.isr": "1",
+            "share.coordinator.state.topic.replication.factor": "1",
+            "share.coordinator.state.topic.min.isr": "1",
+            "group.initial.rebalance.delay.ms": "0",
+            "auto.create.topics.enable": "true",
+            "log.retention.hours": "168",
+        }
+        config.write_text("".join(f"{k}={v}\n" for k, v in lines.items()))
+        return config
+
+    def _format_once(self, config: Path) -> None:
+        if (self.data_dir / "data" / "meta.properties").exists():
+            return
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        result = subprocess.run(
+            self._java(STORAGE_TOOL, "format", "-t", cluster_id, "-c", str(config), "--standalone"),
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if result.returncode != 0:
+            raise BrokerError(f"formatting the KRaft storage failed:\n{result.stdout}{result.stderr}")
+
+    def start(self, timeout_s: float = 90.0) -> None:
+        """Start the broker and return once it answers metadata requests."""
+        if port_is_open("127.0.0.1", self.port):
+            raise BrokerError(f"port {self.port} is already in use; set ODDSTREAM_LOCAL_KAFKA_PORT")
+        (self.data_dir / "logs").mkdir(parents=True, exist_ok=True)
+        config = self._write_config()
+        self._format_once(config)
+        stdout = (self.data_dir / "logs" / "stdout.log").open("ab")
+        self._process = subprocess.Popen(
+            self._java(KAFKA_MAIN, str(config)),
+            stdout=stdout,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        (self.data_dir / "broker.pid").write_text(str(self._process.pid))
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                raise BrokerError(
+                    f"Kafka exited with code {self._process.returncode} during start; see {self.log_file}"
+                )
+            if port_is_open("127.0.0.1", self.port) and kafka_is_healthy(self.bootstrap, 2.0):
+                return
+            time.sleep(0.3)
+        self.stop()
+        raise BrokerError(f"Kafka did not become healthy within {timeout_s:.0f} s; see {self.log_file}")
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        """Controlled shutdown (SIGTERM); SIGKILL if it has not exited in ``timeout_s``."""
+        process, self._process = self._process, None
+        if process is None or process.poll() is not None:
+            return
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        (self.data_dir / "broker.pid").unlink(missing_ok=True)
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None

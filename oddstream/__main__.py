@@ -1,0 +1,3 @@
+from oddstream.cli import main
+
+main()

@@ -1,0 +1,205 @@
+"""The ``oddstream`` command: the composition root. Settings are built here, once per process."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from oddstream.errors import OddstreamError
+from oddstream.settings import Settings, load_settings
+
+app = typer.Typer(
+    help="oddstream: event streaming for betting and prediction markets.\n\n"
+    "Settings come from ODDSTREAM_* environment variables (see docs/operations.md).",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+webhook_app = typer.Typer(help="Webhook endpoints: register one, or run a local receiver.")
+broker_app = typer.Typer(help="The local single-node Kafka broker (KRaft), for development.")
+app.add_typer(webhook_app, name="webhook")
+app.add_typer(broker_app, name="broker")
+
+
+def settings() -> Settings:
+    s = load_settings()
+    level = {"warn": "WARNING", "crit": "CRITICAL"}.get(s.log_level, s.log_level.upper())
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return s
+
+
+def prepare(s: Settings) -> None:
+    """Every role may be first: make sure the topics exist."""
+    from oddstream.kafka.admin import ensure_topics
+
+    ensure_topics(s)
+
+
+@app.command()
+def up(
+    simulate: Annotated[bool, typer.Option(help="Also run the market simulator.")] = True,
+) -> None:
+    """Start everything on this machine: Kafka (unless KAFKA_BOOTSTRAP_SERVERS is set), embedded
+    ClickHouse, worker, gateway, dispatcher, a demo webhook receiver and the simulator."""
+    from oddstream.stack import run_stack
+
+    run_stack(settings(), simulate=simulate)
+
+
+@app.command()
+def simulate(
+    events: Annotated[int | None, typer.Option(help="Stop after this many events (default: run forever).")] = None,
+    fast: Annotated[bool, typer.Option(help="Do not pace to the wall clock; event times stay spaced at the rate.")] = False,
+    progress: Annotated[bool, typer.Option(help="Show the progress display.")] = True,
+) -> None:
+    """Publish a seeded simulation of markets, bookmakers and bettors (ODDSTREAM_SIMULATOR_*)."""
+    from oddstream.simulator.run import run_simulation
+
+    s = settings()
+    prepare(s)
+    sent = run_simulation(s, events=events, realtime=not fast, show_progress=progress)
+    typer.echo(f"{sent} events acknowledged by Kafka")
+
+
+@app.command()
+def worker() -> None:
+    """Run the stream worker (Faust): odds windows, dead letters."""
+    from consumers.worker.app import run_worker
+
+    s = settings()
+    prepare(s)
+    run_worker(s)
+
+
+@app.command()
+def store() -> None:
+    """Run the store: sinks derived topics into ClickHouse and serves read-only SQL over HTTP.
+    With embedded chDB this is the only process that opens the data directory."""
+    from consumers.store.service import serve
+
+    s = settings()
+    prepare(s)
+    _run(serve(s))
+
+
+@app.command()
+def gateway() -> None:
+    """Run the WebSocket gateway (ws://host:port/ws)."""
+    from gateway.server import run_gateway
+
+    s = settings()
+    prepare(s)
+    _run(run_gateway(s))
+
+
+@app.command()
+def dispatcher() -> None:
+    """Run the webhook dispatcher (Standard Webhooks signatures, retries with backoff)."""
+    from consumers.dispatcher.service import run_dispatcher
+
+    s = settings()
+    prepare(s)
+    _run(run_dispatcher(s))
+
+
+@app.command()
+def sql(
+    query: Annotated[str, typer.Argument(help="A read-only query, e.g. \"SELECT count() FROM odds_windows_1m\".")],
+    output: Annotated[str, typer.Option(help="table or json")] = "table",
+) -> None:
+    """Run read-only SQL. Embedded ClickHouse: through the store's endpoint (the store owns the
+    data directory). A ClickHouse server: directly."""
+    s = settings()
+    if s.clickhouse_is_embedded:
+        import httpx
+
+        try:
+            response = httpx.post(f"{s.sql_endpoint}/sql", content=query, timeout=60)
+        except httpx.HTTPError as exc:
+            raise OddstreamError(f"the store is not reachable at {s.sql_endpoint} ({exc}); is `oddstream up` running?") from exc
+        answer = response.json()
+        if response.status_code != 200:
+            raise OddstreamError(answer.get("error", response.text))
+        columns, rows = answer["columns"], answer["rows"]
+    else:
+        from consumers.store.clickhouse import Store
+
+        columns, raw = Store(s.clickhouse).query(query, readonly=True)
+        from schemas.jsonable import jsonable
+
+        rows = jsonable([list(r) for r in raw])
+    if output == "json":
+        typer.echo(json.dumps({"columns": columns, "rows": rows}))
+        return
+    typer.echo("\t".join(columns))
+    for row in rows:
+        typer.echo("\t".join("NULL" if v is None else str(v) for v in row))
+
+
+@webhook_app.command("add")
+def webhook_add(
+    url: Annotated[str, typer.Argument(help="HTTPS URL to POST deliveries to.")],
+    event_type: Annotated[list[str], typer.Option("--event-type", help="Deliver only these types (repeat).")] = [],  # noqa: B006
+) -> None:
+    """Register an endpoint; prints its id and its signing secret (whsec_...)."""
+    from consumers.dispatcher.endpoints import register_endpoint
+
+    s = settings()
+    prepare(s)
+    endpoint_id, secret = register_endpoint(s, url, list(event_type))
+    typer.echo(f"endpoint {endpoint_id}\nsecret   {secret}")
+
+
+@webhook_app.command("listen")
+def webhook_listen(
+    port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 8899,
+    secret: Annotated[str, typer.Option(help="The endpoint's whsec_ secret, to verify signatures.")] = "",
+) -> None:
+    """A local receiver that verifies signatures and appends deliveries to logs/webhook-received.jsonl."""
+    from aiohttp import web
+
+    from consumers.dispatcher.endpoints import receiver_app
+
+    s = settings()
+    log_path = s.data_dir / "logs" / "webhook-received.jsonl"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    web.run_app(receiver_app(secret, log_path), host="127.0.0.1", port=port, print=None)
+
+
+@broker_app.command("start")
+def broker_start() -> None:
+    """Start the local broker in the foreground (Ctrl-C stops it)."""
+    import time
+
+    from infra.broker import LocalKafka
+
+    s = settings()
+    broker = LocalKafka(Path(s.data_dir) / "kafka", port=s.local_kafka_port)
+    broker.start()
+    typer.echo(f"Kafka on {broker.bootstrap}; logs in {broker.log_file}")
+    try:
+        while broker.running:
+            time.sleep(1)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        broker.stop()
+
+
+def _run(coro: object) -> None:
+    try:
+        asyncio.run(coro)  # type: ignore[arg-type]
+    except KeyboardInterrupt:
+        pass
+
+
+def main() -> None:
+    try:
+        app()
+    except OddstreamError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise SystemExit(2) from exc

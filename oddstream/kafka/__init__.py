@@ -1,0 +1,2 @@
+"""Thin Kafka adapters shared by every role: topic admin, the producer SDK, dead letters,
+the Schema Registry client."""

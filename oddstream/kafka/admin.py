@@ -1,0 +1,39 @@
+"""Create oddstream's topics (idempotently) on the configured cluster."""
+
+from __future__ import annotations
+
+from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from oddstream.errors import BrokerError
+from oddstream.settings import Settings
+from schemas.topics import Topics
+
+
+def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> list[str]:
+    """Create every missing oddstream topic; return the names created."""
+    topics = Topics(settings.topic_prefix)
+    admin = AdminClient({"bootstrap.servers": settings.bootstrap})
+    try:
+        existing = set(admin.list_topics(timeout=timeout_s).topics)
+    except KafkaException as exc:
+        raise BrokerError(f"cannot list topics on {settings.bootstrap}: {exc}") from exc
+    wanted = []
+    for name in topics.all():
+        if name in existing:
+            continue
+        config = {"cleanup.policy": "compact"} if name in topics.compacted() else {}
+        wanted.append(
+            NewTopic(name, settings.topic_partitions, settings.topic_replication, config=config)
+        )
+    if not wanted:
+        return []
+    created = []
+    for name, future in admin.create_topics(wanted, operation_timeout=timeout_s).items():
+        try:
+            future.result(timeout_s)
+            created.append(name)
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                raise BrokerError(f"cannot create topic {name}: {exc}") from exc
+    return created

@@ -1,0 +1,22 @@
+"""Dead letters: the original bytes unchanged as the value, the reason and origin in headers."""
+
+from __future__ import annotations
+
+REASON = "oddstream.dlq.reason"
+ORIGIN_TOPIC = "oddstream.dlq.topic"
+ORIGIN_PARTITION = "oddstream.dlq.partition"
+ORIGIN_OFFSET = "oddstream.dlq.offset"
+STAGE = "oddstream.dlq.stage"
+
+
+def dead_letter_headers(
+    reason: str, topic: str, partition: int, offset: int, stage: str
+) -> list[tuple[str, bytes]]:
+    """Headers that say why a record was rejected and where it came from."""
+    return [
+        (REASON, reason.encode()[:4096]),
+        (ORIGIN_TOPIC, topic.encode()),
+        (ORIGIN_PARTITION, str(partition).encode()),
+        (ORIGIN_OFFSET, str(offset).encode()),
+        (STAGE, stage.encode()),
+    ]
