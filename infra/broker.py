@@ -23,11 +23,11 @@ import socket
 import subprocess
 import time
 import uuid
-from importlib import resources
 from pathlib import Path
 
 from oddstream.errors import BrokerError
 
+KAFKA_DIR = Path(__file__).resolve().parent / "kafka"
 KAFKA_MAIN = "kafka.Kafka"
 STORAGE_TOOL = "kafka.tools.StorageTool"
 
@@ -48,6 +48,9 @@ def kafka_is_healthy(bootstrap: str, timeout_s: float = 5.0) -> bool:
     """True when a metadata request to ``bootstrap`` succeeds."""
     from confluent_kafka.admin import AdminClient
 
+    host, _, port = bootstrap.split(",")[0].rpartition(":")
+    if not port_is_open(host or "127.0.0.1", int(port)):
+        return False  # no listener: do not let librdkafka retry and log for seconds
     admin = AdminClient({"bootstrap.servers": bootstrap, "socket.timeout.ms": int(timeout_s * 1000)})
     try:
         admin.list_topics(timeout=timeout_s)
@@ -79,7 +82,7 @@ class LocalKafka:
     def classpath(self) -> str:
         """The broker classpath, resolved by Maven on first use and cached."""
         cached = self.data_dir / "classpath.txt"
-        pom = Path(str(resources.files("infra") / "kafka" / "pom.xml"))
+        pom = KAFKA_DIR / "pom.xml"
         if cached.exists() and cached.stat().st_mtime >= pom.stat().st_mtime:
             entries = cached.read_text().strip().split(os.pathsep)
             if entries and all(Path(e).exists() for e in entries):
@@ -104,7 +107,7 @@ class LocalKafka:
         java = shutil.which("java")
         if java is None:
             raise BrokerError("java is not on PATH; the local broker needs Java 17")
-        log4j = resources.files("infra") / "kafka" / "log4j2.properties"
+        log4j = KAFKA_DIR / "log4j2.properties"
         return [
             java,
             f"-Xmx{self.heap}",

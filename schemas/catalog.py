@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from functools import cache
-from importlib import resources
+from pathlib import Path
 from typing import Any
 
 from fastavro import parse_schema
@@ -108,7 +108,7 @@ def make_version(source: dict[str, Any], version: int) -> SchemaVersion:
 def load_catalog() -> SchemaCatalog:
     """Load every bundled schema (current and history). Cached: the files do not change."""
     catalog = SchemaCatalog()
-    root = resources.files("schemas") / "avro"
+    root = Path(__file__).resolve().parent / "avro"
     for entry in sorted(root.iterdir(), key=lambda e: e.name):
         if entry.name.endswith(".avsc"):
             source = json.loads(entry.read_text())

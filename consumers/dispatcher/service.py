@@ -57,27 +57,29 @@ class Dispatcher:
     async def follow_registry(self, caught_up: asyncio.Event) -> None:
         """Read the compacted registry from the start, then keep following it."""
         consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.settings.bootstrap, group_id=None, enable_auto_commit=False
+            self.topics.webhook_endpoints,
+            bootstrap_servers=self.settings.bootstrap,
+            group_id=None,  # no group: every dispatcher reads every partition
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
         )
         await consumer.start()
         try:
-            partitions = consumer.partitions_for_topic(self.topics.webhook_endpoints) or set()
-            tps = [TopicPartition(self.topics.webhook_endpoints, p) for p in partitions]
-            consumer.assign(tps)
+            while not consumer.assignment():
+                await asyncio.sleep(0.05)
+            tps = sorted(consumer.assignment())
             await consumer.seek_to_beginning(*tps)
             ends = await consumer.end_offsets(tps)
-            if all(e == 0 for e in ends.values()):
-                caught_up.set()
             while True:
-                batch = await consumer.getmany(timeout_ms=500)
-                for messages in batch.values():
-                    for m in messages:
-                        self._apply_registration(m.key, m.value)
                 if not caught_up.is_set() and all(
                     await asyncio.gather(*(self._reached(consumer, tp, ends[tp]) for tp in tps))
                 ):
                     caught_up.set()
                     log.info("webhook registry loaded: %d endpoint(s)", len(self.registry))
+                batch = await consumer.getmany(timeout_ms=500)
+                for messages in batch.values():
+                    for m in messages:
+                        self._apply_registration(m.key, m.value)
         finally:
             await consumer.stop()
 
@@ -101,7 +103,13 @@ class Dispatcher:
     async def run(self) -> None:
         caught_up = asyncio.Event()
         registry_task = asyncio.create_task(self.follow_registry(caught_up))
-        await caught_up.wait()
+        ready = asyncio.create_task(caught_up.wait())
+        await asyncio.wait({registry_task, ready}, return_when=asyncio.FIRST_COMPLETED)
+        if registry_task.done():
+            ready.cancel()
+            registry_task.result()  # raises what killed it
+            raise RuntimeError("the webhook registry reader stopped")
+        registry_task.add_done_callback(_crash_on_failure)
         consumer = AIOKafkaConsumer(
             self.topics.odds_window_1m,
             bootstrap_servers=self.settings.bootstrap,
@@ -188,6 +196,12 @@ class Dispatcher:
         }
         with Path(self.log_path).open("a") as fh:
             fh.write(json.dumps(entry) + "\n")
+
+
+def _crash_on_failure(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.critical("webhook registry reader died: %r", task.exception())
+        raise SystemExit(1)
 
 
 async def run_dispatcher(settings: Settings) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import re
 import threading
 from collections.abc import Sequence
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -71,13 +70,19 @@ def redact(dsn: str) -> str:
 
 def migrations() -> list[tuple[int, str, str]]:
     """(version, name, sql) of every bundled migration, in order."""
-    folder = resources.files("consumers") / "store" / "migrations"
+    folder = Path(__file__).resolve().parent / "migrations"
     found = []
     for entry in folder.iterdir():
         match = MIGRATION_FILE.match(entry.name)
         if match:
             found.append((int(match.group(1)), match.group(2), entry.read_text()))
     return sorted(found)
+
+
+def statements(sql: str) -> list[str]:
+    """Split a migration file into statements; ``--`` comment lines are dropped first."""
+    code = "\n".join(line for line in sql.splitlines() if not line.lstrip().startswith("--"))
+    return [part.strip() for part in code.split(";") if part.strip()]
 
 
 def migrate(store: Store) -> list[int]:
@@ -92,9 +97,8 @@ def migrate(store: Store) -> list[int]:
     for version, name, sql in migrations():
         if version in applied:
             continue
-        for statement in (s.strip() for s in sql.split(";")):
-            if statement and not all(line.startswith("--") for line in statement.splitlines()):
-                store.command(statement)
+        for statement in statements(sql):
+            store.command(statement)
         store.insert("schema_migrations", [(version, name)], ["version", "name"])
         done.append(version)
     return done

@@ -20,6 +20,7 @@ from faust.types import EventT
 
 from oddstream.codecs import build_codec
 from oddstream.errors import EventError
+from oddstream.kafka.admin import create_missing
 from oddstream.kafka.deadletter import dead_letter_headers
 from oddstream.settings import Settings
 from schemas.catalog import Event
@@ -88,7 +89,7 @@ def create_app(settings: Settings) -> faust.App:
                 event_ms=as_millis(record["event_time"]),
                 offset=raw.message.offset,
             )
-            previous: WindowState | None = windows[quote.market_id]
+            previous: WindowState | None = windows.get(quote.market_id)
             outcome = fold(previous, quote, ONE_MINUTE)
             if outcome["duplicate"]:
                 continue
@@ -117,5 +118,9 @@ def create_app(settings: Settings) -> faust.App:
 def run_worker(settings: Settings) -> None:
     """Run the worker until SIGINT/SIGTERM (Faust handles the signals and commits on stop)."""
     app = create_app(settings)
+    # Faust creates changelog topics itself, but an event can arrive before the new
+    # topic shows in metadata (PartitionsMismatch: "0 partitions"); create them first.
+    changelogs = {table.changelog_topic.get_topic_name(): True for table in app.tables.values()}
+    create_missing(settings, changelogs)
     worker = faust.Worker(app, loglevel=settings.log_level, quiet=True)
     worker.execute_from_commandline()

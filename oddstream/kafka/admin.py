@@ -13,16 +13,24 @@ from schemas.topics import Topics
 def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> list[str]:
     """Create every missing oddstream topic; return the names created."""
     topics = Topics(settings.topic_prefix)
+    compacted = topics.compacted()
+    return create_missing(
+        settings, {name: name in compacted for name in topics.all()}, timeout_s
+    )
+
+
+def create_missing(settings: Settings, wanted_topics: dict[str, bool], timeout_s: float = 30.0) -> list[str]:
+    """Create the topics (name -> compacted?) that do not exist, with the configured partitions."""
     admin = AdminClient({"bootstrap.servers": settings.bootstrap})
     try:
         existing = set(admin.list_topics(timeout=timeout_s).topics)
     except KafkaException as exc:
         raise BrokerError(f"cannot list topics on {settings.bootstrap}: {exc}") from exc
     wanted = []
-    for name in topics.all():
+    for name, compact in wanted_topics.items():
         if name in existing:
             continue
-        config = {"cleanup.policy": "compact"} if name in topics.compacted() else {}
+        config = {"cleanup.policy": "compact"} if compact else {}
         wanted.append(
             NewTopic(name, settings.topic_partitions, settings.topic_replication, config=config)
         )

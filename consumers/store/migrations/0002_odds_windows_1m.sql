@@ -1,7 +1,8 @@
--- One row per selection per update of a market's one-minute odds window.
--- (market_id, window_start, selection_id) is the window; version counts the price
--- changes folded in. A replay or redelivery writes the same (key, version) again and
--- ReplacingMergeTree keeps one: query with FINAL (or argMax by version) for exact values.
+-- One row per selection per update of a market's one-minute odds window: the window's
+-- history. (market_id, window_start, selection_id) is the window; version counts the price
+-- changes folded in, so the row with the highest version is the window's latest state.
+-- A replay or redelivery writes the same (market_id, window_start, selection_id, version)
+-- again and ReplacingMergeTree keeps one: use FINAL for exact counts.
 CREATE TABLE IF NOT EXISTS odds_windows_1m
 (
     market_id           String,
@@ -22,6 +23,6 @@ CREATE TABLE IF NOT EXISTS odds_windows_1m
     kafka_offset        UInt64,
     inserted_at         DateTime64(3, 'UTC') DEFAULT now64(3)
 )
-ENGINE = ReplacingMergeTree(version)
+ENGINE = ReplacingMergeTree
 PARTITION BY toYYYYMM(window_start)
-ORDER BY (market_id, window_start, selection_id)
+ORDER BY (market_id, window_start, selection_id, version)
