@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import re
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -20,6 +20,8 @@ from schemas.catalog import Event, SchemaVersion
 
 CURRENCY = re.compile(r"^[A-Z]{3}$")
 EARLIEST_EVENT_MS = 946_684_800_000  # 2000-01-01T00:00:00Z: anything older is a unit mistake
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+ONE_MS = timedelta(milliseconds=1)
 ID_FIELDS = ("bet_id", "user_id", "market_id", "selection_id", "bookmaker", "service", "source")
 
 
@@ -28,24 +30,27 @@ def as_millis(value: Any) -> int:
     if isinstance(value, datetime):
         if value.tzinfo is None:
             value = value.replace(tzinfo=UTC)
-        return int(value.timestamp() * 1000)
+        # integer arithmetic: float seconds * 1000 can be off by one millisecond
+        return (value - EPOCH) // ONE_MS
     return int(value)
 
 
 def check_avro(event: Event, schema: SchemaVersion) -> None:
     """Types, required fields and enum symbols, per the Avro schema."""
+    missing = [
+        f["name"] for f in schema.source["fields"] if f["name"] not in event.record and "default" not in f
+    ]
+    if missing:
+        raise InvalidEvent(event.type, missing[0], "required field is missing")
+    unknown = set(event.record) - {f["name"] for f in schema.source["fields"]}
+    if unknown:
+        raise InvalidEvent(event.type, sorted(unknown)[0], "field is not in the schema")
     try:
         validate(event.record, schema.parsed, raise_errors=True)
     except ValidationError as exc:
         problems = [str(err) for err in exc.errors] or [str(exc)]
         field = _field_of(problems[0])
         raise InvalidEvent(event.type, field, "; ".join(problems)) from exc
-    missing = [f["name"] for f in schema.source["fields"] if f["name"] not in event.record]
-    if missing:
-        raise InvalidEvent(event.type, missing[0], "required field is missing")
-    unknown = set(event.record) - {f["name"] for f in schema.source["fields"]}
-    if unknown:
-        raise InvalidEvent(event.type, sorted(unknown)[0], "field is not in the schema")
 
 
 def _field_of(problem: str) -> str:

@@ -1,0 +1,134 @@
+"""The wire codec: both framings, round trips, bad bytes."""
+
+from __future__ import annotations
+
+import json
+import struct
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from oddstream.errors import EventError, UndecodableEvent
+from schemas.catalog import Event, load_catalog
+from schemas.codec import CONFLUENT_MAGIC, SINGLE_OBJECT_MAGIC, Codec
+from schemas.jsonable import jsonable
+from tests.strategies import records
+
+pytestmark = pytest.mark.pure
+CATALOG = load_catalog()
+TYPES = CATALOG.types()
+
+
+class InMemoryIds:
+    """A stand-in for the Schema Registry's id service (this tier has no I/O)."""
+
+    def __init__(self) -> None:
+        self.schemas: dict[int, str] = {}
+        self.subjects: list[str] = []
+
+    def id_for(self, subject: str, schema_json: str) -> int:
+        self.subjects.append(subject)
+        for schema_id, known in self.schemas.items():
+            if known == schema_json:
+                return schema_id
+        self.schemas[len(self.schemas) + 100] = schema_json
+        return len(self.schemas) + 99
+
+    def schema_for(self, schema_id: int) -> str:
+        return self.schemas[schema_id]
+
+
+def normalised(record: dict[str, Any]) -> Any:
+    """What a decoded record looks like as JSON (timestamps as ms, decimals as strings)."""
+    return json.loads(json.dumps(jsonable(record)))
+
+
+def test_crc64_avro_fingerprint_matches_the_avro_spec_vector() -> None:
+    from fastavro.schema import fingerprint
+
+    # the Avro spec's CRC-64-AVRO of the schema "null" is 0x63dd24e7cc258f8a, written little-endian
+    assert bytes.fromhex(fingerprint('"null"', "CRC-64-AVRO")) == struct.pack("<Q", 0x63DD24E7CC258F8A)
+
+
+@pytest.mark.parametrize("event_type", TYPES)
+@settings(max_examples=40, deadline=None)
+@given(data=st.data())
+def test_single_object_round_trip(event_type: str, data: st.DataObject) -> None:
+    record = data.draw(records(event_type))
+    codec = Codec(CATALOG)
+    frame = codec.encode(Event(event_type, record))
+    assert frame[:2] == SINGLE_OBJECT_MAGIC
+    assert frame[2:10] == CATALOG.schema(event_type).fingerprint
+    back = codec.decode(frame)
+    assert back.type == event_type
+    assert normalised(back.record) == normalised(record)
+
+
+@pytest.mark.parametrize("event_type", ["BetPlaced", "OddsChanged", "OddsWindowUpdated"])
+@settings(max_examples=30, deadline=None)
+@given(data=st.data())
+def test_confluent_round_trip_and_both_framings_on_one_topic(event_type: str, data: st.DataObject) -> None:
+    record = data.draw(records(event_type))
+    ids = InMemoryIds()
+    registry_codec = Codec(CATALOG, ids)
+    confluent = registry_codec.encode(Event(event_type, record), topic="oddstream.odds")
+    assert confluent[:1] == CONFLUENT_MAGIC
+    schema_id = struct.unpack(">I", confluent[1:5])[0]
+    assert json.loads(ids.schema_for(schema_id))["name"] == event_type
+    assert ids.subjects[-1] == f"oddstream.odds-oddstream.events.{event_type}"
+    single = Codec(CATALOG).encode(Event(event_type, record))
+    for frame in (confluent, single):  # one reader, either framing
+        assert normalised(registry_codec.decode(frame).record) == normalised(record)
+
+
+def test_confluent_frame_without_a_registry_is_a_clear_error() -> None:
+    with pytest.raises(UndecodableEvent, match="no Schema Registry"):
+        Codec(CATALOG).decode(b"\x00\x00\x00\x00\x07" + b"\x02")
+
+
+@pytest.mark.parametrize(
+    "data, reason",
+    [
+        (b"", "not an oddstream frame"),
+        (b"{json}", "not an oddstream frame"),
+        (b"\xc3\x01\x00", "shorter than its 10-byte header"),
+        (b"\xc3\x01" + b"\xff" * 8 + b"\x00", "unknown schema fingerprint"),
+    ],
+)
+def test_bad_frames_are_rejected_with_a_reason(data: bytes, reason: str) -> None:
+    with pytest.raises(UndecodableEvent, match=reason):
+        Codec(CATALOG).decode(data)
+
+
+def test_truncated_body_is_undecodable() -> None:
+    record = {
+        "event_id": "7d4b5f0e-2c9a-4c3e-9a0f-6f1d2e3c4b5a", "event_time": 1_700_000_000_000,
+        "source": "t", "bookmaker": "b", "market_id": "m", "selection_id": "s", "odds": 2.0,
+    }  # fmt: skip
+    frame = Codec(CATALOG).encode(Event("OddsChanged", record))
+    with pytest.raises(UndecodableEvent):
+        Codec(CATALOG).decode(frame[:-6])
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.binary(max_size=200))
+def test_fuzz_arbitrary_bytes_only_ever_raise_event_errors(data: bytes) -> None:
+    codec = Codec(CATALOG)
+    for candidate in (data, SINGLE_OBJECT_MAGIC + CATALOG.schema("BetPlaced").fingerprint + data):
+        try:
+            codec.decode(candidate)
+        except EventError:
+            pass
+
+
+def test_decoded_times_are_utc_datetimes() -> None:
+    record = {
+        "event_id": "7d4b5f0e-2c9a-4c3e-9a0f-6f1d2e3c4b5a", "event_time": 1_700_000_000_123,
+        "source": "t", "bookmaker": "b", "market_id": "m", "selection_id": "s", "odds": 2.0,
+    }  # fmt: skip
+    codec = Codec(CATALOG)
+    back = codec.decode(codec.encode(Event("OddsChanged", record)))
+    assert back.record["event_time"] == datetime(2023, 11, 14, 22, 13, 20, 123000, tzinfo=UTC)

@@ -1,0 +1,55 @@
+"""The simulator is seeded, valid and realistic enough to test against."""
+
+from __future__ import annotations
+
+import itertools
+from collections import Counter
+
+import pytest
+
+from oddstream.simulator.model import BOOKMAKERS, MarketSimulator
+from schemas.catalog import load_catalog
+from schemas.codec import Codec
+from schemas.validation import as_millis
+from streams.market import overround
+
+pytestmark = pytest.mark.pure
+START = 1_800_000_000_000
+
+
+def take(seed: int, n: int) -> list:
+    return list(itertools.islice(MarketSimulator(seed=seed, start_ms=START, market_lifetime_s=(20, 40)).events(), n))
+
+
+def test_same_seed_same_events_other_seed_other_events() -> None:
+    assert take(3, 2000) == take(3, 2000)
+    assert take(3, 200) != take(4, 200)
+
+
+def test_every_event_is_valid_and_time_never_goes_back() -> None:
+    codec = Codec(load_catalog())
+    events = take(5, 30_000)
+    times = [e.record["event_time"] for e in events]
+    assert times == sorted(times)
+    for event in events:
+        codec.validate(event)
+    kinds = Counter(e.type for e in events)
+    assert {"OddsChanged", "BetPlaced", "BetSettled", "MarketResulted", "MarketStatusChanged",
+            "ApiCallRecorded", "UserActivity", "ServiceHeartbeat", "CashOut"} <= set(kinds)  # fmt: skip
+
+
+def test_quotes_carry_each_bookmakers_margin_and_ground_truth_is_recorded() -> None:
+    sim = MarketSimulator(seed=9, start_ms=START, market_lifetime_s=(20, 40))
+    events = list(itertools.islice(sim.events(), 20_000))
+    first_quotes = [e.record for e in events[:60] if e.type == "OddsChanged"]
+    for bookmaker, margin in BOOKMAKERS.items():
+        market = first_quotes[0]["market_id"]
+        prices = [r["odds"] for r in first_quotes if r["bookmaker"] == bookmaker and r["market_id"] == market]
+        assert len(prices) == 3
+        assert overround(prices) == pytest.approx(margin, abs=0.04)
+    assert sim.ground_truth, "markets closed within the run"
+    truth = sim.ground_truth[0]
+    assert sum(truth["true_probabilities"].values()) == pytest.approx(1.0)
+    results = [e for e in events if e.type == "MarketResulted" and e.record["market_id"] == truth["market_id"]]
+    assert results[0].record["winning_selection_ids"] == [truth["winner"]]
+    assert as_millis(results[0].record["event_time"]) == truth["closed_at_ms"]

@@ -1,0 +1,61 @@
+"""Standard Webhooks signing, endpoint registry and the SSRF guard."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from standardwebhooks.webhooks import Webhook, WebhookVerificationError
+
+from consumers.dispatcher.registry import EndpointRegistry
+from consumers.dispatcher.signing import endpoint_secret, sign
+from consumers.dispatcher.ssrf import check_address, check_url
+from oddstream.errors import UnsafeWebhookTarget
+
+pytestmark = pytest.mark.pure
+
+
+def test_signature_verifies_with_the_reference_library_and_tampering_fails() -> None:
+    secret = endpoint_secret("master", "ep1")
+    body = b'{"type":"OddsWindowUpdated","data":{}}'
+    headers = sign(secret, "msg_1", int(time.time()), body)
+    assert set(headers) >= {"webhook-id", "webhook-timestamp", "webhook-signature"}
+    Webhook(secret).verify(body, headers)
+    with pytest.raises(WebhookVerificationError):
+        Webhook(secret).verify(body + b" ", headers)
+    with pytest.raises(WebhookVerificationError):
+        Webhook(endpoint_secret("master", "ep2")).verify(body, headers)
+
+
+def test_endpoint_secrets_are_stable_and_distinct() -> None:
+    assert endpoint_secret("m", "a") == endpoint_secret("m", "a") != endpoint_secret("m", "b")
+    assert endpoint_secret("m", "a").startswith("whsec_")
+
+
+def test_registry_applies_registrations_and_tombstones() -> None:
+    registry = EndpointRegistry()
+    registry.apply("a", {"endpoint_id": "a", "url": "https://x", "event_types": [], "active": True})
+    registry.apply("b", {"endpoint_id": "b", "url": "https://y", "event_types": ["Other"], "active": True})
+    registry.apply("c", {"endpoint_id": "c", "url": "https://z", "event_types": [], "active": False})
+    assert [e.endpoint_id for e in registry.for_event("OddsWindowUpdated")] == ["a"]
+    registry.apply("a", None)
+    assert registry.for_event("OddsWindowUpdated") == [] and len(registry) == 2
+
+
+@pytest.mark.parametrize("address", ["127.0.0.1", "10.0.0.5", "169.254.169.254", "::1", "::ffff:127.0.0.1", "224.0.0.1"])
+def test_internal_addresses_are_refused(address: str) -> None:
+    with pytest.raises(UnsafeWebhookTarget):
+        check_address(address, allow_private=False)
+
+
+def test_loopback_allowed_only_for_local_development_and_metadata_never() -> None:
+    check_address("127.0.0.1", allow_private=True)
+    check_address("93.184.216.34", allow_private=False)
+    with pytest.raises(UnsafeWebhookTarget):
+        check_address("169.254.169.254", allow_private=True)
+
+
+@pytest.mark.parametrize("url", ["ftp://x.com/", "http://x.com/", "https://user:pw@x.com/", "https:///nohost"])
+def test_bad_urls_are_refused(url: str) -> None:
+    with pytest.raises(UnsafeWebhookTarget):
+        check_url(url, allow_private=False)
