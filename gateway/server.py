@@ -114,6 +114,9 @@ class Gateway:
             auto_offset_reset="latest",
         )
         await consumer.start()
+        for tp in consumer.assignment():
+            await consumer.position(tp)  # resolve "latest" now, so nothing after this line is missed
+        log.info("gateway consuming %s", self.topics.odds_window_1m)
         if started is not None:
             started.set()
         try:

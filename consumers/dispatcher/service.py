@@ -118,6 +118,11 @@ class Dispatcher:
             auto_offset_reset="latest",
         )
         await consumer.start()
+        while not consumer.assignment():
+            await asyncio.sleep(0.1)  # aiokafka joins the group in the background
+        for tp in consumer.assignment():
+            await consumer.position(tp)  # resolve the start offset before saying ready
+        log.info("dispatcher ready: %d endpoint(s), partitions %s", len(self.registry), sorted(tp.partition for tp in consumer.assignment()))
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         try:
             async with httpx.AsyncClient(timeout=self.settings.webhook_timeout_s, follow_redirects=False) as http:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
@@ -44,4 +46,23 @@ def create_missing(settings: Settings, wanted_topics: dict[str, bool], timeout_s
         except KafkaException as exc:
             if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
                 raise BrokerError(f"cannot create topic {name}: {exc}") from exc
+    _wait_for_leaders(admin, [t.topic for t in wanted], timeout_s)
     return created
+
+
+def _wait_for_leaders(admin: AdminClient, names: list[str], timeout_s: float) -> None:
+    """A new topic answers 'not leader' for a moment; return once every partition has one."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        metadata = admin.list_topics(timeout=timeout_s).topics
+        ready = all(
+            name in metadata
+            and metadata[name].error is None
+            and metadata[name].partitions
+            and all(p.leader >= 0 and p.error is None for p in metadata[name].partitions.values())
+            for name in names
+        )
+        if ready:
+            return
+        time.sleep(0.1)
+    raise BrokerError(f"topics {names} have no leader after {timeout_s:.0f} s")

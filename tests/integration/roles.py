@@ -1,0 +1,70 @@
+"""Run oddstream roles as real processes for integration tests."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from oddstream.settings import Settings
+
+
+def environment(settings: Settings) -> dict[str, str]:
+    """The settings as the ODDSTREAM_* variables a child process reads."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ODDSTREAM_")}
+    env.pop("KAFKA_BOOTSTRAP_SERVERS", None)
+    for name, value in settings.model_dump().items():
+        if value is None or isinstance(value, list):
+            continue
+        if hasattr(value, "get_secret_value"):
+            value = value.get_secret_value()
+        env[f"ODDSTREAM_{name.upper()}"] = str(value).lower() if isinstance(value, bool) else str(value)
+    return env
+
+
+class Role:
+    def __init__(self, settings: Settings, *args: str) -> None:
+        self.log = Path(settings.data_dir) / "logs" / f"{args[0]}.log"
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "oddstream", *args],
+            stdout=self.log.open("ab"),
+            stderr=subprocess.STDOUT,
+            env=environment(settings),
+            start_new_session=True,
+        )
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def stop(self) -> None:
+        if self.alive():
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")[-4000:]
+
+
+def wait_for(what: str, check: Callable[[], Any], timeout_s: float, roles: list[Role] = ()) -> Any:  # type: ignore[assignment]
+    """Poll ``check`` until it returns something truthy; fail with the roles' logs if it does not."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        for role in roles:
+            if not role.alive():
+                raise AssertionError(f"{role.log.stem} exited while waiting for {what}:\n{role.output()}")
+        result = check()
+        if result:
+            return result
+        time.sleep(0.25)
+    logs = "\n".join(f"--- {r.log.stem}\n{r.output()}" for r in roles)
+    raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}\n{logs}")

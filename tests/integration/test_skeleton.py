@@ -1,0 +1,151 @@
+"""The walking skeleton end to end on the real broker and embedded ClickHouse:
+producer -> Kafka -> Faust worker -> (derived topic, ClickHouse, WebSocket, signed webhook),
+with a poison record going to the dead-letter topic while good records keep flowing."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import httpx
+import pytest
+from standardwebhooks.webhooks import Webhook
+from websockets.sync.client import connect
+
+from consumers.dispatcher.endpoints import register_endpoint
+from infra.broker import free_port
+from oddstream.kafka.admin import ensure_topics
+from oddstream.kafka.deadletter import ORIGIN_TOPIC, REASON
+from oddstream.producer import EventProducer
+from oddstream.settings import Settings
+from schemas.catalog import load_catalog
+from schemas.codec import Codec
+from schemas.topics import Topics
+from tests.integration.kafka_read import read_all
+from tests.integration.roles import Role, wait_for
+
+pytestmark = pytest.mark.integration
+POISON = b"{\"odds\": \"not avro at all\"}"
+
+
+class Receiver:
+    """A local webhook endpoint that records what it gets."""
+
+    def __init__(self) -> None:
+        self.deliveries: list[tuple[dict[str, str], bytes]] = []
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["content-length"]))
+                owner.deliveries.append(({k.lower(): v for k, v in self.headers.items()}, body))
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks"
+
+
+def quotes(start_ms: int) -> list[tuple[str, str, float, int]]:
+    """(market, selection, odds, event ms): two markets, two windows, some out of order."""
+    rows = []
+    for n in range(30):
+        market = "mA" if n % 3 else "mB"
+        selection = ["home", "draw", "away"][n % 3 if market == "mA" else n % 2]
+        rows.append((market, selection, round(1.5 + (n * 7 % 11) / 4, 2), start_ms + n * 3_000 - (n % 4) * 100))
+    return rows
+
+
+def publish(producer: EventProducer, rows: list[tuple[str, str, float, int]]) -> None:
+    for market, selection, price, t in rows:
+        producer.publish("OddsChanged", {
+            "event_id": str(uuid.uuid4()), "event_time": t, "source": "test", "bookmaker": "pinnacle",
+            "market_id": market, "selection_id": selection, "odds": price,
+        })  # fmt: skip
+    producer.flush()
+
+
+def sql(settings: Settings, query: str) -> list[list[Any]]:
+    response = httpx.post(f"{settings.sql_endpoint}/sql", content=query, timeout=30)
+    assert response.status_code == 200, response.text
+    return response.json()["rows"]  # type: ignore[no-any-return]
+
+
+def test_skeleton_end_to_end(settings: Settings) -> None:
+    ensure_topics(settings)
+    topics = Topics(settings.topic_prefix)
+    receiver = Receiver()
+    endpoint_id, secret = register_endpoint(settings, receiver.url, ["OddsWindowUpdated"])
+    roles = [Role(settings, name) for name in ("store", "worker", "gateway", "dispatcher")]
+    try:
+        wait_for("gateway and dispatcher to consume", lambda: "gateway consuming" in roles[2].output()
+                 and "dispatcher ready: 1 endpoint" in roles[3].output(), 90, roles)  # fmt: skip
+        ws = connect(f"ws://127.0.0.1:{settings.gateway_port}/ws", open_timeout=10)
+        assert json.loads(ws.recv(10))["type"] == "welcome"
+        ws.send(json.dumps({"op": "subscribe", "channels": ["market:mA"]}))
+        assert json.loads(ws.recv(10)) == {"type": "subscribed", "channels": ["market:mA"]}
+
+        minute = int(time.time() * 1000) // 60_000 * 60_000 - 5 * 60_000
+        rows = quotes(minute)
+        first, second = rows[:15], rows[15:]
+        with EventProducer(settings) as producer:
+            publish(producer, first)
+            producer.produce_raw(topics.odds, b"mA", POISON)  # poison, on a market partition
+            publish(producer, second)
+
+        # (a) derived topic: one update per quote, none lost behind the poison
+        codec = Codec(load_catalog())
+        updates = wait_for("all window updates", lambda: (m := read_all(settings.bootstrap, topics.odds_window_1m))
+                           and len(m) >= len(rows) and m, 90, roles)  # fmt: skip
+        assert len(updates) == len(rows)
+        decoded = [codec.decode(m.value()).record for m in updates]
+        last_of_mA = max((d for d in decoded if d["market_id"] == "mA"), key=lambda d: (d["window_start"], d["version"]))
+        assert last_of_mA["version"] == sum(1 for r in rows if r[0] == "mA" and r[3] // 60_000 * 60_000 == last_of_mA["window_start"].timestamp() * 1000)
+
+        # dead letter: original bytes, reason and origin in headers
+        letters = wait_for("the dead letter", lambda: read_all(settings.bootstrap, topics.dead_letter), 30, roles)
+        assert [m.value() for m in letters] == [POISON]
+        headers = dict(letters[0].headers())
+        assert b"not an oddstream frame" in headers[REASON]
+        assert headers[ORIGIN_TOPIC] == topics.odds.encode()
+
+        # (b) ClickHouse: the latest version of every window equals a recomputation from the quotes
+        expected: dict[tuple[str, int, str], tuple[float, float, float, float, int]] = {}
+        for market, selection, price, t in sorted(rows, key=lambda r: r[3]):
+            key = (market, t // 60_000 * 60_000, selection)
+            o, h, lo, _last, n = expected.get(key, (price, price, price, price, 0))
+            expected[key] = (o, max(h, price), min(lo, price), price, n + 1)
+        query = ("SELECT market_id, toUnixTimestamp64Milli(window_start), selection_id, open, high, low, last, changes "
+                 "FROM odds_windows_1m FINAL ORDER BY version DESC LIMIT 1 BY market_id, window_start, selection_id")
+        stored = wait_for("ClickHouse rows", lambda: (r := sql(settings, query)) and len(r) == len(expected) and r, 60, roles)
+        assert {(m, int(w), s): (o, h, lo, la, n) for m, w, s, o, h, lo, la, n in stored} == expected
+        assert sql(settings, "SELECT count() FROM dead_letters")[0][0] == 1
+        refused = httpx.post(f"{settings.sql_endpoint}/sql", content="DROP TABLE odds_windows_1m", timeout=30)
+        assert refused.status_code == 400 and "readonly" in refused.text.lower()
+
+        # (c) WebSocket: updates for the subscribed market only, with their stream position
+        frames = [json.loads(ws.recv(10)) for _ in range(3)]
+        assert all(f["type"] == "event" and f["channel"] == "market:mA" for f in frames)
+        assert all(f["data"]["market_id"] == "mA" and f["position"]["topic"] == topics.odds_window_1m for f in frames)
+        ws.close()
+
+        # (d) webhooks: signed per Standard Webhooks, verifiable with the endpoint's secret
+        wait_for("webhook deliveries", lambda: len(receiver.deliveries) >= len(rows), 60, roles)
+        for headers_in, body in receiver.deliveries:
+            Webhook(secret).verify(body, headers_in)
+            assert json.loads(body)["type"] == "OddsWindowUpdated"
+        ids = {h["webhook-id"] for h, _ in receiver.deliveries}
+        assert len(ids) == len(rows)  # one message id per window update
+        assert endpoint_id.startswith("ep_")
+    finally:
+        for role in reversed(roles):
+            role.stop()
+        receiver.server.shutdown()
