@@ -22,7 +22,14 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from gateway.fanout import Client, Hub
-from gateway.protocol import CHANNEL_HELP, ProtocolError, channels_of, error_message, event_message, parse_command
+from gateway.protocol import (
+    CHANNEL_HELP,
+    ProtocolError,
+    channels_of,
+    error_message,
+    event_message,
+    parse_command,
+)
 from oddstream.codecs import build_codec
 from oddstream.errors import EventError
 from oddstream.settings import Settings
@@ -128,7 +135,9 @@ class Gateway:
                     continue
                 data: dict[str, Any] = jsonable(event.record)
                 for channel in channels_of(event.type, event.record):
-                    frame = json.dumps(event_message(channel, event.type, m.topic, m.partition, m.offset, data))
+                    frame = json.dumps(
+                        event_message(channel, event.type, m.topic, m.partition, m.offset, data)
+                    )
                     self.hub.publish(channel, frame)
         finally:
             await consumer.stop()

@@ -92,7 +92,15 @@ class LocalKafka:
             raise BrokerError("Maven (mvn) is not on PATH; it is needed to fetch the Kafka jars")
         self.data_dir.mkdir(parents=True, exist_ok=True)
         result = subprocess.run(
-            [mvn, "-q", "-B", "-f", str(pom), "dependency:build-classpath", f"-Dmdep.outputFile={cached}"],
+            [
+                mvn,
+                "-q",
+                "-B",
+                "-f",
+                str(pom),
+                "dependency:build-classpath",
+                f"-Dmdep.outputFile={cached}",
+            ],
             capture_output=True,
             text=True,
             check=False,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from pathlib import Path
@@ -52,8 +53,13 @@ def up(
 
 @app.command()
 def simulate(
-    events: Annotated[int | None, typer.Option(help="Stop after this many events (default: run forever).")] = None,
-    fast: Annotated[bool, typer.Option(help="Do not pace to the wall clock; event times stay spaced at the rate.")] = False,
+    events: Annotated[
+        int | None, typer.Option(help="Stop after this many events (default: run forever).")
+    ] = None,
+    fast: Annotated[
+        bool,
+        typer.Option(help="Do not pace to the wall clock; event times stay spaced at the rate."),
+    ] = False,
     progress: Annotated[bool, typer.Option(help="Show the progress display.")] = True,
 ) -> None:
     """Publish a seeded simulation of markets, bookmakers and bettors (ODDSTREAM_SIMULATOR_*)."""
@@ -108,7 +114,9 @@ def dispatcher() -> None:
 
 @app.command()
 def sql(
-    query: Annotated[str, typer.Argument(help="A read-only query, e.g. \"SELECT count() FROM odds_windows_1m\".")],
+    query: Annotated[
+        str, typer.Argument(help='A read-only query, e.g. "SELECT count() FROM odds_windows_1m".')
+    ],
     output: Annotated[str, typer.Option(help="table or json")] = "table",
 ) -> None:
     """Run read-only SQL. Embedded ClickHouse: through the store's endpoint (the store owns the
@@ -120,7 +128,9 @@ def sql(
         try:
             response = httpx.post(f"{s.sql_endpoint}/sql", content=query, timeout=60)
         except httpx.HTTPError as exc:
-            raise OddstreamError(f"the store is not reachable at {s.sql_endpoint} ({exc}); is `oddstream up` running?") from exc
+            raise OddstreamError(
+                f"the store is not reachable at {s.sql_endpoint} ({exc}); is `oddstream up` running?"
+            ) from exc
         answer = response.json()
         if response.status_code != 200:
             raise OddstreamError(answer.get("error", response.text))
@@ -143,7 +153,9 @@ def sql(
 @webhook_app.command("add")
 def webhook_add(
     url: Annotated[str, typer.Argument(help="HTTPS URL to POST deliveries to.")],
-    event_type: Annotated[list[str], typer.Option("--event-type", help="Deliver only these types (repeat).")] = [],  # noqa: B006
+    event_type: Annotated[
+        list[str], typer.Option("--event-type", help="Deliver only these types (repeat).")
+    ] = [],  # noqa: B006
 ) -> None:
     """Register an endpoint; prints its id and its signing secret (whsec_...)."""
     from consumers.dispatcher.endpoints import register_endpoint
@@ -170,6 +182,16 @@ def webhook_listen(
     web.run_app(receiver_app(secret, log_path), host="127.0.0.1", port=port, print=None)
 
 
+@broker_app.command("fetch")
+def broker_fetch() -> None:
+    """Fetch the Kafka jars with Maven (cached in ~/.m2) without starting anything."""
+    from infra.broker import LocalKafka
+
+    s = settings()
+    classpath = LocalKafka(Path(s.data_dir) / "kafka", port=s.local_kafka_port).classpath()
+    typer.echo(f"Kafka jars ready ({len(classpath.split(':'))} on the classpath)")
+
+
 @broker_app.command("start")
 def broker_start() -> None:
     """Start the local broker in the foreground (Ctrl-C stops it)."""
@@ -191,10 +213,8 @@ def broker_start() -> None:
 
 
 def _run(coro: object) -> None:
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(coro)  # type: ignore[arg-type]
-    except KeyboardInterrupt:
-        pass
 
 
 def main() -> None:

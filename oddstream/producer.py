@@ -32,9 +32,7 @@ from schemas.topics import Topics
 class EventProducer:
     """Publishes events; keeps count of what was acknowledged."""
 
-    def __init__(
-        self, settings: Settings, codec: Codec | None = None, **config: Any
-    ) -> None:
+    def __init__(self, settings: Settings, codec: Codec | None = None, **config: Any) -> None:
         self._codec = codec or build_codec(settings)
         self._topics = Topics(settings.topic_prefix)
         self._producer = Producer(
@@ -61,7 +59,11 @@ class EventProducer:
         self.produce_raw(topic, event.key, value)
 
     def produce_raw(
-        self, topic: str, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]] | None = None
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes,
+        headers: list[tuple[str, str | bytes | None]] | None = None,
     ) -> None:
         """Send bytes as they are (replays, dead letters, tests of bad input)."""
         while True:
@@ -99,7 +101,10 @@ class EventProducer:
         return self
 
     def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         if exc_type is None:
             self.close()

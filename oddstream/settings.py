@@ -34,7 +34,9 @@ class Settings(BaseSettings):
     kafka_bootstrap_servers: str | None = Field(
         default=None,
         validation_alias=AliasChoices(
-            "ODDSTREAM_KAFKA_BOOTSTRAP_SERVERS", "KAFKA_BOOTSTRAP_SERVERS", "kafka_bootstrap_servers"
+            "ODDSTREAM_KAFKA_BOOTSTRAP_SERVERS",
+            "KAFKA_BOOTSTRAP_SERVERS",
+            "kafka_bootstrap_servers",
         ),
         description="An existing Kafka cluster. Unset: `oddstream up` starts a local broker.",
     )
@@ -55,7 +57,8 @@ class Settings(BaseSettings):
     store_host: str = Field(default="127.0.0.1", description="Bind address of the store's SQL endpoint.")
     store_port: int = Field(default=8124, description="Port of the store's read-only SQL endpoint.")
     store_url: str | None = Field(
-        default=None, description="Where `oddstream sql` finds the store. Default: from host and port."
+        default=None,
+        description="Where `oddstream sql` finds the store. Default: from host and port.",
     )
     gateway_host: str = Field(default="127.0.0.1", description="Bind address of the WebSocket gateway.")
     gateway_port: int = Field(default=8765, description="Port of the WebSocket gateway.")
@@ -64,7 +67,9 @@ class Settings(BaseSettings):
         description="API keys the gateway accepts. Empty: no authentication (local only).",
     )
     gateway_client_queue: int = Field(
-        default=1000, ge=1, description="Messages buffered per WebSocket client before it is dropped."
+        default=1000,
+        ge=1,
+        description="Messages buffered per WebSocket client before it is dropped.",
     )
     webhook_master_secret: SecretStr = Field(
         default=SecretStr("oddstream-local-development-secret"),

@@ -97,7 +97,7 @@ def run_stack(settings: Settings, simulate: bool = True) -> None:
         stack.spawn("gateway", "gateway")
         stack.spawn("dispatcher", "dispatcher")
         receiver_url = f"http://127.0.0.1:{RECEIVER_PORT}/hooks/oddstream"
-        endpoint_id, secret = register_endpoint(
+        _endpoint_id, secret = register_endpoint(
             settings.model_copy(update={"webhook_allow_private_targets": True}),
             receiver_url,
             ["OddsWindowUpdated"],
@@ -122,14 +122,16 @@ def run_stack(settings: Settings, simulate: bool = True) -> None:
 
 def print_where_to_look(settings: Settings, stack: Stack, receiver_url: str) -> None:
     s = settings
+    kafka = f"{s.bootstrap} (local broker, data in {stack.broker.data_dir})" if stack.broker else s.bootstrap
+    subscribe = '{"op":"subscribe","channels":["markets"]}'
     print(
         f"""
 oddstream is up.
-  Kafka               {s.bootstrap}{' (local broker, data in ' + str(stack.broker.data_dir) + ')' if stack.broker else ''}
-  WebSocket           ws://{s.gateway_host}:{s.gateway_port}/ws   send {{"op":"subscribe","channels":["markets"]}}
+  Kafka               {kafka}
+  WebSocket           ws://{s.gateway_host}:{s.gateway_port}/ws   send {subscribe}
   SQL (read-only)     oddstream sql "SELECT count() FROM odds_windows_1m"   ({s.sql_endpoint}/sql)
-  Webhook receiver    {receiver_url}  deliveries: {stack.logs / 'webhook-received.jsonl'}
-  Delivery log        {stack.logs / 'webhook-deliveries.jsonl'}
+  Webhook receiver    {receiver_url}  deliveries: {stack.logs / "webhook-received.jsonl"}
+  Delivery log        {stack.logs / "webhook-deliveries.jsonl"}
   Logs                {stack.logs}/<role>.log
 Ctrl-C stops everything.
 """,

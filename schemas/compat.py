@@ -116,9 +116,7 @@ def _check(reader: Schema, writer: Schema, rn: Names, wn: Names, path: str, out:
         out.append(f"{here}: fixed size {writer['size']} read as {reader['size']}")
 
 
-def _check_record(
-    reader: Schema, writer: Schema, rn: Names, wn: Names, path: str, out: list[str]
-) -> None:
+def _check_record(reader: Schema, writer: Schema, rn: Names, wn: Names, path: str, out: list[str]) -> None:
     if reader["name"].rsplit(".", 1)[-1] != writer["name"].rsplit(".", 1)[-1]:
         out.append(f"{path or '<root>'}: record renamed {writer['name']} -> {reader['name']}")
         return

@@ -65,7 +65,13 @@ class Topics:
 
     def all(self) -> list[str]:
         """Every topic oddstream creates, sources first."""
-        suffixes = [*SOURCE_TOPICS, "odds.window.1m", "odds.late", "dead-letter", "webhooks.endpoints"]
+        suffixes = [
+            *SOURCE_TOPICS,
+            "odds.window.1m",
+            "odds.late",
+            "dead-letter",
+            "webhooks.endpoints",
+        ]
         return [self.name(s) for s in suffixes]
 
     def compacted(self) -> set[str]:

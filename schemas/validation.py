@@ -31,7 +31,7 @@ def as_millis(value: Any) -> int:
         if value.tzinfo is None:
             value = value.replace(tzinfo=UTC)
         # integer arithmetic: float seconds * 1000 can be off by one millisecond
-        return (value - EPOCH) // ONE_MS
+        return int((value - EPOCH) // ONE_MS)
     return int(value)
 
 
@@ -97,6 +97,6 @@ def check_values(event: Event, now_ms: int | None = None, max_future_ms: int = 3
             raise bad("status", f"must be an HTTP status 100-599, got {record['status']}")
         if record["latency_ms"] < 0:
             raise bad("latency_ms", f"must not be negative, got {record['latency_ms']}")
-    if kind == "UserActivity" and record["activity"] in ("DEPOSIT", "WITHDRAWAL"):
-        if record.get("amount") is None or record.get("currency") is None:
-            raise bad("amount", f"{record['activity']} needs an amount and a currency")
+    money_moved = kind == "UserActivity" and record["activity"] in ("DEPOSIT", "WITHDRAWAL")
+    if money_moved and (record.get("amount") is None or record.get("currency") is None):
+        raise bad("amount", f"{record['activity']} needs an amount and a currency")

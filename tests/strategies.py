@@ -74,8 +74,10 @@ def records(event_type: str) -> st.SearchStrategy[dict[str, Any]]:
     base = _for_type(schema, "", {})
     if event_type == "UserActivity":
         return base.filter(
-            lambda r: r["activity"] not in ("DEPOSIT", "WITHDRAWAL")
-            or (r["amount"] is not None and r["currency"] is not None)
+            lambda r: (
+                r["activity"] not in ("DEPOSIT", "WITHDRAWAL")
+                or (r["amount"] is not None and r["currency"] is not None)
+            )
         )
     return base
 

@@ -48,7 +48,11 @@ def receiver_app(secret: str, log_path: Path) -> web.Application:
             verifier.verify(body, dict(request.headers))
         except WebhookVerificationError as exc:
             return web.json_response({"error": f"bad signature: {exc}"}, status=401)
-        entry = {"webhook_id": request.headers.get("webhook-id"), "verified": True, "body": json.loads(body)}
+        entry = {
+            "webhook_id": request.headers.get("webhook-id"),
+            "verified": True,
+            "body": json.loads(body),
+        }
         with log_path.open("a") as fh:
             fh.write(json.dumps(entry) + "\n")
         return web.json_response({"ok": True})

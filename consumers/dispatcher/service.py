@@ -65,7 +65,7 @@ class Dispatcher:
         )
         await consumer.start()
         try:
-            while not consumer.assignment():
+            while not consumer.assignment():  # noqa: ASYNC110 - aiokafka offers no assignment event
                 await asyncio.sleep(0.05)
             tps = sorted(consumer.assignment())
             await consumer.seek_to_beginning(*tps)
@@ -118,14 +118,20 @@ class Dispatcher:
             auto_offset_reset="latest",
         )
         await consumer.start()
-        while not consumer.assignment():
+        while not consumer.assignment():  # noqa: ASYNC110 - aiokafka offers no assignment event
             await asyncio.sleep(0.1)  # aiokafka joins the group in the background
         for tp in consumer.assignment():
             await consumer.position(tp)  # resolve the start offset before saying ready
-        log.info("dispatcher ready: %d endpoint(s), partitions %s", len(self.registry), sorted(tp.partition for tp in consumer.assignment()))
+        log.info(
+            "dispatcher ready: %d endpoint(s), partitions %s",
+            len(self.registry),
+            sorted(tp.partition for tp in consumer.assignment()),
+        )
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            async with httpx.AsyncClient(timeout=self.settings.webhook_timeout_s, follow_redirects=False) as http:
+            async with httpx.AsyncClient(
+                timeout=self.settings.webhook_timeout_s, follow_redirects=False
+            ) as http:
                 while True:
                     batch = await consumer.getmany(timeout_ms=500, max_records=500)
                     jobs = []
@@ -150,7 +156,9 @@ class Dispatcher:
             registry_task.cancel()
             await consumer.stop()
 
-    async def deliver(self, http: httpx.AsyncClient, endpoint: Endpoint, message_id: str, body: bytes) -> bool:
+    async def deliver(
+        self, http: httpx.AsyncClient, endpoint: Endpoint, message_id: str, body: bytes
+    ) -> bool:
         """POST with exponential backoff; True when the endpoint answered 2xx."""
         secret = endpoint_secret(self.master, endpoint.endpoint_id)
         for attempt in range(1, self.settings.webhook_max_attempts + 1):
@@ -159,7 +167,10 @@ class Dispatcher:
                 await self._check_target(endpoint.url)
                 headers = sign(secret, message_id, int(time.time()), body)
                 response = await http.post(endpoint.url, content=body, headers=headers)
-                outcome, status = ("delivered" if response.is_success else "http_error"), response.status_code
+                outcome, status = (
+                    ("delivered" if response.is_success else "http_error"),
+                    response.status_code,
+                )
             except UnsafeWebhookTarget as exc:
                 self._record(endpoint, message_id, attempt, "refused", None, str(exc), started)
                 self.failed += 1

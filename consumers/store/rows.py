@@ -22,9 +22,22 @@ def window_rows(event: Event, partition: int, offset: int) -> list[tuple[Any, ..
     r = event.record
     return [
         (
-            r["market_id"], s["selection_id"], r["window_start"], r["window_end"], r["version"],
-            s["open"], s["high"], s["low"], s["last"], s["changes"], s["implied_probability"],
-            r["overround"], r["event_id"], r["event_time"], partition, offset,
-        )  # fmt: skip
+            r["market_id"],
+            s["selection_id"],
+            r["window_start"],
+            r["window_end"],
+            r["version"],
+            s["open"],
+            s["high"],
+            s["low"],
+            s["last"],
+            s["changes"],
+            s["implied_probability"],
+            r["overround"],
+            r["event_id"],
+            r["event_time"],
+            partition,
+            offset,
+        )
         for s in r["selections"]
     ]

@@ -20,8 +20,14 @@ from consumers.store.clickhouse import Store, migrate, redact
 from consumers.store.rows import DEAD_LETTER_COLUMNS, WINDOW_COLUMNS, window_rows
 from oddstream.codecs import build_codec
 from oddstream.errors import EventError, StoreError
-from oddstream.kafka.deadletter import ORIGIN_OFFSET, ORIGIN_PARTITION, ORIGIN_TOPIC, REASON, STAGE
-from oddstream.kafka.deadletter import dead_letter_headers
+from oddstream.kafka.deadletter import (
+    ORIGIN_OFFSET,
+    ORIGIN_PARTITION,
+    ORIGIN_TOPIC,
+    REASON,
+    STAGE,
+    dead_letter_headers,
+)
 from oddstream.settings import Settings
 from schemas.jsonable import jsonable
 from schemas.topics import Topics
@@ -66,7 +72,9 @@ class StoreService:
                             windows.extend(window_rows(self.codec.decode(m.value), m.partition, m.offset))
                         except EventError as exc:
                             headers = dead_letter_headers(exc.reason, m.topic, m.partition, m.offset, "store")
-                            await producer.send_and_wait(self.topics.dead_letter, m.value, key=m.key, headers=headers)
+                            await producer.send_and_wait(
+                                self.topics.dead_letter, m.value, key=m.key, headers=headers
+                            )
                 await asyncio.to_thread(self.store.insert, "odds_windows_1m", windows, WINDOW_COLUMNS)
                 await asyncio.to_thread(self.store.insert, "dead_letters", letters, DEAD_LETTER_COLUMNS)
                 await consumer.commit()
@@ -100,7 +108,11 @@ class StoreService:
 
     async def handle_health(self, request: web.Request) -> web.Response:
         return web.json_response(
-            {"status": "ok", "clickhouse": redact(self.settings.clickhouse), "rows_written": self.rows_written}
+            {
+                "status": "ok",
+                "clickhouse": redact(self.settings.clickhouse),
+                "rows_written": self.rows_written,
+            }
         )
 
 
@@ -108,7 +120,7 @@ def dead_letter_row(message: Any) -> tuple[Any, ...]:
     headers = {k: v for k, v in (message.headers or [])}
 
     def text(key: str, default: str = "") -> str:
-        return headers.get(key, default.encode()).decode(errors="replace")
+        return str(headers.get(key, default.encode()).decode(errors="replace"))
 
     return (
         text(ORIGIN_TOPIC, message.topic),

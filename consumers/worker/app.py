@@ -64,7 +64,7 @@ def create_app(settings: Settings) -> faust.App:
     dead_letters = raw_topic(topics.dead_letter)
     windows = app.Table("odds-window-1m", default=None, partitions=settings.topic_partitions)
 
-    async def reject(event: EventT, reason: str, sink: Any, stage: str) -> None:
+    async def reject(event: EventT[Any], reason: str, sink: Any, stage: str) -> None:
         message = event.message
         headers = dead_letter_headers(reason, message.topic, message.partition, message.offset, stage)
         await sink.send(key=event.key, value=event.value, headers=headers)
@@ -76,7 +76,12 @@ def create_app(settings: Settings) -> faust.App:
                 decoded = codec.decode(raw.value)
                 codec.validate(decoded, now_ms=int(time.time() * 1000))
             except EventError as exc:
-                log.warning("dead letter at %s:%s: %s", raw.message.partition, raw.message.offset, exc.reason)
+                log.warning(
+                    "dead letter at %s:%s: %s",
+                    raw.message.partition,
+                    raw.message.offset,
+                    exc.reason,
+                )
                 await reject(raw, exc.reason, dead_letters, "odds-window-1m")
                 continue
             if decoded.type != "OddsChanged":

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 from confluent_kafka import KafkaError, KafkaException
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from oddstream.errors import BrokerError
 from oddstream.settings import Settings
@@ -16,9 +16,7 @@ def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> list[str]:
     """Create every missing oddstream topic; return the names created."""
     topics = Topics(settings.topic_prefix)
     compacted = topics.compacted()
-    return create_missing(
-        settings, {name: name in compacted for name in topics.all()}, timeout_s
-    )
+    return create_missing(settings, {name: name in compacted for name in topics.all()}, timeout_s)
 
 
 def create_missing(settings: Settings, wanted_topics: dict[str, bool], timeout_s: float = 30.0) -> list[str]:
@@ -33,9 +31,7 @@ def create_missing(settings: Settings, wanted_topics: dict[str, bool], timeout_s
         if name in existing:
             continue
         config = {"cleanup.policy": "compact"} if compact else {}
-        wanted.append(
-            NewTopic(name, settings.topic_partitions, settings.topic_replication, config=config)
-        )
+        wanted.append(NewTopic(name, settings.topic_partitions, settings.topic_replication, config=config))
     if not wanted:
         return []
     created = []

@@ -26,7 +26,12 @@ from typing import Any
 from schemas.catalog import Event
 
 SELECTIONS = ("home", "draw", "away")
-BOOKMAKERS: dict[str, float] = {"pinnacle": 0.025, "bet365": 0.055, "unibet": 0.065, "betfair": 0.04}
+BOOKMAKERS: dict[str, float] = {
+    "pinnacle": 0.025,
+    "bet365": 0.055,
+    "unibet": 0.065,
+    "betfair": 0.04,
+}
 ROUTES = ("/v1/bets", "/v1/markets/{id}", "/v1/users/{id}/balance", "/v1/odds")
 SERVICES = ("bet-api", "odds-feed", "wallet")
 
@@ -144,21 +149,41 @@ class MarketSimulator:
         for index, market in enumerate(self._markets):
             if market.status == "SUSPENDED" and self.clock_ms >= market.resume_at_ms:
                 market.status = "OPEN"
-                yield self._event("MarketStatusChanged", market_id=market.market_id, status="OPEN", reason="resumed")
+                yield self._event(
+                    "MarketStatusChanged",
+                    market_id=market.market_id,
+                    status="OPEN",
+                    reason="resumed",
+                )
             elif market.status == "OPEN" and self._rng.random() < 0.0005:
                 market.status = "SUSPENDED"
                 market.resume_at_ms = self.clock_ms + int(self._rng.uniform(5, 30) * 1000)
-                yield self._event("MarketStatusChanged", market_id=market.market_id, status="SUSPENDED", reason="in-play incident")
+                yield self._event(
+                    "MarketStatusChanged",
+                    market_id=market.market_id,
+                    status="SUSPENDED",
+                    reason="in-play incident",
+                )
             if self.clock_ms >= market.closes_at_ms:
                 yield from self._close(market)
                 self._markets[index] = replacement = self._new_market()
-                yield self._event("MarketStatusChanged", market_id=replacement.market_id, status="OPEN", reason=None)
+                yield self._event(
+                    "MarketStatusChanged",
+                    market_id=replacement.market_id,
+                    status="OPEN",
+                    reason=None,
+                )
                 yield from self._requote(replacement, list(BOOKMAKERS))
 
     def _close(self, market: SimMarket) -> Iterator[Event]:
         truth = market.true_probabilities()
         winner = self._rng.choices(SELECTIONS, weights=truth)[0]
-        yield self._event("MarketStatusChanged", market_id=market.market_id, status="CLOSED", reason="event finished")
+        yield self._event(
+            "MarketStatusChanged",
+            market_id=market.market_id,
+            status="CLOSED",
+            reason="event finished",
+        )
         yield self._event("MarketResulted", market_id=market.market_id, winning_selection_ids=[winner])
         self.ground_truth.append(
             {
@@ -170,7 +195,9 @@ class MarketSimulator:
         )
         for bet in market.bets.values():
             won = bet.selection_id == winner
-            payout = (bet.stake * Decimal(str(bet.odds))).quantize(Decimal("0.01")) if won else Decimal("0.00")
+            payout = (
+                (bet.stake * Decimal(str(bet.odds))).quantize(Decimal("0.01")) if won else Decimal("0.00")
+            )
             yield self._event(
                 "BetSettled",
                 bet_id=bet.bet_id,
@@ -207,7 +234,12 @@ class MarketSimulator:
         if not market.bets or market.status != "OPEN":
             return
         bet = market.bets.pop(self._rng.choice(sorted(market.bets)))
-        common = {"bet_id": bet.bet_id, "user_id": bet.user_id, "market_id": market.market_id, "selection_id": bet.selection_id}
+        common = {
+            "bet_id": bet.bet_id,
+            "user_id": bet.user_id,
+            "market_id": market.market_id,
+            "selection_id": bet.selection_id,
+        }
         if self._rng.random() < 0.2:
             yield self._event("BetCancelled", reason="user request", **common)
             return
@@ -227,7 +259,9 @@ class MarketSimulator:
         )
 
     def _user_activity(self) -> Event:
-        kind = self._rng.choices(["LOGIN", "LOGOUT", "DEPOSIT", "WITHDRAWAL", "PAGE_VIEW"], weights=[20, 10, 8, 4, 58])[0]
+        kind = self._rng.choices(
+            ["LOGIN", "LOGOUT", "DEPOSIT", "WITHDRAWAL", "PAGE_VIEW"], weights=[20, 10, 8, 4, 58]
+        )[0]
         money = kind in ("DEPOSIT", "WITHDRAWAL")
         return self._event(
             "UserActivity",
@@ -241,7 +275,12 @@ class MarketSimulator:
     def _heartbeats(self) -> Iterator[Event]:
         self._next_heartbeat_ms = self.clock_ms + 5_000
         for service in SERVICES:
-            yield self._event("ServiceHeartbeat", service=service, instance=f"{service}-0", sequence=self._heartbeat_seq[service])
+            yield self._event(
+                "ServiceHeartbeat",
+                service=service,
+                instance=f"{service}-0",
+                sequence=self._heartbeat_seq[service],
+            )
             self._heartbeat_seq[service] += 1
 
     # -- envelope -----------------------------------------------------------
@@ -250,5 +289,10 @@ class MarketSimulator:
         return str(uuid.UUID(int=self._rng.getrandbits(128), version=4))
 
     def _event(self, event_type: str, **fields: Any) -> Event:
-        record = {"event_id": self._uuid(), "event_time": self.clock_ms, "source": self._source, **fields}
+        record = {
+            "event_id": self._uuid(),
+            "event_time": self.clock_ms,
+            "source": self._source,
+            **fields,
+        }
         return Event(event_type, record)

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 import pytest
-from confluent_kafka.admin import AdminClient, ConfigResource
+from confluent_kafka.admin import AdminClient, ConfigResource  # type: ignore[attr-defined]
 
 from oddstream.errors import DeliveryFailed, InvalidEvent
 from oddstream.kafka.admin import ensure_topics
@@ -19,7 +20,7 @@ from tests.integration.kafka_read import read_all
 pytestmark = pytest.mark.integration
 
 
-def odds(market: str, odds_value: float, t: int) -> dict:
+def odds(market: str, odds_value: float, t: int) -> dict[str, Any]:
     return {
         "event_id": str(uuid.uuid4()), "event_time": t, "source": "test",
         "bookmaker": "pinnacle", "market_id": market, "selection_id": "home", "odds": odds_value,
@@ -46,10 +47,10 @@ def test_published_events_arrive_keyed_by_market_and_decode(settings: Settings) 
     assert producer.delivered == 40
     messages = read_all(settings.bootstrap, Topics(settings.topic_prefix).odds)
     codec = Codec(load_catalog())
-    assert sorted(str(codec.decode(m.value()).record["event_id"]) for m in messages) == sorted(
+    assert sorted(str(codec.decode(m.value() or b"").record["event_id"]) for m in messages) == sorted(
         r["event_id"] for r in sent
     )
-    partitions_by_key: dict[bytes, set[int]] = {}
+    partitions_by_key: dict[bytes | None, set[int | None]] = {}
     for m in messages:
         partitions_by_key.setdefault(m.key(), set()).add(m.partition())
     assert all(len(p) == 1 for p in partitions_by_key.values())  # one market, one partition, ordered
@@ -63,8 +64,8 @@ def test_a_bad_event_is_refused_before_anything_is_sent(settings: Settings) -> N
 
 
 def test_undeliverable_records_raise_delivery_failed(settings: Settings) -> None:
-    producer = EventProducer(settings.model_copy(update={"kafka_bootstrap_servers": "127.0.0.1:1"}),
-                             **{"message.timeout.ms": 1500})  # fmt: skip
+    unreachable = settings.model_copy(update={"kafka_bootstrap_servers": "127.0.0.1:1"})
+    producer = EventProducer(unreachable, None, **{"message.timeout.ms": 1500})
     producer.publish("OddsChanged", odds("m1", 2.0, 1_800_000_000_000))
     with pytest.raises(DeliveryFailed, match="1 record"):
         producer.flush(10)

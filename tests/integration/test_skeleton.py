@@ -29,7 +29,7 @@ from tests.integration.kafka_read import read_all
 from tests.integration.roles import Role, wait_for
 
 pytestmark = pytest.mark.integration
-POISON = b"{\"odds\": \"not avro at all\"}"
+POISON = b'{"odds": "not avro at all"}'
 
 
 class Receiver:
@@ -60,7 +60,14 @@ def quotes(start_ms: int) -> list[tuple[str, str, float, int]]:
     for n in range(30):
         market = "mA" if n % 3 else "mB"
         selection = ["home", "draw", "away"][n % 3 if market == "mA" else n % 2]
-        rows.append((market, selection, round(1.5 + (n * 7 % 11) / 4, 2), start_ms + n * 3_000 - (n % 4) * 100))
+        rows.append(
+            (
+                market,
+                selection,
+                round(1.5 + (n * 7 % 11) / 4, 2),
+                start_ms + n * 3_000 - (n % 4) * 100,
+            )
+        )
     return rows
 
 
@@ -103,15 +110,28 @@ def test_skeleton_end_to_end(settings: Settings) -> None:
 
         # (a) derived topic: one update per quote, none lost behind the poison
         codec = Codec(load_catalog())
-        updates = wait_for("all window updates", lambda: (m := read_all(settings.bootstrap, topics.odds_window_1m))
-                           and len(m) >= len(rows) and m, 90, roles)  # fmt: skip
+
+        def derived() -> Any:
+            messages = read_all(settings.bootstrap, topics.odds_window_1m)
+            return len(messages) >= len(rows) and messages
+
+        updates = wait_for("all window updates", derived, 90, roles)
         assert len(updates) == len(rows)
         decoded = [codec.decode(m.value()).record for m in updates]
-        last_of_mA = max((d for d in decoded if d["market_id"] == "mA"), key=lambda d: (d["window_start"], d["version"]))
-        assert last_of_mA["version"] == sum(1 for r in rows if r[0] == "mA" and r[3] // 60_000 * 60_000 == last_of_mA["window_start"].timestamp() * 1000)
+        last_of_mA = max(
+            (d for d in decoded if d["market_id"] == "mA"),
+            key=lambda d: (d["window_start"], d["version"]),
+        )
+        assert last_of_mA["version"] == sum(
+            1
+            for r in rows
+            if r[0] == "mA" and r[3] // 60_000 * 60_000 == last_of_mA["window_start"].timestamp() * 1000
+        )
 
         # dead letter: original bytes, reason and origin in headers
-        letters = wait_for("the dead letter", lambda: read_all(settings.bootstrap, topics.dead_letter), 30, roles)
+        letters = wait_for(
+            "the dead letter", lambda: read_all(settings.bootstrap, topics.dead_letter), 30, roles
+        )
         assert [m.value() for m in letters] == [POISON]
         headers = dict(letters[0].headers())
         assert b"not an oddstream frame" in headers[REASON]
@@ -123,9 +143,17 @@ def test_skeleton_end_to_end(settings: Settings) -> None:
             key = (market, t // 60_000 * 60_000, selection)
             o, h, lo, _last, n = expected.get(key, (price, price, price, price, 0))
             expected[key] = (o, max(h, price), min(lo, price), price, n + 1)
-        query = ("SELECT market_id, toUnixTimestamp64Milli(window_start), selection_id, open, high, low, last, changes "
-                 "FROM odds_windows_1m FINAL ORDER BY version DESC LIMIT 1 BY market_id, window_start, selection_id")
-        stored = wait_for("ClickHouse rows", lambda: (r := sql(settings, query)) and len(r) == len(expected) and r, 60, roles)
+        query = (
+            "SELECT market_id, toUnixTimestamp64Milli(window_start), selection_id, "
+            "open, high, low, last, changes FROM odds_windows_1m FINAL "
+            "ORDER BY version DESC LIMIT 1 BY market_id, window_start, selection_id"
+        )
+        stored = wait_for(
+            "ClickHouse rows",
+            lambda: (r := sql(settings, query)) and len(r) == len(expected) and r,
+            60,
+            roles,
+        )
         assert {(m, int(w), s): (o, h, lo, la, n) for m, w, s, o, h, lo, la, n in stored} == expected
         assert sql(settings, "SELECT count() FROM dead_letters")[0][0] == 1
         refused = httpx.post(f"{settings.sql_endpoint}/sql", content="DROP TABLE odds_windows_1m", timeout=30)
@@ -134,7 +162,9 @@ def test_skeleton_end_to_end(settings: Settings) -> None:
         # (c) WebSocket: updates for the subscribed market only, with their stream position
         frames = [json.loads(ws.recv(10)) for _ in range(3)]
         assert all(f["type"] == "event" and f["channel"] == "market:mA" for f in frames)
-        assert all(f["data"]["market_id"] == "mA" and f["position"]["topic"] == topics.odds_window_1m for f in frames)
+        assert all(
+            f["data"]["market_id"] == "mA" and f["position"]["topic"] == topics.odds_window_1m for f in frames
+        )
         ws.close()
 
         # (d) webhooks: signed per Standard Webhooks, verifiable with the endpoint's secret

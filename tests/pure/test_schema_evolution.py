@@ -69,23 +69,37 @@ def test_adding_a_field_with_a_default_is_compatible_and_resolves_for_real() -> 
         "event_id": "7d4b5f0e-2c9a-4c3e-9a0f-6f1d2e3c4b5a", "event_time": 1_700_000_000_000,
         "source": "s", "bookmaker": "b", "market_id": "m", "selection_id": "s", "odds": 2.0,
     }  # fmt: skip
-    old_parsed, new_parsed = parse_schema(base(), named_schemas={}), parse_schema(new, named_schemas={})
+    old_parsed, new_parsed = (
+        parse_schema(base(), named_schemas={}),
+        parse_schema(new, named_schemas={}),
+    )
     buf = io.BytesIO()
     schemaless_writer(buf, old_parsed, record)
     buf.seek(0)
-    assert schemaless_reader(buf, old_parsed, new_parsed)["in_play"] is False  # backward
+    upgraded: Any = schemaless_reader(buf, old_parsed, new_parsed)
+    assert upgraded["in_play"] is False  # backward
     buf = io.BytesIO()
     schemaless_writer(buf, new_parsed, {**record, "in_play": True})
     buf.seek(0)
-    assert "in_play" not in schemaless_reader(buf, new_parsed, old_parsed)  # forward
+    downgraded: Any = schemaless_reader(buf, new_parsed, old_parsed)
+    assert "in_play" not in downgraded  # forward
 
 
 @pytest.mark.parametrize(
     "change, words",
     [
-        (lambda s: s["fields"].append({"name": "x", "type": "string"}), "new field without a default"),
-        (lambda s: s["fields"].__setitem__(6, {**s["fields"][6], "type": "string"}), "cannot be read as"),
-        (lambda s: s["fields"].pop(4), "new field without a default"),  # forward: old reader needs market_id
+        (
+            lambda s: s["fields"].append({"name": "x", "type": "string"}),
+            "new field without a default",
+        ),
+        (
+            lambda s: s["fields"].__setitem__(6, {**s["fields"][6], "type": "string"}),
+            "cannot be read as",
+        ),
+        (
+            lambda s: s["fields"].pop(4),
+            "new field without a default",
+        ),  # forward: old reader needs market_id
         (lambda s: s.__setitem__("name", "OddsMoved"), "renamed"),
     ],
 )

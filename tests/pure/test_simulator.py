@@ -8,7 +8,7 @@ from collections import Counter
 import pytest
 
 from oddstream.simulator.model import BOOKMAKERS, MarketSimulator
-from schemas.catalog import load_catalog
+from schemas.catalog import Event, load_catalog
 from schemas.codec import Codec
 from schemas.validation import as_millis
 from streams.market import overround
@@ -17,8 +17,10 @@ pytestmark = pytest.mark.pure
 START = 1_800_000_000_000
 
 
-def take(seed: int, n: int) -> list:
-    return list(itertools.islice(MarketSimulator(seed=seed, start_ms=START, market_lifetime_s=(20, 40)).events(), n))
+def take(seed: int, n: int) -> list[Event]:
+    return list(
+        itertools.islice(MarketSimulator(seed=seed, start_ms=START, market_lifetime_s=(20, 40)).events(), n)
+    )
 
 
 def test_same_seed_same_events_other_seed_other_events() -> None:
@@ -50,6 +52,8 @@ def test_quotes_carry_each_bookmakers_margin_and_ground_truth_is_recorded() -> N
     assert sim.ground_truth, "markets closed within the run"
     truth = sim.ground_truth[0]
     assert sum(truth["true_probabilities"].values()) == pytest.approx(1.0)
-    results = [e for e in events if e.type == "MarketResulted" and e.record["market_id"] == truth["market_id"]]
+    results = [
+        e for e in events if e.type == "MarketResulted" and e.record["market_id"] == truth["market_id"]
+    ]
     assert results[0].record["winning_selection_ids"] == [truth["winner"]]
     assert as_millis(results[0].record["event_time"]) == truth["closed_at_ms"]

@@ -44,7 +44,9 @@ def bet(**changes: Any) -> dict[str, Any]:
         ({"odds": "2.5"}, "odds", "2.5"),
     ],
 )
-def test_bad_values_are_rejected_with_field_and_reason(changes: dict[str, Any], field: str, words: str) -> None:
+def test_bad_values_are_rejected_with_field_and_reason(
+    changes: dict[str, Any], field: str, words: str
+) -> None:
     with pytest.raises(InvalidEvent) as caught:
         Codec(load_catalog()).encode(Event("BetPlaced", bet(**changes)), now_ms=NOW)
     assert caught.value.field == field

@@ -42,7 +42,9 @@ def test_registry_applies_registrations_and_tombstones() -> None:
     assert registry.for_event("OddsWindowUpdated") == [] and len(registry) == 2
 
 
-@pytest.mark.parametrize("address", ["127.0.0.1", "10.0.0.5", "169.254.169.254", "::1", "::ffff:127.0.0.1", "224.0.0.1"])
+@pytest.mark.parametrize(
+    "address", ["127.0.0.1", "10.0.0.5", "169.254.169.254", "::1", "::ffff:127.0.0.1", "224.0.0.1"]
+)
 def test_internal_addresses_are_refused(address: str) -> None:
     with pytest.raises(UnsafeWebhookTarget):
         check_address(address, allow_private=False)
@@ -55,7 +57,9 @@ def test_loopback_allowed_only_for_local_development_and_metadata_never() -> Non
         check_address("169.254.169.254", allow_private=True)
 
 
-@pytest.mark.parametrize("url", ["ftp://x.com/", "http://x.com/", "https://user:pw@x.com/", "https:///nohost"])
+@pytest.mark.parametrize(
+    "url", ["ftp://x.com/", "http://x.com/", "https://user:pw@x.com/", "https:///nohost"]
+)
 def test_bad_urls_are_refused(url: str) -> None:
     with pytest.raises(UnsafeWebhookTarget):
         check_url(url, allow_private=False)

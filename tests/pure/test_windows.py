@@ -46,7 +46,13 @@ def test_open_high_low_last_follow_event_time_not_arrival() -> None:
     state, _ = run([q("home", 2.0, 10_000, 1), q("home", 2.4, 30_000, 2), q("home", 1.8, 5_000, 3)])
     assert state is not None
     home = state["selections"]["home"]
-    assert (home["open"], home["high"], home["low"], home["last"], home["changes"]) == (1.8, 2.4, 1.8, 2.4, 3)
+    assert (home["open"], home["high"], home["low"], home["last"], home["changes"]) == (
+        1.8,
+        2.4,
+        1.8,
+        2.4,
+        3,
+    )
     assert state["version"] == 3
 
 

@@ -1,0 +1,40 @@
+# The commands the README and CI use. `make run` and `make test` each install everything first.
+PYTHON ?= python3.11
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+
+.PHONY: run test install deps lint typecheck test-pure test-integration clean
+
+run: install                 ## install, then run the whole stack with the simulator
+	$(BIN)/oddstream up
+
+test: install lint typecheck ## install, lint, type-check, then every test tier (real Kafka, real ClickHouse)
+	$(BIN)/pytest
+
+install: deps $(BIN)/.installed
+	$(BIN)/oddstream broker fetch
+
+deps:
+	@infra/deps.sh
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+lint:
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
+
+typecheck:
+	$(BIN)/mypy .
+
+test-pure: install
+	$(BIN)/pytest -m pure
+
+test-integration: install
+	$(BIN)/pytest -m integration
+
+clean:
+	rm -rf $(VENV) .oddstream .pytest_cache .mypy_cache .ruff_cache
