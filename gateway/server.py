@@ -18,6 +18,7 @@ from urllib.parse import parse_qs, urlparse
 
 from aiokafka import AIOKafkaConsumer
 from websockets.asyncio.server import ServerConnection, serve
+from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
@@ -32,6 +33,7 @@ from gateway.protocol import (
 )
 from oddstream.codecs import build_codec
 from oddstream.errors import EventError
+from oddstream.metrics import GATEWAY_CLIENTS, GATEWAY_DROPPED, GATEWAY_FRAMES, exposition
 from oddstream.settings import Settings
 from schemas.jsonable import jsonable
 from schemas.topics import Topics
@@ -64,6 +66,9 @@ class Gateway:
         if path == "/healthz":
             body = json.dumps({"status": "ok", "clients": len(self.hub.clients)})
             return connection.respond(HTTPStatus.OK, body + "\n")
+        if path == "/metrics":
+            metrics, content_type = exposition()
+            return Response(200, "OK", Headers({"Content-Type": content_type}), metrics)
         if path != "/ws":
             return connection.respond(HTTPStatus.NOT_FOUND, "WebSocket endpoint is /ws\n")
         if not self.authorised(request):
@@ -72,6 +77,7 @@ class Gateway:
 
     async def handle(self, connection: ServerConnection) -> None:
         client = self.hub.connect()
+        GATEWAY_CLIENTS.inc()
         sender = asyncio.create_task(self._send_loop(connection, client))
         try:
             await connection.send(json.dumps({"type": "welcome", "channels": CHANNEL_HELP}))
@@ -81,6 +87,7 @@ class Gateway:
             pass
         finally:
             self.hub.disconnect(client)
+            GATEWAY_CLIENTS.dec()
             sender.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await sender
@@ -138,7 +145,9 @@ class Gateway:
                     frame = json.dumps(
                         event_message(channel, event.type, m.topic, m.partition, m.offset, data)
                     )
-                    self.hub.publish(channel, frame)
+                    dropped = self.hub.publish(channel, frame)
+                    GATEWAY_FRAMES.inc()
+                    GATEWAY_DROPPED.inc(len(dropped))
         finally:
             await consumer.stop()
 

@@ -25,6 +25,7 @@ from consumers.dispatcher.signing import endpoint_secret, sign
 from consumers.dispatcher.ssrf import check_address, check_url
 from oddstream.codecs import build_codec
 from oddstream.errors import EventError, UnsafeWebhookTarget
+from oddstream.metrics import WEBHOOK_ATTEMPTS
 from oddstream.settings import Settings
 from schemas.catalog import Event
 from schemas.jsonable import jsonable
@@ -199,6 +200,7 @@ class Dispatcher:
         self, endpoint: Endpoint, message_id: str, attempt: int, outcome: str,
         status: int | None, error: str, started: float,
     ) -> None:  # fmt: skip
+        WEBHOOK_ATTEMPTS.labels(outcome).inc()
         entry: dict[str, Any] = {
             "time": datetime.now(UTC).isoformat(),
             "endpoint_id": endpoint.endpoint_id,

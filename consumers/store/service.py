@@ -28,6 +28,7 @@ from oddstream.kafka.deadletter import (
     STAGE,
     dead_letter_headers,
 )
+from oddstream.metrics import SQL_QUERIES, STORE_BATCHES, STORE_ROWS, exposition
 from oddstream.settings import Settings
 from schemas.jsonable import jsonable
 from schemas.topics import Topics
@@ -42,7 +43,6 @@ class StoreService:
         self.codec = build_codec(settings)
         self.store = Store(settings.clickhouse)
         self.rows_written = 0
-        self.batches = 0
 
     async def sink(self) -> None:
         consumer = AIOKafkaConsumer(
@@ -79,7 +79,9 @@ class StoreService:
                 await asyncio.to_thread(self.store.insert, "dead_letters", letters, DEAD_LETTER_COLUMNS)
                 await consumer.commit()
                 self.rows_written += len(windows) + len(letters)
-                self.batches += 1
+                STORE_ROWS.labels("odds_windows_1m").inc(len(windows))
+                STORE_ROWS.labels("dead_letters").inc(len(letters))
+                STORE_BATCHES.inc()
         finally:
             await consumer.stop()
             await producer.stop()
@@ -88,6 +90,7 @@ class StoreService:
         app = web.Application()
         app.router.add_post("/sql", self.handle_sql)
         app.router.add_get("/healthz", self.handle_health)
+        app.router.add_get("/metrics", self.handle_metrics)
         return app
 
     async def handle_sql(self, request: web.Request) -> web.Response:
@@ -103,8 +106,14 @@ class StoreService:
         try:
             columns, rows = await asyncio.to_thread(self.store.query, body, True)
         except StoreError as exc:
+            SQL_QUERIES.labels("error").inc()
             return web.json_response({"error": str(exc)}, status=400)
+        SQL_QUERIES.labels("ok").inc()
         return web.json_response({"columns": columns, "rows": jsonable([list(r) for r in rows])})
+
+    async def handle_metrics(self, request: web.Request) -> web.Response:
+        body, content_type = exposition()
+        return web.Response(body=body, headers={"Content-Type": content_type})
 
     async def handle_health(self, request: web.Request) -> web.Response:
         return web.json_response(

@@ -86,6 +86,20 @@ def sql(settings: Settings, query: str) -> list[list[Any]]:
     return response.json()["rows"]  # type: ignore[no-any-return]
 
 
+def metric(text: str, name: str) -> float:
+    """The value of one sample in the Prometheus text format."""
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[-1])
+    raise AssertionError(f"{name} not in metrics")
+
+
+def expected_rows(updates: list[Any]) -> list[Any]:
+    """One ClickHouse row per selection per update."""
+    codec = Codec(load_catalog())
+    return [s for m in updates for s in codec.decode(m.value()).record["selections"]]
+
+
 def test_skeleton_end_to_end(settings: Settings) -> None:
     ensure_topics(settings)
     topics = Topics(settings.topic_prefix)
@@ -175,6 +189,14 @@ def test_skeleton_end_to_end(settings: Settings) -> None:
         ids = {h["webhook-id"] for h, _ in receiver.deliveries}
         assert len(ids) == len(rows)  # one message id per window update
         assert endpoint_id.startswith("ep_")
+
+        # operators: Prometheus metrics on the store and the gateway
+        store_metrics = httpx.get(f"{settings.sql_endpoint}/metrics", timeout=10).text
+        assert metric(store_metrics, 'oddstream_store_rows_total{table="odds_windows_1m"}') == len(
+            expected_rows(updates)
+        )
+        gateway_metrics = httpx.get(f"http://127.0.0.1:{settings.gateway_port}/metrics", timeout=10).text
+        assert metric(gateway_metrics, "oddstream_gateway_frames_total") >= len(rows)
     finally:
         for role in reversed(roles):
             role.stop()

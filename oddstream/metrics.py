@@ -1,0 +1,18 @@
+"""Prometheus metrics of the roles. Each role process registers only what it imports."""
+
+from __future__ import annotations
+
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, generate_latest
+
+STORE_ROWS = Counter("oddstream_store_rows_total", "Rows inserted into ClickHouse", ["table"])
+STORE_BATCHES = Counter("oddstream_store_batches_total", "Batches committed by the store")
+SQL_QUERIES = Counter("oddstream_sql_queries_total", "Read-only SQL queries", ["outcome"])
+GATEWAY_CLIENTS = Gauge("oddstream_gateway_clients", "Connected WebSocket clients")
+GATEWAY_FRAMES = Counter("oddstream_gateway_frames_total", "Event frames queued to clients")
+GATEWAY_DROPPED = Counter("oddstream_gateway_dropped_clients_total", "Clients dropped for being slow")
+WEBHOOK_ATTEMPTS = Counter("oddstream_webhook_attempts_total", "Webhook delivery attempts", ["outcome"])
+
+
+def exposition() -> tuple[bytes, str]:
+    """The metrics in the Prometheus text format, and its content type."""
+    return generate_latest(), CONTENT_TYPE_LATEST
