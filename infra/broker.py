@@ -62,8 +62,11 @@ def kafka_is_healthy(bootstrap: str, timeout_s: float = 5.0) -> bool:
 class LocalKafka:
     """One broker+controller node listening on 127.0.0.1:``port`` (controller on port+1)."""
 
-    def __init__(self, data_dir: Path, port: int = 9092, heap: str = "768m") -> None:
+    def __init__(
+        self, data_dir: Path, port: int = 9092, heap: str = "768m", cluster_id: str | None = None
+    ) -> None:
         self.data_dir = data_dir.resolve()
+        self.cluster_id = cluster_id or base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
         self.port = port
         self.controller_port = port + 1
         self.heap = heap
@@ -130,6 +133,7 @@ class LocalKafka:
         ]
 
     def _write_config(self) -> Path:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
         config = self.data_dir / "server.properties"
         lines = {
             "process.roles": "broker,controller",
@@ -157,9 +161,12 @@ class LocalKafka:
     def _format_once(self, config: Path) -> None:
         if (self.data_dir / "data" / "meta.properties").exists():
             return
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
         result = subprocess.run(
-            self._java(STORAGE_TOOL, "format", "-t", cluster_id, "-c", str(config), "--standalone"),
+            # "--cluster-id=<id>": a URL-safe base64 id may start with "-", which argparse
+            # would take for an option if passed as a separate argument
+            self._java(
+                STORAGE_TOOL, "format", f"--cluster-id={self.cluster_id}", "-c", str(config), "--standalone"
+            ),
             capture_output=True,
             text=True,
             check=False,

@@ -69,3 +69,15 @@ def test_undeliverable_records_raise_delivery_failed(settings: Settings) -> None
     producer.publish("OddsChanged", odds("m1", 2.0, 1_800_000_000_000))
     with pytest.raises(DeliveryFailed, match="1 record"):
         producer.flush(10)
+
+
+def test_local_broker_formats_with_any_cluster_id(tmp_path: Any) -> None:
+    """Cluster ids are random URL-safe base64 and may start with '-' (once in 64 starts)."""
+    from infra.broker import LocalKafka, free_port
+
+    broker = LocalKafka(
+        tmp_path / "kafka", port=free_port(), heap="256m", cluster_id="-wAAAAAAAAAAAAAAAAAAAA"
+    )
+    broker._format_once(broker._write_config())
+    assert (tmp_path / "kafka" / "data" / "meta.properties").exists()
+    assert "cluster.id=-" in (tmp_path / "kafka" / "data" / "meta.properties").read_text()
