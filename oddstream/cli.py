@@ -6,8 +6,10 @@ import asyncio
 import contextlib
 import json
 import logging
+import signal
+from collections.abc import Coroutine
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -212,12 +214,32 @@ def broker_start() -> None:
         broker.stop()
 
 
-def _run(coro: object) -> None:
+def _run(coro: Coroutine[Any, Any, None]) -> None:
+    """Run an asyncio role; SIGINT or SIGTERM cancels it, so its cleanup runs in the loop."""
+
+    async def until_stopped() -> None:
+        main_task = asyncio.current_task()
+        assert main_task is not None
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, main_task.cancel)
+        with contextlib.suppress(asyncio.CancelledError):
+            await coro
+
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(coro)  # type: ignore[arg-type]
+        asyncio.run(until_stopped())
+
+
+def _stop_requested(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def main() -> None:
+    # Explicit handlers: a process started in the background of a non-interactive shell, or
+    # by some supervisors, inherits SIGINT as ignored; SIGTERM is what `up`, Docker and
+    # systemd send. Both stop a role the same graceful way.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _stop_requested)
     try:
         app()
     except OddstreamError as exc:

@@ -70,12 +70,13 @@ class Stack:
     def stop(self) -> None:
         for _role, process in reversed(self.children):
             if process.poll() is None:
-                process.send_signal(signal.SIGINT)
+                process.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + 20
-        for _role, process in reversed(self.children):
+        for role, process in reversed(self.children):
             try:
                 process.wait(max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
+                print(f"{role} did not stop within 20 s; killing it", flush=True)
                 process.kill()
         if self.broker is not None:
             self.broker.stop()

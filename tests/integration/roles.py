@@ -44,7 +44,7 @@ class Role:
 
     def stop(self) -> None:
         if self.alive():
-            self.process.send_signal(signal.SIGINT)
+            self.process.send_signal(signal.SIGTERM)
             try:
                 self.process.wait(20)
             except subprocess.TimeoutExpired:
