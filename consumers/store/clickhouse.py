@@ -7,11 +7,13 @@ errors in :class:`StoreError`.
 
 from __future__ import annotations
 
+import fcntl
+import os
 import re
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import clickhouse_connect
 from clickhouse_connect.driver.client import Client
@@ -26,8 +28,11 @@ class Store:
 
     def __init__(self, dsn: str) -> None:
         self.dsn = dsn
+        self._lock_file: IO[str] | None = None
         if dsn.startswith("chdb://"):
-            Path(dsn.removeprefix("chdb://")).mkdir(parents=True, exist_ok=True)
+            path = Path(dsn.removeprefix("chdb://"))
+            path.mkdir(parents=True, exist_ok=True)
+            self._lock_file = hold_exclusively(path)
         try:
             self._client: Client = clickhouse_connect.get_client(dsn=dsn)
         except Exception as exc:
@@ -62,6 +67,32 @@ class Store:
     def close(self) -> None:
         with self._lock:
             self._client.close()
+        if self._lock_file is not None:
+            self._lock_file.close()  # releases the flock
+
+
+def hold_exclusively(path: Path) -> IO[str]:
+    """Lock an embedded ClickHouse directory for this process, or say who holds it.
+
+    chDB itself refuses a second process with "Error initializing EmbeddedServer"; this
+    lock turns that into an error that names the holder and the way out.
+    """
+    lock_file = (path.parent / f"{path.name}.lock").open("a+")
+    try:
+        fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock_file.seek(0)
+        holder = lock_file.read().strip() or "unknown"
+        lock_file.close()
+        raise StoreError(
+            f"the embedded ClickHouse at {path} is open in another process (pid {holder}); only one "
+            "process may open it: query through that process (`oddstream sql`) or use a ClickHouse server"
+        ) from None
+    lock_file.seek(0)
+    lock_file.truncate()
+    lock_file.write(str(os.getpid()))
+    lock_file.flush()
+    return lock_file
 
 
 def redact(dsn: str) -> str:

@@ -1,0 +1,60 @@
+"""The embedded ClickHouse store: migrations, ownership of the data directory, read-only SQL."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from consumers.store.clickhouse import Store, migrate, migrations
+from oddstream.errors import StoreError
+
+pytestmark = pytest.mark.integration
+
+
+def test_migrations_apply_once_and_in_order(tmp_path: Path) -> None:
+    store = Store(f"chdb://{tmp_path / 'ch'}")
+    try:
+        versions = [v for v, _, _ in migrations()]
+        assert versions == sorted(versions) and len(set(versions)) == len(versions)
+        assert migrate(store) == versions
+        assert migrate(store) == []
+        _, rows = store.query("SELECT version FROM schema_migrations FINAL ORDER BY version")
+        assert [r[0] for r in rows] == versions
+        _, tables = store.query("SHOW TABLES")
+        assert {"odds_windows_1m", "dead_letters", "schema_migrations"} <= {t[0] for t in tables}
+    finally:
+        store.close()
+
+
+def test_read_only_queries_cannot_write(tmp_path: Path) -> None:
+    store = Store(f"chdb://{tmp_path / 'ch'}")
+    try:
+        migrate(store)
+        with pytest.raises(StoreError, match="readonly"):
+            store.query("DROP TABLE odds_windows_1m", readonly=True)
+        assert store.query("SELECT count() FROM odds_windows_1m", readonly=True)[1] == [(0,)]
+    finally:
+        store.close()
+
+
+def test_a_second_process_is_told_who_owns_the_embedded_data(tmp_path: Path) -> None:
+    path = tmp_path / "ch"
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import sys, time; from consumers.store.clickhouse import Store; "
+         f"s = Store('chdb://{path}'); print('open', flush=True); time.sleep(60)"],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "open"
+        with pytest.raises(StoreError, match=rf"open in another process \(pid {holder.pid}\)"):
+            Store(f"chdb://{path}")
+    finally:
+        holder.kill()
+        holder.wait()
+    time.sleep(0.2)
+    Store(f"chdb://{path}").close()  # released when the holder is gone
