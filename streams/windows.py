@@ -1,17 +1,26 @@
-"""Event-time window assignment. Pure.
+"""Event-time window shapes. Pure.
 
-Times are UTC milliseconds. A tumbling window of ``size_ms`` holds the events
-with ``start <= t < start + size_ms`` where ``start`` is a multiple of the size.
+Times are UTC milliseconds; windows are half-open ``[start, end)``.
+
+* :class:`TumblingWindow` - fixed, non-overlapping, aligned to the epoch.
+* :class:`HoppingWindow` - fixed size, a new one every ``hop_ms`` (they overlap).
+* :class:`SlidingWindow` - one window per event, covering the ``size_ms`` up to and
+  including that event: ``[t - size + 1, t + 1)``. Other events join every such window
+  whose range holds them.
 
 Example::
 
-    >>> TumblingWindow(60_000).start_of(125_000)
-    120000
+    >>> TumblingWindow(60_000).windows_of(125_000)
+    [(120000, 180000)]
+    >>> HoppingWindow(60_000, 30_000).windows_of(125_000)
+    [(90000, 150000), (120000, 180000)]
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+Window = tuple[int, int]
 
 
 @dataclass(frozen=True)
@@ -29,3 +38,46 @@ class TumblingWindow:
 
     def end_of(self, event_ms: int) -> int:
         return self.start_of(event_ms) + self.size_ms
+
+    def windows_of(self, event_ms: int) -> list[Window]:
+        start = self.start_of(event_ms)
+        return [(start, start + self.size_ms)]
+
+
+@dataclass(frozen=True)
+class HoppingWindow:
+    """Windows of ``size_ms`` starting every ``hop_ms`` (``hop_ms`` divides nothing in particular)."""
+
+    size_ms: int
+    hop_ms: int
+
+    def __post_init__(self) -> None:
+        if self.size_ms <= 0 or self.hop_ms <= 0:
+            raise ValueError("window size and hop must be positive")
+        if self.hop_ms > self.size_ms:
+            raise ValueError("a hop longer than the window leaves gaps; use a tumbling window")
+
+    def windows_of(self, event_ms: int) -> list[Window]:
+        last_start = event_ms - (event_ms % self.hop_ms)
+        starts = range(last_start, event_ms - self.size_ms, -self.hop_ms)
+        return sorted((s, s + self.size_ms) for s in starts)
+
+
+@dataclass(frozen=True)
+class SlidingWindow:
+    """A window of ``size_ms`` ending at (and including) each event."""
+
+    size_ms: int
+
+    def __post_init__(self) -> None:
+        if self.size_ms <= 0:
+            raise ValueError(f"window size must be positive, got {self.size_ms}")
+
+    def own_window(self, event_ms: int) -> Window:
+        return (event_ms - self.size_ms + 1, event_ms + 1)
+
+    def holds(self, window: Window, event_ms: int) -> bool:
+        return window[0] <= event_ms < window[1]
+
+
+WindowShape = TumblingWindow | HoppingWindow | SlidingWindow

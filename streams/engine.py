@@ -1,0 +1,190 @@
+"""The event-time window engine: watermark, grace, late events, current and final results.
+
+One engine serves one source partition (its watermark is that partition's). For each
+event it returns "current" updates of the windows it joined; when the watermark passes
+``window end + grace`` the window is closed and exactly one "final" result is emitted.
+
+* watermark = max event time seen - ``delay_ms`` (bounded out-of-orderness); it never
+  goes back. On a quiet partition, :meth:`WindowEngine.on_idle` lets it follow the
+  processing clock, so windows close on quiet markets too.
+* An event is late when a window it belongs to is already closed. It is never merged
+  into a closed window: the result lists the windows it missed (the caller counts it and
+  routes it to a late topic). An event that still has open windows joins those.
+* Finals are the same whatever the arrival order, as long as no event is late, if the
+  aggregator is order-insensitive (counts, sums, extremes, first/last by event time).
+
+Example::
+
+    engine = WindowEngine(TumblingWindow(60_000), CountAggregator(), delay_ms=5_000, grace_ms=10_000)
+    result = engine.process("m1", 1_000, value=None, processing_ms=0)
+    result.updates[0].final            # False: a current update
+    engine.flush()                     # finals for every open window
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable
+from dataclasses import dataclass, field
+from typing import Generic, Protocol, TypeVar
+
+from streams.windows import HoppingWindow, SlidingWindow, TumblingWindow, Window, WindowShape
+
+V = TypeVar("V")
+A = TypeVar("A")
+K = TypeVar("K", bound=Hashable)
+NEVER = -(2**62)
+
+
+class Aggregator(Protocol[V, A]):
+    """How values fold into a window's aggregate. ``add`` should not depend on order."""
+
+    def zero(self) -> A: ...
+
+    def add(self, aggregate: A, value: V, event_ms: int) -> A: ...
+
+
+@dataclass(frozen=True)
+class WindowResult(Generic[K, A]):
+    """One emission: a window's aggregate after ``version`` events, current or final."""
+
+    key: K
+    start: int
+    end: int
+    aggregate: A
+    version: int
+    final: bool
+
+
+@dataclass(frozen=True)
+class LateEvent(Generic[K]):
+    """An event that arrived after (some of) its windows closed."""
+
+    key: K
+    event_ms: int
+    watermark: int
+    missed: tuple[Window, ...]
+
+
+@dataclass(frozen=True)
+class Processed(Generic[K, A]):
+    updates: list[WindowResult[K, A]]
+    finals: list[WindowResult[K, A]]
+    late: LateEvent[K] | None
+
+
+@dataclass
+class _Open(Generic[A]):
+    aggregate: A
+    version: int
+
+
+@dataclass
+class WindowEngine(Generic[K, V, A]):
+    """Windows per key over event time, for one partition."""
+
+    shape: WindowShape
+    aggregator: Aggregator[V, A]
+    delay_ms: int = 0
+    grace_ms: int = 0
+    idle_timeout_ms: int = 30_000
+    watermark: int = NEVER
+    max_event_ms: int = NEVER
+    last_arrival_ms: int | None = None
+    late_events: int = 0
+    _open: dict[tuple[K, Window], _Open[A]] = field(default_factory=dict)
+    _buffer: dict[K, list[tuple[int, V]]] = field(default_factory=dict)  # sliding only
+
+    def __post_init__(self) -> None:
+        if self.delay_ms < 0 or self.grace_ms < 0:
+            raise ValueError("delay and grace must not be negative")
+
+    # -- events --------------------------------------------------------------
+
+    def process(self, key: K, event_ms: int, value: V, processing_ms: int) -> Processed[K, A]:
+        """Fold one event; return its current updates, any finals it caused, and lateness."""
+        self.last_arrival_ms = processing_ms
+        candidates = self._windows_of(key, event_ms)
+        missed = tuple(w for w in candidates if self._closed(w) and (key, w) not in self._open)
+        joined = [w for w in candidates if w not in missed]
+        late = None
+        if missed:
+            self.late_events += 1
+            late = LateEvent(key, event_ms, self.watermark, missed)
+        updates = []
+        if joined:
+            for window in joined:
+                slot = self._open.get((key, window))
+                if slot is None:
+                    slot = self._open[(key, window)] = self._seed(key, window)
+                slot.aggregate = self.aggregator.add(slot.aggregate, value, event_ms)
+                slot.version += 1
+                updates.append(WindowResult(key, window[0], window[1], slot.aggregate, slot.version, False))
+            if isinstance(self.shape, SlidingWindow):
+                self._buffer.setdefault(key, []).append((event_ms, value))
+            self.max_event_ms = max(self.max_event_ms, event_ms)
+            self.watermark = max(self.watermark, self.max_event_ms - self.delay_ms)
+        return Processed(updates, self._close_ready(), late)
+
+    def on_idle(self, processing_ms: int) -> list[WindowResult[K, A]]:
+        """Advance the watermark with the processing clock after ``idle_timeout_ms`` of silence."""
+        if self.last_arrival_ms is None or self.max_event_ms == NEVER:
+            return []
+        quiet = processing_ms - self.last_arrival_ms
+        if quiet < self.idle_timeout_ms:
+            return []
+        self.watermark = max(self.watermark, self.max_event_ms - self.delay_ms + quiet)
+        return self._close_ready()
+
+    def advance_to(self, watermark: int) -> list[WindowResult[K, A]]:
+        """Move the watermark forward explicitly (e.g. from a partition-wide signal)."""
+        self.watermark = max(self.watermark, watermark)
+        return self._close_ready()
+
+    def flush(self) -> list[WindowResult[K, A]]:
+        """Close every open window (end of a bounded input, e.g. a replay)."""
+        return self.advance_to(2**62)
+
+    @property
+    def open_windows(self) -> int:
+        return len(self._open)
+
+    # -- internals -------------------------------------------------------------
+
+    def _closed(self, window: Window) -> bool:
+        return window[1] + self.grace_ms <= self.watermark
+
+    def _windows_of(self, key: K, event_ms: int) -> list[Window]:
+        if isinstance(self.shape, TumblingWindow | HoppingWindow):
+            return self.shape.windows_of(event_ms)
+        own = self.shape.own_window(event_ms)
+        existing = [w for (k, w) in self._open if k == key and self.shape.holds(w, event_ms)]
+        return sorted({own, *existing})
+
+    def _seed(self, key: K, window: Window) -> _Open[A]:
+        """A new window; a sliding one starts with the buffered events it covers."""
+        slot = _Open(self.aggregator.zero(), 0)
+        if isinstance(self.shape, SlidingWindow):
+            for event_ms, value in self._buffer.get(key, []):
+                if window[0] <= event_ms < window[1]:
+                    slot.aggregate = self.aggregator.add(slot.aggregate, value, event_ms)
+                    slot.version += 1
+        return slot
+
+    def _close_ready(self) -> list[WindowResult[K, A]]:
+        ready = sorted(
+            ((key, window) for key, window in self._open if self._closed(window)),
+            key=lambda kw: (kw[1][1], kw[1][0], str(kw[0])),
+        )
+        finals = []
+        for key, window in ready:
+            slot = self._open.pop((key, window))
+            finals.append(WindowResult(key, window[0], window[1], slot.aggregate, slot.version, True))
+        if isinstance(self.shape, SlidingWindow) and ready:
+            horizon = self.watermark - self.grace_ms - self.shape.size_ms
+            for key in list(self._buffer):
+                kept = [(t, v) for t, v in self._buffer[key] if t >= horizon]
+                if kept:
+                    self._buffer[key] = kept
+                else:
+                    del self._buffer[key]
+        return finals

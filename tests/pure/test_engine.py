@@ -1,0 +1,174 @@
+"""The window engine: assignment, watermark, grace, lateness, finals."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from dataclasses import dataclass
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from streams.engine import WindowEngine, WindowResult
+from streams.windows import HoppingWindow, SlidingWindow, TumblingWindow, WindowShape
+
+pytestmark = pytest.mark.pure
+
+
+@dataclass(frozen=True)
+class Stats:
+    """An order-insensitive aggregate: count, sum, min, max, and the ids folded in."""
+
+    count: int = 0
+    total: int = 0
+    low: int | None = None
+    high: int | None = None
+    ids: frozenset[int] = frozenset()
+
+
+class StatsAggregator:
+    def zero(self) -> Stats:
+        return Stats()
+
+    def add(self, aggregate: Stats, value: tuple[int, int], event_ms: int) -> Stats:
+        event_id, amount = value
+        return Stats(
+            aggregate.count + 1,
+            aggregate.total + amount,
+            amount if aggregate.low is None else min(aggregate.low, amount),
+            amount if aggregate.high is None else max(aggregate.high, amount),
+            aggregate.ids | {event_id},
+        )
+
+
+Event = tuple[str, int, int, int]  # key, event ms, id, amount
+
+
+@given(st.integers(1, 50_000), st.integers(1, 50_000), st.integers(0, 10**12))
+def test_hopping_assignment_matches_brute_force(size: int, hop: int, t: int) -> None:
+    if hop > size:
+        size, hop = hop, size
+    expected = [(s, s + size) for s in range(t - size + 1, t + 1) if s % hop == 0]
+    assert HoppingWindow(size, hop).windows_of(t) == expected
+
+
+@given(st.integers(1, 50_000), st.integers(0, 10**12))
+def test_tumbling_is_hopping_by_its_size(size: int, t: int) -> None:
+    assert TumblingWindow(size).windows_of(t) == HoppingWindow(size, size).windows_of(t)
+
+
+def brute_force(shape: WindowShape, events: list[Event]) -> dict[tuple[str, int, int], Stats]:
+    """Every window's aggregate straight from the definition."""
+    agg = StatsAggregator()
+    windows: dict[tuple[str, int, int], Stats] = {}
+    for key, t, _, _ in events:
+        owned = [shape.own_window(t)] if isinstance(shape, SlidingWindow) else shape.windows_of(t)
+        for start, end in owned:
+            windows.setdefault((key, start, end), agg.zero())
+    for (key, start, end), _stats in list(windows.items()):
+        for k, t, event_id, amount in events:
+            if k == key and start <= t < end:
+                windows[(key, start, end)] = agg.add(windows[(key, start, end)], (event_id, amount), t)
+    return windows
+
+
+def run(
+    shape: WindowShape, events: list[Event], delay: int, grace: int
+) -> tuple[list[WindowResult[str, Stats]], int]:
+    engine: WindowEngine[str, tuple[int, int], Stats] = WindowEngine(shape, StatsAggregator(), delay, grace)
+    finals: list[WindowResult[str, Stats]] = []
+    for n, (key, t, event_id, amount) in enumerate(events):
+        out = engine.process(key, t, (event_id, amount), processing_ms=n)
+        finals += out.finals
+    finals += engine.flush()
+    return finals, engine.late_events
+
+
+shapes = st.one_of(
+    st.builds(TumblingWindow, st.integers(5, 200)),
+    st.builds(lambda s, h: HoppingWindow(s, min(h, s)), st.integers(5, 200), st.integers(1, 200)),
+    st.builds(SlidingWindow, st.integers(1, 200)),
+)
+event_lists = st.lists(
+    st.tuples(st.sampled_from(["m1", "m2", "m3"]), st.integers(0, 2_000), st.integers(1, 1000)),
+    min_size=1,
+    max_size=60,
+)
+
+
+@given(shapes, event_lists, st.integers(0, 100), st.integers(0, 100), st.randoms(use_true_random=False))
+def test_finals_equal_brute_force_for_any_arrival_order_within_delay_plus_grace(
+    shape: WindowShape, raw: list[tuple[str, int, int]], delay: int, grace: int, rnd: random.Random
+) -> None:
+    events = [(k, t, n, amount) for n, (k, t, amount) in enumerate(raw)]
+    in_order = sorted(events, key=lambda e: (e[1], e[2]))
+    # shuffle with bounded disorder: nothing arrives more than delay + grace behind the max
+    jitter = {e[2]: rnd.randrange(delay + grace + 1) for e in events}
+    shuffled = sorted(events, key=lambda e: (e[1] + jitter[e[2]], e[2]))
+    expected = brute_force(shape, events)
+    for order in (in_order, shuffled):
+        finals, late = run(shape, order, delay, grace)
+        assert late == 0
+        got = {(f.key, f.start, f.end): f.aggregate for f in finals}
+        assert got == expected
+        assert len(finals) == len(got)  # exactly one final per window
+        assert all(f.version == f.aggregate.count for f in finals)
+
+
+@given(shapes, event_lists, st.integers(0, 50), st.integers(0, 50))
+def test_late_events_are_never_merged_into_closed_windows(
+    shape: WindowShape, raw: list[tuple[str, int, int]], delay: int, grace: int
+) -> None:
+    events = [(k, t, n, amount) for n, (k, t, amount) in enumerate(raw)]
+    engine: WindowEngine[str, tuple[int, int], Stats] = WindowEngine(shape, StatsAggregator(), delay, grace)
+    closed: set[tuple[str, int, int]] = set()
+    finals_seen: Counter[tuple[str, int, int]] = Counter()
+    late = 0
+    for n, (key, t, event_id, amount) in enumerate(events):
+        out = engine.process(key, t, (event_id, amount), processing_ms=n)
+        for update in out.updates:
+            assert (update.key, update.start, update.end) not in closed, "an update to a closed window"
+        for final in out.finals:
+            closed.add((final.key, final.start, final.end))
+            finals_seen[(final.key, final.start, final.end)] += 1
+        if out.late is not None:
+            late += 1
+            assert all(w[1] + grace <= out.late.watermark for w in out.late.missed)
+    for final in engine.flush():
+        finals_seen[(final.key, final.start, final.end)] += 1
+    assert set(finals_seen.values()) <= {1}
+    assert engine.late_events == late
+
+
+def test_an_event_beyond_the_grace_is_reported_with_the_window_it_missed() -> None:
+    engine: WindowEngine[str, tuple[int, int], Stats] = WindowEngine(
+        TumblingWindow(60_000), StatsAggregator(), 5_000, 10_000
+    )
+    engine.process("m1", 10_000, (1, 5), 0)
+    out = engine.process("m1", 80_000, (2, 5), 1)  # watermark 75_000 = 60_000 + grace 10_000 + 5_000
+    assert [(f.start, f.end, f.final, f.aggregate.count) for f in out.finals] == [(0, 60_000, True, 1)]
+    late = engine.process("m1", 59_000, (3, 5), 2)
+    assert late.late is not None and late.late.missed == ((0, 60_000),) and late.updates == []
+    within = engine.process("m1", 61_000, (4, 5), 3)
+    assert within.late is None and within.updates[0].version == 2
+
+
+def test_quiet_partitions_close_windows_on_the_processing_clock() -> None:
+    engine: WindowEngine[str, tuple[int, int], Stats] = WindowEngine(
+        TumblingWindow(60_000), StatsAggregator(), 5_000, 10_000, idle_timeout_ms=30_000
+    )
+    engine.process("m1", 1_000, (1, 5), processing_ms=1_000_000)
+    assert engine.on_idle(1_020_000) == []  # 20 s of silence: below the idle timeout
+    finals = engine.on_idle(1_080_000)  # 80 s: watermark 1_000 - 5_000 + 80_000 = 76_000
+    assert [(f.start, f.final) for f in finals] == [(0, True)]
+    assert engine.open_windows == 0
+
+
+def test_sliding_windows_end_at_each_event() -> None:
+    engine: WindowEngine[str, tuple[int, int], Stats] = WindowEngine(SlidingWindow(10), StatsAggregator())
+    for n, t in enumerate([0, 5, 12]):
+        engine.process("k", t, (n, 1), n)
+    finals = sorted((f.start, f.end, f.aggregate.count) for f in engine.flush())
+    # events at 0 and 5 closed as they passed (delay 0, grace 0); here: the window ending at 12
+    assert finals[-1] == (3, 13, 2)
