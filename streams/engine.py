@@ -30,17 +30,18 @@ from typing import Generic, Protocol, TypeVar
 from streams.windows import HoppingWindow, SlidingWindow, TumblingWindow, Window, WindowShape
 
 V = TypeVar("V")
+V_in = TypeVar("V_in", contravariant=True)
 A = TypeVar("A")
 K = TypeVar("K", bound=Hashable)
 NEVER = -(2**62)
 
 
-class Aggregator(Protocol[V, A]):
+class Aggregator(Protocol[V_in, A]):
     """How values fold into a window's aggregate. ``add`` should not depend on order."""
 
     def zero(self) -> A: ...
 
-    def add(self, aggregate: A, value: V, event_ms: int) -> A: ...
+    def add(self, aggregate: A, value: V_in, event_ms: int) -> A: ...
 
 
 @dataclass(frozen=True)
