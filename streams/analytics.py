@@ -1,0 +1,243 @@
+"""Window aggregates for the SPEC's analytics. Pure and order-insensitive.
+
+Each aggregate is an immutable value folded by an :class:`~streams.engine.Aggregator`;
+"first"/"last" are by (event time, event id), so the same events give the same result
+in any arrival order. Derived figures (VWAP, velocity, rates, percentiles) are read off
+a finished aggregate by its properties.
+"""
+
+from __future__ import annotations
+
+import math
+from itertools import pairwise
+from dataclasses import dataclass, replace
+
+from streams.market import implied_probability, velocity_per_minute
+
+Stamp = tuple[int, str]  # (event ms, event id): a total order on events
+
+
+@dataclass(frozen=True)
+class Price:
+    """One price observation."""
+
+    odds: float
+    stamp: Stamp
+
+
+@dataclass(frozen=True)
+class PriceStats:
+    """Open/high/low/last of one price series (a selection at one bookmaker, or all)."""
+
+    first: Price | None = None
+    last: Price | None = None
+    high: float = -math.inf
+    low: float = math.inf
+    changes: int = 0
+
+    @property
+    def velocity_pct_per_min(self) -> float:
+        if self.first is None or self.last is None:
+            return 0.0
+        return velocity_per_minute(self.first.odds, self.last.odds, self.first.stamp[0], self.last.stamp[0])
+
+    @property
+    def implied_probability(self) -> float:
+        return implied_probability(self.last.odds) if self.last else math.nan
+
+
+class PriceAggregator:
+    def zero(self) -> PriceStats:
+        return PriceStats()
+
+    def add(self, agg: PriceStats, value: Price, event_ms: int) -> PriceStats:
+        return PriceStats(
+            first=value if agg.first is None or value.stamp < agg.first.stamp else agg.first,
+            last=value if agg.last is None or value.stamp > agg.last.stamp else agg.last,
+            high=max(agg.high, value.odds),
+            low=min(agg.low, value.odds),
+            changes=agg.changes + 1,
+        )
+
+
+@dataclass(frozen=True)
+class Stake:
+    """One bet as the bet analytics see it (money as float: analytics, not accounting)."""
+
+    selection_id: str
+    user_id: str
+    stake: float
+    odds: float
+
+
+@dataclass(frozen=True)
+class BetStats:
+    """Bets on one market in a window, per selection."""
+
+    count: int = 0
+    turnover: float = 0.0
+    by_selection: tuple[tuple[str, int, float, float], ...] = ()  # (selection, count, stakes, stake*odds)
+
+    @property
+    def average_stake(self) -> float:
+        return self.turnover / self.count if self.count else 0.0
+
+    def selection(self, selection_id: str) -> tuple[int, float, float]:
+        for s, n, stakes, payout in self.by_selection:
+            if s == selection_id:
+                return n, stakes, payout
+        return 0, 0.0, 0.0
+
+    def vwap(self, selection_id: str) -> float:
+        """Stake-weighted average odds taken on a selection."""
+        _, stakes, payout = self.selection(selection_id)
+        return payout / stakes if stakes else math.nan
+
+    def liabilities(self) -> dict[str, float]:
+        """Net payout if each selection wins (positive: the operator loses that much)."""
+        return {s: payout - self.turnover for s, _, _, payout in self.by_selection}
+
+    @property
+    def worst_case_liability(self) -> float:
+        return max(self.liabilities().values(), default=0.0)
+
+    def money_shares(self) -> dict[str, float]:
+        return {
+            s: (stakes / self.turnover if self.turnover else 0.0) for s, _, stakes, _ in self.by_selection
+        }
+
+
+class BetAggregator:
+    def zero(self) -> BetStats:
+        return BetStats()
+
+    def add(self, agg: BetStats, value: Stake, event_ms: int) -> BetStats:
+        rows = {s: (n, stakes, payout) for s, n, stakes, payout in agg.by_selection}
+        n, stakes, payout = rows.get(value.selection_id, (0, 0.0, 0.0))
+        rows[value.selection_id] = (n + 1, stakes + value.stake, payout + value.stake * value.odds)
+        return BetStats(
+            count=agg.count + 1,
+            turnover=agg.turnover + value.stake,
+            by_selection=tuple(sorted((s, *row) for s, row in rows.items())),
+        )
+
+
+@dataclass(frozen=True)
+class UserAction:
+    """A user's bet (stake > 0) or settlement (won is not None), with its CLV if known."""
+
+    stake: float = 0.0
+    won: bool | None = None
+    clv: float | None = None
+
+
+@dataclass(frozen=True)
+class UserStats:
+    """One user's behaviour in a window. Trend sums are relative to the window start."""
+
+    bets: int = 0
+    staked: float = 0.0
+    settled: int = 0
+    won: int = 0
+    clv_sum: float = 0.0
+    clv_count: int = 0
+    sum_t: float = 0.0
+    sum_tt: float = 0.0
+    sum_s: float = 0.0
+    sum_ts: float = 0.0
+
+    def bet_rate_per_min(self, window_ms: int) -> float:
+        return self.bets * 60_000.0 / window_ms
+
+    @property
+    def win_rate(self) -> float:
+        return self.won / self.settled if self.settled else math.nan
+
+    @property
+    def average_clv(self) -> float:
+        return self.clv_sum / self.clv_count if self.clv_count else math.nan
+
+    @property
+    def stake_trend_per_min(self) -> float:
+        """Least-squares slope of stake against time (money per minute); 0 with < 2 bets."""
+        n = self.bets
+        denominator = n * self.sum_tt - self.sum_t**2
+        if n < 2 or denominator <= 0:
+            return 0.0
+        return (n * self.sum_ts - self.sum_t * self.sum_s) / denominator * 60_000.0
+
+
+@dataclass(frozen=True)
+class UserAggregator:
+    origin_ms: int = 0  # times are taken relative to this, to keep the sums small
+
+    def zero(self) -> UserStats:
+        return UserStats()
+
+    def add(self, agg: UserStats, value: UserAction, event_ms: int) -> UserStats:
+        if value.won is not None:
+            agg = replace(agg, settled=agg.settled + 1, won=agg.won + int(value.won))
+            if value.clv is not None:
+                agg = replace(agg, clv_sum=agg.clv_sum + value.clv, clv_count=agg.clv_count + 1)
+            return agg
+        t = float(event_ms - self.origin_ms)
+        return replace(
+            agg,
+            bets=agg.bets + 1,
+            staked=agg.staked + value.stake,
+            sum_t=agg.sum_t + t,
+            sum_tt=agg.sum_tt + t * t,
+            sum_s=agg.sum_s + value.stake,
+            sum_ts=agg.sum_ts + t * value.stake,
+        )
+
+
+@dataclass(frozen=True)
+class ApiCall:
+    route: str
+    status: int
+    latency_ms: float
+
+
+@dataclass(frozen=True)
+class SystemStats:
+    """One service's API calls and heartbeats in a window."""
+
+    calls: int = 0
+    errors: int = 0
+    latencies: tuple[float, ...] = ()  # sorted: percentiles are exact
+    heartbeats: tuple[int, ...] = ()  # sorted event times
+
+    def events_per_second(self, window_ms: int) -> float:
+        return (self.calls + len(self.heartbeats)) * 1000.0 / window_ms
+
+    @property
+    def error_rate(self) -> float:
+        return self.errors / self.calls if self.calls else 0.0
+
+    def latency_percentile(self, q: float) -> float:
+        """Nearest-rank percentile (q in (0, 100]) of the latencies; NaN without calls."""
+        if not self.latencies:
+            return math.nan
+        rank = max(1, math.ceil(q / 100.0 * len(self.latencies)))
+        return self.latencies[rank - 1]
+
+    @property
+    def max_heartbeat_gap_ms(self) -> int:
+        beats = self.heartbeats
+        return max((b - a for a, b in pairwise(beats)), default=0)
+
+
+class SystemAggregator:
+    def zero(self) -> SystemStats:
+        return SystemStats()
+
+    def add(self, agg: SystemStats, value: ApiCall | None, event_ms: int) -> SystemStats:
+        if value is None:  # a heartbeat
+            return replace(agg, heartbeats=tuple(sorted((*agg.heartbeats, event_ms))))
+        return replace(
+            agg,
+            calls=agg.calls + 1,
+            errors=agg.errors + int(value.status >= 500),
+            latencies=tuple(sorted((*agg.latencies, value.latency_ms))),
+        )
