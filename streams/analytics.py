@@ -9,8 +9,8 @@ a finished aggregate by its properties.
 from __future__ import annotations
 
 import math
-from itertools import pairwise
 from dataclasses import dataclass, replace
+from itertools import pairwise
 
 from streams.market import implied_probability, velocity_per_minute
 
