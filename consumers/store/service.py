@@ -10,6 +10,9 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
+from collections import defaultdict
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -17,6 +20,7 @@ from aiohttp import web
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from consumers.store.clickhouse import Store, migrate, redact
+from consumers.store.raw_tables import RAW_EVENT_TYPES, columns, event_type_table, raw_row
 from consumers.store.rows import DEAD_LETTER_COLUMNS, WINDOW_COLUMNS, window_rows
 from oddstream.codecs import build_codec
 from oddstream.errors import EventError, StoreError
@@ -30,8 +34,9 @@ from oddstream.kafka.deadletter import (
 )
 from oddstream.metrics import SQL_QUERIES, STORE_BATCHES, STORE_ROWS, exposition
 from oddstream.settings import Settings
+from schemas.catalog import load_catalog
 from schemas.jsonable import jsonable
-from schemas.topics import Topics
+from schemas.topics import SOURCE_TOPICS, Topics
 
 log = logging.getLogger(__name__)
 
@@ -43,11 +48,23 @@ class StoreService:
         self.codec = build_codec(settings)
         self.store = Store(settings.clickhouse)
         self.rows_written = 0
+        self.catalog = load_catalog()
+        self._raw_columns = {
+            event_type_table(t): [name for name, _ in columns(self.catalog, t)] for t in RAW_EVENT_TYPES
+        }
+
+    def _columns(self, table: str) -> Sequence[str]:
+        if table == "odds_windows_1m":
+            return WINDOW_COLUMNS
+        if table == "dead_letters":
+            return DEAD_LETTER_COLUMNS
+        return self._raw_columns[table]
 
     async def sink(self) -> None:
         consumer = AIOKafkaConsumer(
             self.topics.odds_window_1m,
             self.topics.dead_letter,
+            *(self.topics.name(suffix) for suffix in SOURCE_TOPICS),
             bootstrap_servers=self.settings.bootstrap,
             group_id=f"{self.settings.topic_prefix}store",
             enable_auto_commit=False,
@@ -61,26 +78,31 @@ class StoreService:
                 batch = await consumer.getmany(timeout_ms=500, max_records=5000)
                 if not batch:
                     continue
-                windows: list[tuple[Any, ...]] = []
-                letters: list[tuple[Any, ...]] = []
+                rows: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
+                now_ms = int(time.time() * 1000)
                 for tp, messages in batch.items():
                     for m in messages:
                         if tp.topic == self.topics.dead_letter:
-                            letters.append(dead_letter_row(m))
+                            rows["dead_letters"].append(dead_letter_row(m))
                             continue
                         try:
-                            windows.extend(window_rows(self.codec.decode(m.value), m.partition, m.offset))
+                            event = self.codec.decode(m.value)
+                            if tp.topic == self.topics.odds_window_1m:
+                                rows["odds_windows_1m"].extend(window_rows(event, m.partition, m.offset))
+                            else:
+                                self.codec.validate(event, now_ms=now_ms)
+                                table = event_type_table(event.type)
+                                rows[table].append(raw_row(self.catalog, event, m.partition, m.offset))
                         except EventError as exc:
                             headers = dead_letter_headers(exc.reason, m.topic, m.partition, m.offset, "store")
                             await producer.send_and_wait(
                                 self.topics.dead_letter, m.value, key=m.key, headers=headers
                             )
-                await asyncio.to_thread(self.store.insert, "odds_windows_1m", windows, WINDOW_COLUMNS)
-                await asyncio.to_thread(self.store.insert, "dead_letters", letters, DEAD_LETTER_COLUMNS)
+                for table, table_rows in rows.items():
+                    await asyncio.to_thread(self.store.insert, table, table_rows, self._columns(table))
+                    STORE_ROWS.labels(table).inc(len(table_rows))
+                    self.rows_written += len(table_rows)
                 await consumer.commit()
-                self.rows_written += len(windows) + len(letters)
-                STORE_ROWS.labels("odds_windows_1m").inc(len(windows))
-                STORE_ROWS.labels("dead_letters").inc(len(letters))
                 STORE_BATCHES.inc()
         finally:
             await consumer.stop()

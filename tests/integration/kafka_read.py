@@ -44,3 +44,27 @@ def read_all(bootstrap: str, topic: str, timeout_s: float = 10.0) -> list[Messag
         return messages
     finally:
         consumer.close()
+
+
+def group_lag(bootstrap: str, group: str, topics: list[str], timeout_s: float = 10.0) -> int:
+    """Records in ``topics`` that ``group`` has not committed yet (0: fully caught up)."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
+    try:
+        partitions = [
+            TopicPartition(topic, p)
+            for topic in topics
+            for p in consumer.list_topics(topic, timeout=timeout_s).topics[topic].partitions
+        ]
+        try:
+            committed = consumer.committed(partitions, timeout=timeout_s)
+        except KafkaException as exc:
+            if exc.args[0].retriable() or exc.args[0].code() == KafkaError.NOT_COORDINATOR:
+                return -1  # the group's coordinator is still loading: not known to be caught up
+            raise
+        lag = 0
+        for tp in committed:
+            end = _end_offset(consumer, TopicPartition(tp.topic, tp.partition), timeout_s)
+            lag += end - max(tp.offset, 0)
+        return lag
+    finally:
+        consumer.close()

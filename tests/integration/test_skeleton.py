@@ -19,7 +19,7 @@ from websockets.sync.client import connect
 from consumers.dispatcher.endpoints import register_endpoint
 from infra.broker import free_port
 from oddstream.kafka.admin import ensure_topics
-from oddstream.kafka.deadletter import ORIGIN_TOPIC, REASON
+from oddstream.kafka.deadletter import ORIGIN_TOPIC, REASON, STAGE
 from oddstream.producer import EventProducer
 from oddstream.settings import Settings
 from schemas.catalog import load_catalog
@@ -143,13 +143,21 @@ def test_skeleton_end_to_end(settings: Settings) -> None:
         )
 
         # dead letter: original bytes, reason and origin in headers
+        # every role that rejects a record dead-letters it, saying which stage it was
         letters = wait_for(
-            "the dead letter", lambda: read_all(settings.bootstrap, topics.dead_letter), 30, roles
+            "the dead letters",
+            lambda: (m := read_all(settings.bootstrap, topics.dead_letter)) and len(m) >= 2 and m,
+            30,
+            roles,
         )
-        assert [m.value() for m in letters] == [POISON]
-        headers = dict(letters[0].headers())
-        assert b"not an oddstream frame" in headers[REASON]
-        assert headers[ORIGIN_TOPIC] == topics.odds.encode()
+        assert [m.value() for m in letters] == [POISON, POISON]
+        stages = set()
+        for letter in letters:
+            headers = dict(letter.headers() or [])
+            assert b"not an oddstream frame" in headers[REASON]
+            assert headers[ORIGIN_TOPIC] == topics.odds.encode()
+            stages.add(headers[STAGE])
+        assert stages == {b"odds-window-1m", b"store"}
 
         # (b) ClickHouse: the latest version of every window equals a recomputation from the quotes
         expected: dict[tuple[str, int, str], tuple[float, float, float, float, int]] = {}
@@ -169,7 +177,8 @@ def test_skeleton_end_to_end(settings: Settings) -> None:
             roles,
         )
         assert {(m, int(w), s): (o, h, lo, la, n) for m, w, s, o, h, lo, la, n in stored} == expected
-        assert sql(settings, "SELECT count() FROM dead_letters")[0][0] == 1
+        assert sql(settings, "SELECT count() FROM dead_letters FINAL")[0][0] == 1  # one origin
+        assert sql(settings, "SELECT count() FROM odds_changed FINAL")[0][0] == len(rows)
         refused = httpx.post(f"{settings.sql_endpoint}/sql", content="DROP TABLE odds_windows_1m", timeout=30)
         assert refused.status_code == 400 and "readonly" in refused.text.lower()
 

@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 
 from consumers.store.clickhouse import Store, migrate, migrations
+from consumers.store.raw_tables import RAW_EVENT_TYPES, columns, event_type_table
 from oddstream.errors import StoreError
+from schemas.catalog import load_catalog
 
 pytestmark = pytest.mark.integration
 
@@ -26,6 +28,18 @@ def test_migrations_apply_once_and_in_order(tmp_path: Path) -> None:
         assert [r[0] for r in rows] == versions
         _, tables = store.query("SHOW TABLES")
         assert {"odds_windows_1m", "dead_letters", "schema_migrations"} <= {t[0] for t in tables}
+    finally:
+        store.close()
+
+
+def test_migrated_raw_tables_have_exactly_the_schemas_columns(tmp_path: Path) -> None:
+    """If this fails after a schema change, add a migration that alters the table."""
+    store = Store(f"chdb://{tmp_path / 'ch'}")
+    try:
+        migrate(store)
+        for event_type in RAW_EVENT_TYPES:
+            _, described = store.query(f"DESCRIBE TABLE {event_type_table(event_type)}")
+            assert [(r[0], r[1]) for r in described] == columns(load_catalog(), event_type)
     finally:
         store.close()
 
