@@ -53,6 +53,10 @@ def create_app(settings: Settings) -> faust.App:
         producer_acks=-1,
         consumer_auto_offset_reset="earliest",
         table_standby_replicas=0,
+        # a SIGKILLed worker stays in the group until its session expires; Faust's default
+        # (60 s) stalls a restarted worker that long (measured, docs/design/state-and-recovery.md)
+        broker_session_timeout=10.0,
+        broker_heartbeat_interval=1.0,
     )
 
     def raw_topic(name: str) -> Any:
