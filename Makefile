@@ -3,7 +3,7 @@ PYTHON ?= python3.11
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: run test install deps lint typecheck test-pure test-integration clean
+.PHONY: run test install deps lint typecheck test-pure test-integration bench-core clean
 
 run: install                 ## install, then run the whole stack with the simulator
 	$(BIN)/oddstream up
@@ -35,6 +35,9 @@ test-pure: install
 
 test-integration: install
 	$(BIN)/pytest -m integration
+
+bench-core: install        ## pure core throughput vs bare baselines (not a test)
+	$(BIN)/python -m benchmarks.core
 
 clean:
 	rm -rf $(VENV) .oddstream .pytest_cache .mypy_cache .ruff_cache

@@ -62,6 +62,10 @@ class Codec:
         check_avro(event, self._catalog.schema(event.type))
         check_values(event, now_ms)
 
+    def check_decoded(self, event: Event, now_ms: int | None = None) -> None:
+        """The domain rules for an event this codec decoded (its Avro types already hold)."""
+        check_values(event, now_ms)
+
     def encode(self, event: Event, topic: str | None = None, now_ms: int | None = None) -> bytes:
         """Validate and frame. ``topic`` is needed only for the Confluent subject name."""
         schema = self._catalog.schema(event.type)

@@ -94,6 +94,7 @@ class WindowEngine(Generic[K, V, A]):
     late_events: int = 0
     _open: dict[tuple[K, Window], _Open[A]] = field(default_factory=dict)
     _buffer: dict[K, list[tuple[int, V]]] = field(default_factory=dict)  # sliding only
+    _next_close: int = 2**62  # earliest end + grace among open windows: no scan before it
 
     def __post_init__(self) -> None:
         if self.delay_ms < 0 or self.grace_ms < 0:
@@ -117,6 +118,7 @@ class WindowEngine(Generic[K, V, A]):
                 slot = self._open.get((key, window))
                 if slot is None:
                     slot = self._open[(key, window)] = self._seed(key, window)
+                    self._next_close = min(self._next_close, window[1] + self.grace_ms)
                 slot.aggregate = self.aggregator.add(slot.aggregate, value, event_ms)
                 slot.version += 1
                 updates.append(WindowResult(key, window[0], window[1], slot.aggregate, slot.version, False))
@@ -172,6 +174,8 @@ class WindowEngine(Generic[K, V, A]):
         return slot
 
     def _close_ready(self) -> list[WindowResult[K, A]]:
+        if self.watermark < self._next_close:
+            return []
         ready = sorted(
             ((key, window) for key, window in self._open if self._closed(window)),
             key=lambda kw: (kw[1][1], kw[1][0], str(kw[0])),
@@ -180,6 +184,7 @@ class WindowEngine(Generic[K, V, A]):
         for key, window in ready:
             slot = self._open.pop((key, window))
             finals.append(WindowResult(key, window[0], window[1], slot.aggregate, slot.version, True))
+        self._next_close = min((w[1] + self.grace_ms for _, w in self._open), default=2**62)
         if isinstance(self.shape, SlidingWindow) and ready:
             horizon = self.watermark - self.grace_ms - self.shape.size_ms
             for key in list(self._buffer):

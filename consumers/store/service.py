@@ -90,7 +90,7 @@ class StoreService:
                             if tp.topic == self.topics.odds_window_1m:
                                 rows["odds_windows_1m"].extend(window_rows(event, m.partition, m.offset))
                             else:
-                                self.codec.validate(event, now_ms=now_ms)
+                                self.codec.check_decoded(event, now_ms=now_ms)
                                 table = event_type_table(event.type)
                                 rows[table].append(raw_row(self.catalog, event, m.partition, m.offset))
                         except EventError as exc:

@@ -78,7 +78,7 @@ def create_app(settings: Settings) -> faust.App:
         async for raw in stream.events():
             try:
                 decoded = codec.decode(raw.value)
-                codec.validate(decoded, now_ms=int(time.time() * 1000))
+                codec.check_decoded(decoded, now_ms=int(time.time() * 1000))
             except EventError as exc:
                 log.warning(
                     "dead letter at %s:%s: %s",
