@@ -1,0 +1,102 @@
+"""Consume-and-decode throughput from a real broker: oddstream's decode path against a
+bare aiokafka + fastavro loop over the same records (the baseline issue 3's worker
+benchmark compares with).
+
+    python -m benchmarks.kafka_decode [--events 200000]
+
+Uses KAFKA_BOOTSTRAP_SERVERS if set, else starts a local broker on a free port.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import itertools
+import os
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+from aiokafka import AIOKafkaConsumer
+from fastavro import schemaless_reader
+
+from infra.broker import LocalKafka, free_port
+from oddstream.kafka.admin import ensure_topics
+from oddstream.producer import EventProducer
+from oddstream.settings import Settings
+from oddstream.simulator.model import MarketSimulator
+from schemas.catalog import load_catalog
+from schemas.codec import SINGLE_OBJECT_HEADER, Codec
+from schemas.topics import Topics
+
+
+async def consume(bootstrap: str, topic: str, expected: int, handle: Callable[[bytes], object]) -> float:
+    """Events per second to read and handle ``expected`` records from offset 0."""
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest",
+        enable_auto_commit=False, max_partition_fetch_bytes=8 * 1024 * 1024,
+    )  # fmt: skip
+    await consumer.start()
+    try:
+        seen = 0
+        started = time.perf_counter()
+        while seen < expected:
+            batch = await consumer.getmany(timeout_ms=1000, max_records=10_000)
+            for messages in batch.values():
+                for message in messages:
+                    handle(message.value)
+                seen += sum(len(m) for m in batch.values())
+        return seen / (time.perf_counter() - started)
+    finally:
+        await consumer.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--events", type=int, default=200_000)
+    args = parser.parse_args()
+
+    broker = None
+    bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    if not bootstrap:
+        broker = LocalKafka(Path(tempfile.mkdtemp(prefix="oddstream-bench-")) / "kafka", port=free_port())
+        broker.start()
+        bootstrap = broker.bootstrap
+    try:
+        settings = Settings(kafka_bootstrap_servers=bootstrap, topic_prefix=f"bench{uuid.uuid4().hex[:8]}.")
+        ensure_topics(settings)
+        topic = Topics(settings.topic_prefix).odds
+        sim = MarketSimulator(seed=3, start_ms=1_790_000_000_000, rate_per_s=500)
+        quotes = itertools.islice((e for e in sim.events() if e.type == "OddsChanged"), args.events)
+        with EventProducer(settings) as producer:
+            for event in quotes:
+                producer.publish_event(event)
+        print(f"produced {producer.delivered:,} OddsChanged records to {topic}")
+
+        catalog = load_catalog()
+        codec = Codec(catalog)
+        schema = catalog.schema("OddsChanged").parsed
+
+        def bare(value: bytes) -> object:
+            return schemaless_reader(io.BytesIO(value[SINGLE_OBJECT_HEADER:]), schema, None)
+
+        def oddstream_path(value: bytes) -> object:
+            event = codec.decode(value)
+            codec.check_decoded(event)
+            return event
+
+        baseline = asyncio.run(consume(bootstrap, topic, producer.delivered, bare))
+        ours = asyncio.run(consume(bootstrap, topic, producer.delivered, oddstream_path))
+        print(f"aiokafka + fastavro (baseline):     {baseline:>10,.0f} events/s")
+        print(f"aiokafka + oddstream decode+checks: {ours:>10,.0f} events/s")
+        print(f"ratio oddstream/baseline:           {ours / baseline:>10.3f}")
+    finally:
+        if broker is not None:
+            broker.stop()
+
+
+if __name__ == "__main__":
+    main()
