@@ -2,10 +2,11 @@
 
 The odds agent folds OddsChanged events into per-market one-minute event-time
 windows (``streams.odds_window``) kept in a changelog-backed table, and emits
-every change as an OddsWindowUpdated event. Records that do not decode or break
-their contract go to the dead-letter topic with the reason and the original
-bytes; events older than the market's current window go to the late topic.
-Neither stops the agent.
+every change as an OddsWindowUpdated event. Records that do not decode, break
+their contract, lie in the future or quote a market no MarketStatusChanged has
+announced go to the dead-letter topic with the reason and the original bytes;
+events older than the market's current window go to the late topic. Neither
+stops the agent.
 """
 
 from __future__ import annotations
@@ -67,6 +68,9 @@ def create_app(settings: Settings) -> faust.App:
     late_sink = raw_topic(topics.odds_late)
     dead_letters = raw_topic(topics.dead_letter)
     windows = app.Table("odds-window-1m", default=None, partitions=settings.topic_partitions)
+    # market_id -> latest status. MarketStatusChanged shares the odds topic and key, so a
+    # market's OPEN is always ahead of its quotes in the same partition.
+    markets = app.Table("market-status", default=None, partitions=settings.topic_partitions)
 
     async def reject(event: EventT[Any], reason: str, sink: Any, stage: str) -> None:
         message = event.message
@@ -88,9 +92,17 @@ def create_app(settings: Settings) -> faust.App:
                 )
                 await reject(raw, exc.reason, dead_letters, "odds-window-1m")
                 continue
+            if decoded.type == "MarketStatusChanged":
+                markets[decoded.record["market_id"]] = decoded.record["status"]
+                continue
             if decoded.type != "OddsChanged":
                 continue
             record = decoded.record
+            if markets.get(record["market_id"]) is None:
+                market = record["market_id"]
+                reason = f"OddsChanged.market_id: unknown market {market!r} (no MarketStatusChanged seen)"
+                await reject(raw, reason, dead_letters, "odds-window-1m")
+                continue
             quote = Quote(
                 market_id=record["market_id"],
                 selection_id=record["selection_id"],

@@ -4,6 +4,7 @@ with a poison record going to the dead-letter topic while good records keep flow
 
 from __future__ import annotations
 
+import io
 import json
 import threading
 import time
@@ -13,6 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
+from fastavro import schemaless_writer
 from standardwebhooks.webhooks import Webhook
 from websockets.sync.client import connect
 
@@ -23,7 +25,7 @@ from oddstream.kafka.deadletter import ORIGIN_TOPIC, REASON, STAGE
 from oddstream.producer import EventProducer
 from oddstream.settings import Settings
 from schemas.catalog import load_catalog
-from schemas.codec import Codec
+from schemas.codec import SINGLE_OBJECT_MAGIC, Codec
 from schemas.topics import Topics
 from tests.integration.kafka_read import read_all
 from tests.integration.roles import Role, wait_for
@@ -69,6 +71,21 @@ def quotes(start_ms: int) -> list[tuple[str, str, float, int]]:
             )
         )
     return rows
+
+
+def quote_record(market: str, price: float, t: int) -> dict[str, Any]:
+    return {
+        "event_id": str(uuid.uuid4()), "event_time": t, "source": "test", "bookmaker": "pinnacle",
+        "market_id": market, "selection_id": "home", "odds": price,
+    }  # fmt: skip
+
+
+def unchecked_frame(record: dict[str, Any]) -> bytes:
+    """A well-framed OddsChanged that skips the SDK's checks: what a foreign producer might send."""
+    schema = load_catalog().schema("OddsChanged")
+    body = io.BytesIO()
+    schemaless_writer(body, schema.parsed, record)
+    return SINGLE_OBJECT_MAGIC + schema.fingerprint + body.getvalue()
 
 
 def publish(producer: EventProducer, rows: list[tuple[str, str, float, int]]) -> None:
@@ -117,9 +134,23 @@ def test_skeleton_end_to_end(settings: Settings) -> None:
         minute = int(time.time() * 1000) // 60_000 * 60_000 - 5 * 60_000
         rows = quotes(minute)
         first, second = rows[:15], rows[15:]
+        now = int(time.time() * 1000)
+        bad_inputs = {
+            b"unknown market 'mZ'": quote_record("mZ", 2.0, minute),
+            b"in the future": quote_record("mA", 2.0, now + 3_600_000),
+            b"greater than 1.0": quote_record("mA", 0.9, minute + 1_000),
+        }
         with EventProducer(settings) as producer:
+            for market in ("mA", "mB"):
+                producer.publish("MarketStatusChanged", {
+                    "event_id": str(uuid.uuid4()), "event_time": minute - 1, "source": "test",
+                    "market_id": market, "status": "OPEN", "reason": None,
+                })  # fmt: skip
             publish(producer, first)
             producer.produce_raw(topics.odds, b"mA", POISON)  # poison, on a market partition
+            producer.publish("OddsChanged", bad_inputs[b"unknown market 'mZ'"])
+            producer.publish("OddsChanged", bad_inputs[b"in the future"])  # the SDK has no clock rule
+            producer.produce_raw(topics.odds, b"mA", unchecked_frame(bad_inputs[b"greater than 1.0"]))
             publish(producer, second)
 
         # (a) derived topic: one update per quote, none lost behind the poison
@@ -143,21 +174,31 @@ def test_skeleton_end_to_end(settings: Settings) -> None:
         )
 
         # dead letter: original bytes, reason and origin in headers
-        # every role that rejects a record dead-letters it, saying which stage it was
+        # every role that rejects a record dead-letters it with the reason and its stage;
+        # the store keeps valid events of unknown markets (it has no market state)
+        expected_letters = {
+            (b"not an oddstream frame", b"odds-window-1m"), (b"not an oddstream frame", b"store"),
+            (b"unknown market 'mZ'", b"odds-window-1m"),
+            (b"in the future", b"odds-window-1m"), (b"in the future", b"store"),
+            (b"greater than 1.0", b"odds-window-1m"), (b"greater than 1.0", b"store"),
+        }  # fmt: skip
         letters = wait_for(
             "the dead letters",
-            lambda: (m := read_all(settings.bootstrap, topics.dead_letter)) and len(m) >= 2 and m,
+            lambda: (m := read_all(settings.bootstrap, topics.dead_letter)) and len(m) >= 7 and m,
             30,
             roles,
         )
-        assert [m.value() for m in letters] == [POISON, POISON]
-        stages = set()
+        seen = set()
         for letter in letters:
             headers = dict(letter.headers() or [])
-            assert b"not an oddstream frame" in headers[REASON]
             assert headers[ORIGIN_TOPIC] == topics.odds.encode()
-            stages.add(headers[STAGE])
-        assert stages == {b"odds-window-1m", b"store"}
+            words = next(w for w, _ in expected_letters if w in headers[REASON])
+            if words == b"not an oddstream frame":
+                assert letter.value() == POISON
+            else:
+                assert Codec(load_catalog()).decode(letter.value() or b"").record["market_id"] in ("mA", "mZ")
+            seen.add((words, headers[STAGE]))
+        assert seen == expected_letters and len(letters) == 7
 
         # (b) ClickHouse: the latest version of every window equals a recomputation from the quotes
         expected: dict[tuple[str, int, str], tuple[float, float, float, float, int]] = {}
@@ -177,8 +218,8 @@ def test_skeleton_end_to_end(settings: Settings) -> None:
             roles,
         )
         assert {(m, int(w), s): (o, h, lo, la, n) for m, w, s, o, h, lo, la, n in stored} == expected
-        assert sql(settings, "SELECT count() FROM dead_letters FINAL")[0][0] == 1  # one origin
-        assert sql(settings, "SELECT count() FROM odds_changed FINAL")[0][0] == len(rows)
+        assert sql(settings, "SELECT count() FROM dead_letters FINAL")[0][0] == 4  # four origins
+        assert sql(settings, "SELECT count() FROM odds_changed FINAL")[0][0] == len(rows) + 1  # + mZ
         refused = httpx.post(f"{settings.sql_endpoint}/sql", content="DROP TABLE odds_windows_1m", timeout=30)
         assert refused.status_code == 400 and "readonly" in refused.text.lower()
 
