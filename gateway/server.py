@@ -119,7 +119,7 @@ class Gateway:
                 return
             await connection.send(frame)
 
-    async def consume(self, started: asyncio.Event | None = None) -> None:
+    async def consume(self) -> None:
         consumer = AIOKafkaConsumer(
             self.topics.odds_window_1m,
             bootstrap_servers=self.settings.bootstrap,
@@ -131,8 +131,6 @@ class Gateway:
         for tp in consumer.assignment():
             await consumer.position(tp)  # resolve "latest" now, so nothing after this line is missed
         log.info("gateway consuming %s", self.topics.odds_window_1m)
-        if started is not None:
-            started.set()
         try:
             async for m in consumer:
                 try:

@@ -15,7 +15,6 @@ Example::
 
 from __future__ import annotations
 
-import time
 from types import TracebackType
 from typing import Any
 
@@ -84,10 +83,7 @@ class EventProducer:
 
     def flush(self, timeout_s: float = 30.0) -> None:
         """Wait for every queued record; raise :class:`DeliveryFailed` if any was not acknowledged."""
-        deadline = time.monotonic() + timeout_s
         remaining = self._producer.flush(timeout_s)
-        while remaining and time.monotonic() < deadline:
-            remaining = self._producer.flush(max(0.1, deadline - time.monotonic()))
         failures, self._failures = self._failures, []
         if remaining:
             failures.append((None, f"{remaining} record(s) still queued after {timeout_s:.0f} s"))

@@ -153,10 +153,15 @@ def dead_letter_row(message: Any) -> tuple[Any, ...]:
     def text(key: str, default: str = "") -> str:
         return str(headers.get(key, default.encode()).decode(errors="replace"))
 
+    def number(key: str) -> int:
+        # anything can be written to the dead-letter topic; a bad header must not stop the sink
+        value = text(key, "0")
+        return int(value) if value.isdigit() else 0
+
     return (
         text(ORIGIN_TOPIC, message.topic),
-        int(text(ORIGIN_PARTITION, "0")),
-        int(text(ORIGIN_OFFSET, "0")),
+        number(ORIGIN_PARTITION),
+        number(ORIGIN_OFFSET),
         text(STAGE),
         text(REASON),
         message.value or b"",

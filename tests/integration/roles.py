@@ -7,7 +7,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +55,7 @@ class Role:
         return self.log.read_text(errors="replace")[-4000:]
 
 
-def wait_for(what: str, check: Callable[[], Any], timeout_s: float, roles: list[Role] = ()) -> Any:  # type: ignore[assignment]
+def wait_for(what: str, check: Callable[[], Any], timeout_s: float, roles: Sequence[Role] = ()) -> Any:
     """Poll ``check`` until it returns something truthy; fail with the roles' logs if it does not."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:

@@ -218,7 +218,7 @@ def test_skeleton_end_to_end(settings: Settings) -> None:
             roles,
         )
         assert {(m, int(w), s): (o, h, lo, la, n) for m, w, s, o, h, lo, la, n in stored} == expected
-        assert sql(settings, "SELECT count() FROM dead_letters FINAL")[0][0] == 4  # four origins
+        assert sql(settings, "SELECT count() FROM dead_letters FINAL")[0][0] == 7  # per origin and stage
         assert sql(settings, "SELECT count() FROM odds_changed FINAL")[0][0] == len(rows) + 1  # + mZ
         refused = httpx.post(f"{settings.sql_endpoint}/sql", content="DROP TABLE odds_windows_1m", timeout=30)
         assert refused.status_code == 400 and "readonly" in refused.text.lower()

@@ -1,5 +1,6 @@
--- Records that were rejected, with the reason and the original bytes (base64 free: String holds bytes).
--- (origin_topic, origin_partition, origin_offset) identifies a rejection; replays collapse.
+-- Records that were rejected, with the reason and the original bytes (String holds any bytes).
+-- (origin_topic, origin_partition, origin_offset, stage) identifies a rejection: each role
+-- that rejected a record keeps its own row and reason; replays collapse.
 CREATE TABLE IF NOT EXISTS dead_letters
 (
     origin_topic     String,
@@ -11,4 +12,4 @@ CREATE TABLE IF NOT EXISTS dead_letters
     rejected_at      DateTime64(3, 'UTC')
 )
 ENGINE = ReplacingMergeTree
-ORDER BY (origin_topic, origin_partition, origin_offset)
+ORDER BY (origin_topic, origin_partition, origin_offset, stage)
