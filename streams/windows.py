@@ -23,6 +23,12 @@ from dataclasses import dataclass
 Window = tuple[int, int]
 
 
+def _require_positive(**lengths: int) -> None:
+    for name, value in lengths.items():
+        if value <= 0:
+            raise ValueError(f"{name} must be positive, got {value}")
+
+
 @dataclass(frozen=True)
 class TumblingWindow:
     """Fixed, non-overlapping windows aligned to the epoch."""
@@ -30,8 +36,7 @@ class TumblingWindow:
     size_ms: int
 
     def __post_init__(self) -> None:
-        if self.size_ms <= 0:
-            raise ValueError(f"window size must be positive, got {self.size_ms}")
+        _require_positive(size_ms=self.size_ms)
 
     def start_of(self, event_ms: int) -> int:
         return event_ms - (event_ms % self.size_ms)
@@ -52,8 +57,7 @@ class HoppingWindow:
     hop_ms: int
 
     def __post_init__(self) -> None:
-        if self.size_ms <= 0 or self.hop_ms <= 0:
-            raise ValueError("window size and hop must be positive")
+        _require_positive(size_ms=self.size_ms, hop_ms=self.hop_ms)
         if self.hop_ms > self.size_ms:
             raise ValueError("a hop longer than the window leaves gaps; use a tumbling window")
 
@@ -70,8 +74,7 @@ class SlidingWindow:
     size_ms: int
 
     def __post_init__(self) -> None:
-        if self.size_ms <= 0:
-            raise ValueError(f"window size must be positive, got {self.size_ms}")
+        _require_positive(size_ms=self.size_ms)
 
     def own_window(self, event_ms: int) -> Window:
         return (event_ms - self.size_ms + 1, event_ms + 1)

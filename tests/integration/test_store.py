@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,42 +18,40 @@ from schemas.catalog import load_catalog
 pytestmark = pytest.mark.integration
 
 
-def test_migrations_apply_once_and_in_order(tmp_path: Path) -> None:
-    store = Store(f"chdb://{tmp_path / 'ch'}")
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    """An embedded store in a fresh directory, closed (and unlocked) after the test."""
+    opened = Store(f"chdb://{tmp_path / 'ch'}")
     try:
-        versions = [v for v, _, _ in migrations()]
-        assert versions == sorted(versions) and len(set(versions)) == len(versions)
-        assert migrate(store) == versions
-        assert migrate(store) == []
-        _, rows = store.query("SELECT version FROM schema_migrations FINAL ORDER BY version")
-        assert [r[0] for r in rows] == versions
-        _, tables = store.query("SHOW TABLES")
-        assert {"odds_windows_1m", "dead_letters", "schema_migrations"} <= {t[0] for t in tables}
+        yield opened
     finally:
-        store.close()
+        opened.close()
 
 
-def test_migrated_raw_tables_have_exactly_the_schemas_columns(tmp_path: Path) -> None:
+def test_migrations_apply_once_and_in_order(store: Store) -> None:
+    versions = [v for v, _, _ in migrations()]
+    assert versions == sorted(versions) and len(set(versions)) == len(versions)
+    assert migrate(store) == versions
+    assert migrate(store) == []
+    _, rows = store.query("SELECT version FROM schema_migrations FINAL ORDER BY version")
+    assert [r[0] for r in rows] == versions
+    _, tables = store.query("SHOW TABLES")
+    assert {"odds_windows_1m", "dead_letters", "schema_migrations"} <= {t[0] for t in tables}
+
+
+def test_migrated_raw_tables_have_exactly_the_schemas_columns(store: Store) -> None:
     """If this fails after a schema change, add a migration that alters the table."""
-    store = Store(f"chdb://{tmp_path / 'ch'}")
-    try:
-        migrate(store)
-        for event_type in RAW_EVENT_TYPES:
-            _, described = store.query(f"DESCRIBE TABLE {event_type_table(event_type)}")
-            assert [(r[0], r[1]) for r in described] == columns(load_catalog(), event_type)
-    finally:
-        store.close()
+    migrate(store)
+    for event_type in RAW_EVENT_TYPES:
+        _, described = store.query(f"DESCRIBE TABLE {event_type_table(event_type)}")
+        assert [(r[0], r[1]) for r in described] == columns(load_catalog(), event_type)
 
 
-def test_read_only_queries_cannot_write(tmp_path: Path) -> None:
-    store = Store(f"chdb://{tmp_path / 'ch'}")
-    try:
-        migrate(store)
-        with pytest.raises(StoreError, match="readonly"):
-            store.query("DROP TABLE odds_windows_1m", readonly=True)
-        assert store.query("SELECT count() FROM odds_windows_1m", readonly=True)[1] == [(0,)]
-    finally:
-        store.close()
+def test_read_only_queries_cannot_write(store: Store) -> None:
+    migrate(store)
+    with pytest.raises(StoreError, match="readonly"):
+        store.query("DROP TABLE odds_windows_1m", readonly=True)
+    assert store.query("SELECT count() FROM odds_windows_1m", readonly=True)[1] == [(0,)]
 
 
 def test_a_second_process_is_told_who_owns_the_embedded_data(tmp_path: Path) -> None:
