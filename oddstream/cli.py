@@ -63,19 +63,33 @@ def simulate(
         typer.Option(help="Do not pace to the wall clock; event times stay spaced at the rate."),
     ] = False,
     progress: Annotated[bool, typer.Option(help="Show the progress display.")] = True,
+    out_of_order: Annotated[
+        float,
+        typer.Option(min=0.0, max=1.0, help="Fraction of quotes, bets and system events delivered late."),
+    ] = 0.0,
+    max_delay_ms: Annotated[
+        int, typer.Option(min=0, help="Largest delay (event time) of an out-of-order event.")
+    ] = 90_000,
 ) -> None:
     """Publish a seeded simulation of markets, bookmakers and bettors (ODDSTREAM_SIMULATOR_*)."""
     from oddstream.simulator.run import run_simulation
 
     s = settings()
     prepare(s)
-    sent = run_simulation(s, events=events, realtime=not fast, show_progress=progress)
+    sent = run_simulation(
+        s,
+        events=events,
+        realtime=not fast,
+        show_progress=progress,
+        out_of_order=out_of_order,
+        max_delay_ms=max_delay_ms,
+    )
     typer.echo(f"{sent} events acknowledged by Kafka")
 
 
 @app.command()
 def worker() -> None:
-    """Run the stream worker (Faust): odds windows, dead letters."""
+    """Run the stream worker (Faust): event-time window analytics, late events, dead letters."""
     from consumers.worker.app import run_worker
 
     s = settings()

@@ -13,6 +13,7 @@ from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from oddstream.errors import ConfigError
+from streams.processor import WindowConfig
 
 DEFAULT_DATA_DIR = Path(".oddstream")
 
@@ -85,6 +86,23 @@ class Settings(BaseSettings):
     simulator_rate: float = Field(default=200.0, gt=0, description="Simulated events per second.")
     simulator_markets: int = Field(default=12, ge=1, description="Markets open at once.")
     worker_id: str = Field(default="oddstream-worker", description="Faust app id (the consumer group).")
+    window_size_ms: int = Field(default=60_000, gt=0, description="Length of the analytics windows.")
+    window_delay_ms: int = Field(
+        default=5_000, ge=0, description="Watermark = newest event time of the partition minus this."
+    )
+    window_grace_ms: int = Field(
+        default=10_000,
+        ge=0,
+        description="A window closes (final result) once the watermark passes end + this.",
+    )
+    window_idle_timeout_ms: int = Field(
+        default=30_000,
+        gt=0,
+        description="After this much silence a partition's watermark follows the clock (quiet markets close)",
+    )
+    worker_checkpoint_interval_s: float = Field(
+        default=1.0, gt=0, description="How often the worker snapshots each partition's window state."
+    )
     log_level: str = Field(default="info", description="debug, info, warn or error.")
 
     @field_validator("topic_prefix")
@@ -114,6 +132,11 @@ class Settings(BaseSettings):
     @property
     def sql_endpoint(self) -> str:
         return self.store_url or f"http://{self.store_host}:{self.store_port}"
+
+    def window_config(self) -> WindowConfig:
+        return WindowConfig(
+            self.window_size_ms, self.window_delay_ms, self.window_grace_ms, self.window_idle_timeout_ms
+        )
 
     def api_keys(self) -> set[str]:
         return {key.get_secret_value() for key in self.gateway_api_keys}

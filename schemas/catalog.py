@@ -32,6 +32,10 @@ KEY_FIELD: dict[str, str] = {
     "ApiCallRecorded": "service",
     "UserActivity": "user_id",
     "OddsWindowUpdated": "market_id",
+    "PriceWindowUpdated": "market_id",
+    "BetWindowUpdated": "market_id",
+    "ServiceWindowUpdated": "service",
+    "RouteWindowUpdated": "service",
     "WebhookEndpoint": "endpoint_id",
 }
 

@@ -18,10 +18,21 @@ TOPIC_OF_EVENT: dict[str, str] = {
     "ApiCallRecorded": "system",
     "UserActivity": "users",
     "OddsWindowUpdated": "odds.window.1m",
+    "PriceWindowUpdated": "analytics.prices.1m",
+    "BetWindowUpdated": "analytics.bets.1m",
+    "ServiceWindowUpdated": "analytics.services.1m",
+    "RouteWindowUpdated": "analytics.routes.1m",
     "WebhookEndpoint": "webhooks.endpoints",
 }
 
 SOURCE_TOPICS = ("bets", "odds", "system", "users")
+WINDOW_EVENT_TYPES = (
+    "OddsWindowUpdated",
+    "PriceWindowUpdated",
+    "BetWindowUpdated",
+    "ServiceWindowUpdated",
+    "RouteWindowUpdated",
+)
 
 
 @dataclass(frozen=True)
@@ -49,9 +60,13 @@ class Topics:
         return self.name("odds.window.1m")
 
     @property
-    def odds_late(self) -> str:
-        """Events that arrived after their window was replaced; never merged."""
-        return self.name("odds.late")
+    def late(self) -> str:
+        """Events that arrived after a window they belong to closed: never merged, kept here."""
+        return self.name("late-events")
+
+    def windows(self) -> list[str]:
+        """The derived window topics (current updates and finals)."""
+        return [self.for_event(t) for t in WINDOW_EVENT_TYPES]
 
     @property
     def dead_letter(self) -> str:
@@ -67,8 +82,8 @@ class Topics:
         """Every topic oddstream creates, sources first."""
         suffixes = [
             *SOURCE_TOPICS,
-            "odds.window.1m",
-            "odds.late",
+            *(TOPIC_OF_EVENT[t] for t in WINDOW_EVENT_TYPES),
+            "late-events",
             "dead-letter",
             "webhooks.endpoints",
         ]

@@ -17,6 +17,7 @@ ids = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789-_", min_size=1, max
 money = st.decimals(min_value=Decimal("0.01"), max_value=Decimal("999999999.99"), places=2)
 BY_NAME: dict[str, st.SearchStrategy[Any]] = {
     "event_id": st.uuids(version=4).map(str),
+    "window_id": st.uuids(version=5).map(str),
     "event_time": st.integers(START_MS, END_MS),
     "window_start": st.integers(START_MS, END_MS),
     "window_end": st.integers(START_MS, END_MS),

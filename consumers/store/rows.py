@@ -9,7 +9,7 @@ from schemas.catalog import Event
 WINDOW_COLUMNS = (
     "market_id", "selection_id", "window_start", "window_end", "version", "open", "high", "low",
     "last", "changes", "implied_probability", "overround", "event_id", "event_time",
-    "kafka_partition", "kafka_offset",
+    "kafka_partition", "kafka_offset", "final",
 )  # fmt: skip
 
 DEAD_LETTER_COLUMNS = (
@@ -38,6 +38,7 @@ def window_rows(event: Event, partition: int, offset: int) -> list[tuple[Any, ..
             r["event_time"],
             partition,
             offset,
+            int(r["final"]),
         )
         for s in r["selections"]
     ]

@@ -10,7 +10,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import time
 from collections import defaultdict
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -22,8 +21,10 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from consumers.store.clickhouse import Store, migrate, redact
 from consumers.store.raw_tables import RAW_EVENT_TYPES, columns, event_type_table, raw_row
 from consumers.store.rows import DEAD_LETTER_COLUMNS, WINDOW_COLUMNS, window_rows
+from consumers.store.window_rows import FINAL_COLUMNS, LATE_COLUMNS, final_rows
 from oddstream.codecs import build_codec
 from oddstream.errors import EventError, StoreError
+from oddstream.kafka import late
 from oddstream.kafka.deadletter import (
     ORIGIN_OFFSET,
     ORIGIN_PARTITION,
@@ -32,6 +33,7 @@ from oddstream.kafka.deadletter import (
     STAGE,
     dead_letter_headers,
 )
+from oddstream.kafka.late import parse_late_headers
 from oddstream.metrics import SQL_QUERIES, STORE_BATCHES, STORE_ROWS, exposition
 from oddstream.settings import Settings
 from schemas.catalog import load_catalog
@@ -58,12 +60,18 @@ class StoreService:
             return WINDOW_COLUMNS
         if table == "dead_letters":
             return DEAD_LETTER_COLUMNS
+        if table == "late_events":
+            return LATE_COLUMNS
+        if table in FINAL_COLUMNS:
+            return FINAL_COLUMNS[table]
         return self._raw_columns[table]
 
     async def sink(self) -> None:
+        window_topics = set(self.topics.windows())
         consumer = AIOKafkaConsumer(
-            self.topics.odds_window_1m,
+            *window_topics,
             self.topics.dead_letter,
+            self.topics.late,
             *(self.topics.name(suffix) for suffix in SOURCE_TOPICS),
             bootstrap_servers=self.settings.bootstrap,
             group_id=f"{self.settings.topic_prefix}store",
@@ -79,18 +87,25 @@ class StoreService:
                 if not batch:
                     continue
                 rows: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
-                now_ms = int(time.time() * 1000)
                 for tp, messages in batch.items():
                     for m in messages:
                         if tp.topic == self.topics.dead_letter:
                             rows["dead_letters"].append(dead_letter_row(m))
                             continue
+                        if tp.topic == self.topics.late:
+                            rows["late_events"].append(late_row(m))
+                            continue
                         try:
                             event = self.codec.decode(m.value)
-                            if tp.topic == self.topics.odds_window_1m:
-                                rows["odds_windows_1m"].extend(window_rows(event, m.partition, m.offset))
+                            if tp.topic in window_topics:
+                                if event.type == "OddsWindowUpdated":
+                                    rows["odds_windows_1m"].extend(window_rows(event, m.partition, m.offset))
+                                if event.record["final"]:
+                                    for table, more in final_rows(event.type, event.record).items():
+                                        rows[table].extend(more)
                             else:
-                                self.codec.check_decoded(event, now_ms=now_ms)
+                                # far future = ahead of the record's Kafka timestamp, as in the worker
+                                self.codec.check_decoded(event, now_ms=m.timestamp)
                                 table = event_type_table(event.type)
                                 rows[table].append(raw_row(self.catalog, event, m.partition, m.offset))
                         except EventError as exc:
@@ -166,6 +181,29 @@ def dead_letter_row(message: Any) -> tuple[Any, ...]:
         text(REASON),
         message.value or b"",
         datetime.fromtimestamp(message.timestamp / 1000, UTC),
+    )
+
+
+def late_row(message: Any) -> tuple[Any, ...]:
+    h = parse_late_headers(message.headers)
+
+    def number(key: str) -> int:
+        value = h.get(key, "0")
+        return int(value) if value.lstrip("-").isdigit() else 0
+
+    def when(key: str) -> datetime:
+        return datetime.fromtimestamp(max(number(key), 0) / 1000, UTC)
+
+    return (
+        h.get(late.ORIGIN_TOPIC, ""),
+        number(late.ORIGIN_PARTITION),
+        number(late.ORIGIN_OFFSET),
+        h.get(late.KIND, ""),
+        when(late.EVENT_TIME),
+        when(late.WATERMARK),
+        when(late.WINDOW_START),
+        when(late.WINDOW_END),
+        message.value or b"",
     )
 
 

@@ -19,8 +19,14 @@ def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> list[str]:
     return create_missing(settings, {name: name in compacted for name in topics.all()}, timeout_s)
 
 
-def create_missing(settings: Settings, wanted_topics: dict[str, bool], timeout_s: float = 30.0) -> list[str]:
-    """Create the topics (name -> compacted?) that do not exist, with the configured partitions."""
+def create_missing(
+    settings: Settings,
+    wanted_topics: dict[str, bool],
+    timeout_s: float = 30.0,
+    config: dict[str, str] | None = None,
+) -> list[str]:
+    """Create the topics (name -> compacted?) that do not exist, with the configured partitions
+    and any extra topic ``config``."""
     admin = AdminClient({"bootstrap.servers": settings.bootstrap})
     try:
         existing = set(admin.list_topics(timeout=timeout_s).topics)
@@ -30,8 +36,11 @@ def create_missing(settings: Settings, wanted_topics: dict[str, bool], timeout_s
     for name, compact in wanted_topics.items():
         if name in existing:
             continue
-        config = {"cleanup.policy": "compact"} if compact else {}
-        wanted.append(NewTopic(name, settings.topic_partitions, settings.topic_replication, config=config))
+        topic_config = {"cleanup.policy": "compact"} if compact else {}
+        topic_config.update(config or {})
+        wanted.append(
+            NewTopic(name, settings.topic_partitions, settings.topic_replication, config=topic_config)
+        )
     if not wanted:
         return []
     created = []

@@ -15,10 +15,11 @@ Example::
 
 from __future__ import annotations
 
+import heapq
 import math
 import random
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -296,3 +297,26 @@ class MarketSimulator:
             **fields,
         }
         return Event(event_type, record)
+
+
+DELAYABLE = frozenset({"OddsChanged", "BetPlaced", "ApiCallRecorded", "ServiceHeartbeat"})
+
+
+def disorder(events: Iterable[Event], seed: int, fraction: float, max_delay_ms: int) -> Iterator[Event]:
+    """Deliver a ``fraction`` of the events late: each is held back until the stream's event
+    time has moved ``uniform(0, max_delay_ms)`` past its own. Only quotes, bets, API calls and
+    heartbeats are delayed (a market's status always precedes its quotes). Reproducible."""
+    rng = random.Random(seed ^ 0x5EED)
+    held: list[tuple[int, int, Event]] = []
+    sequence = 0
+    for event in events:
+        now = int(event.record["event_time"])
+        while held and held[0][0] <= now:
+            yield heapq.heappop(held)[2]
+        if event.type in DELAYABLE and rng.random() < fraction:
+            sequence += 1
+            heapq.heappush(held, (now + int(rng.uniform(0, max_delay_ms)), sequence, event))
+        else:
+            yield event
+    while held:
+        yield heapq.heappop(held)[2]

@@ -10,7 +10,7 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from oddstream.producer import EventProducer
 from oddstream.settings import Settings
-from oddstream.simulator.model import MarketSimulator
+from oddstream.simulator.model import MarketSimulator, disorder
 
 
 def run_simulation(
@@ -20,12 +20,16 @@ def run_simulation(
     ground_truth: Path | None = None,
     start_ms: int | None = None,
     show_progress: bool = True,
+    out_of_order: float = 0.0,
+    max_delay_ms: int = 90_000,
 ) -> int:
     """Produce ``events`` events (forever when None); return how many were acknowledged.
 
     With ``realtime`` the simulated clock follows the wall clock (event time is
     now, at ``simulator_rate`` events per second); without it the events go out
-    as fast as Kafka takes them, with event times spaced at that rate.
+    as fast as Kafka takes them, with event times spaced at that rate. With
+    ``out_of_order`` > 0 that fraction of quotes, bets and system events is delivered
+    up to ``max_delay_ms`` of event time late (some beyond the windows' grace).
     """
     origin_ms = start_ms if start_ms is not None else int(time.time() * 1000)
     sim = MarketSimulator(
@@ -51,7 +55,10 @@ def run_simulation(
     ):
         task = progress.add_task("simulate", total=events, rate="")
         try:
-            for event in sim.events():
+            stream = sim.events()
+            if out_of_order > 0:
+                stream = disorder(stream, settings.simulator_seed, out_of_order, max_delay_ms)
+            for event in stream:
                 if events is not None and sent >= events:
                     break
                 if realtime:

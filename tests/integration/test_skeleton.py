@@ -153,14 +153,16 @@ def test_skeleton_end_to_end(settings: Settings) -> None:
             producer.produce_raw(topics.odds, b"mA", unchecked_frame(bad_inputs[b"greater than 1.0"]))
             publish(producer, second)
 
-        # (a) derived topic: one update per quote, none lost behind the poison
+        # (a) derived topic: one current update per quote, none lost behind the poison,
+        # and one final per closed window
         codec = Codec(load_catalog())
 
-        def derived() -> Any:
+        def currents() -> Any:
             messages = read_all(settings.bootstrap, topics.odds_window_1m)
-            return len(messages) >= len(rows) and messages
+            updates = [m for m in messages if not codec.decode(m.value() or b"").record["final"]]
+            return len(updates) >= len(rows) and updates
 
-        updates = wait_for("all window updates", derived, 90, roles)
+        updates = wait_for("all window updates", currents, 90, roles)
         assert len(updates) == len(rows)
         decoded = [codec.decode(m.value()).record for m in updates]
         last_of_mA = max(
@@ -177,10 +179,10 @@ def test_skeleton_end_to_end(settings: Settings) -> None:
         # every role that rejects a record dead-letters it with the reason and its stage;
         # the store keeps valid events of unknown markets (it has no market state)
         expected_letters = {
-            (b"not an oddstream frame", b"odds-window-1m"), (b"not an oddstream frame", b"store"),
-            (b"unknown market 'mZ'", b"odds-window-1m"),
-            (b"in the future", b"odds-window-1m"), (b"in the future", b"store"),
-            (b"greater than 1.0", b"odds-window-1m"), (b"greater than 1.0", b"store"),
+            (b"not an oddstream frame", b"odds-analytics"), (b"not an oddstream frame", b"store"),
+            (b"unknown market 'mZ'", b"odds-analytics"),
+            (b"in the future", b"odds-analytics"), (b"in the future", b"store"),
+            (b"greater than 1.0", b"odds-analytics"), (b"greater than 1.0", b"store"),
         }  # fmt: skip
         letters = wait_for(
             "the dead letters",
@@ -237,12 +239,16 @@ def test_skeleton_end_to_end(settings: Settings) -> None:
             Webhook(secret).verify(body, headers_in)
             assert json.loads(body)["type"] == "OddsWindowUpdated"
         ids = {h["webhook-id"] for h, _ in receiver.deliveries}
-        assert len(ids) == len(rows)  # one message id per window update
+        published = [
+            codec.decode(m.value() or b"").record for m in read_all(settings.bootstrap, topics.odds_window_1m)
+        ]
+        # one message id per window update (every current, and the finals so far)
+        assert {f"msg_{r['event_id']}" for r in decoded} <= ids <= {f"msg_{r['event_id']}" for r in published}
         assert endpoint_id.startswith("ep_")
 
         # operators: Prometheus metrics on the store and the gateway
         store_metrics = httpx.get(f"{settings.sql_endpoint}/metrics", timeout=10).text
-        assert metric(store_metrics, 'oddstream_store_rows_total{table="odds_windows_1m"}') == len(
+        assert metric(store_metrics, 'oddstream_store_rows_total{table="odds_windows_1m"}') >= len(
             expected_rows(updates)
         )
         gateway_metrics = httpx.get(f"http://127.0.0.1:{settings.gateway_port}/metrics", timeout=10).text

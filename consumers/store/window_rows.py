@@ -1,0 +1,123 @@
+"""Final window results -> rows of the *_windows_1m tables. Pure.
+
+Each builder takes an event's record (as decoded, or as the worker's processor produced it,
+so ``oddstream replay`` fills the same tables the same way) and returns the table's rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+Row = tuple[Any, ...]
+
+
+def _market(r: dict[str, Any]) -> dict[str, list[Row]]:
+    consensus = {c["selection_id"]: c for c in r.get("consensus", [])}
+    windows = []
+    for s in r["selections"]:
+        c = consensus.get(s["selection_id"])
+        windows.append(
+            (
+                r["market_id"], s["selection_id"], r["window_start"], r["window_end"], r["version"],
+                s["changes"], s["open"], s["high"], s["low"], s["last"], s["implied_probability"],
+                r["overround"], c and c["probability"], c and c["fair_price"], c["books"] if c else 0,
+                c["steam"] if c else 0, r["window_id"],
+            )
+        )  # fmt: skip
+    books = [
+        (
+            r["market_id"], b["bookmaker"], p["selection_id"], r["window_start"], r["window_end"],
+            p["last"], p["implied_probability"], b["overround"], p["fair_probability"],
+            p["shin_probability"], r["window_id"],
+        )
+        for b in r.get("bookmakers", [])
+        for p in b["prices"]
+    ]  # fmt: skip
+    return {"market_windows_1m": windows, "market_books_1m": books}
+
+
+def _price(r: dict[str, Any]) -> dict[str, list[Row]]:
+    row = (
+        r["market_id"], r["selection_id"], r["bookmaker"], r["window_start"], r["window_end"],
+        r["changes"], r["open"], r["high"], r["low"], r["last"], r["implied_probability"],
+        r["velocity_pct_per_min"], r["open_time"], r["last_time"], r["window_id"],
+    )  # fmt: skip
+    return {"price_windows_1m": [row]}
+
+
+def _bets(r: dict[str, Any]) -> dict[str, list[Row]]:
+    rows = [
+        (
+            r["market_id"], s["selection_id"], r["window_start"], r["window_end"], s["bets"], s["stakes"],
+            s["vwap"], s["liability"], s["money_share"], r["bets"], r["turnover"], r["average_stake"],
+            r["worst_case_liability"], r["window_id"],
+        )
+        for s in r["selections"]
+    ]  # fmt: skip
+    return {"bet_windows_1m": rows}
+
+
+def _service(r: dict[str, Any]) -> dict[str, list[Row]]:
+    row = (
+        r["service"], r["window_start"], r["window_end"], r["calls"], r["errors"], r["error_rate"],
+        r["heartbeats"], r["events_per_second"], r["max_heartbeat_gap_ms"], r["window_id"],
+    )  # fmt: skip
+    return {"service_windows_1m": [row]}
+
+
+def _route(r: dict[str, Any]) -> dict[str, list[Row]]:
+    row = (
+        r["service"], r["route"], r["window_start"], r["window_end"], r["calls"], r["errors"],
+        r["error_rate"], r["latency_p50_ms"], r["latency_p95_ms"], r["latency_p99_ms"],
+        r["latency_max_ms"], r["window_id"],
+    )  # fmt: skip
+    return {"route_windows_1m": [row]}
+
+
+FINAL_ROWS: dict[str, Callable[[dict[str, Any]], dict[str, list[Row]]]] = {
+    "OddsWindowUpdated": _market,
+    "PriceWindowUpdated": _price,
+    "BetWindowUpdated": _bets,
+    "ServiceWindowUpdated": _service,
+    "RouteWindowUpdated": _route,
+}
+
+FINAL_COLUMNS: dict[str, tuple[str, ...]] = {
+    "market_windows_1m": (
+        "market_id", "selection_id", "window_start", "window_end", "quotes", "changes", "open", "high",
+        "low", "last", "implied_probability", "market_overround", "consensus_probability",
+        "consensus_fair_price", "books", "steam", "window_id",
+    ),
+    "market_books_1m": (
+        "market_id", "bookmaker", "selection_id", "window_start", "window_end", "last",
+        "implied_probability", "overround", "fair_probability", "shin_probability", "window_id",
+    ),
+    "price_windows_1m": (
+        "market_id", "selection_id", "bookmaker", "window_start", "window_end", "changes", "open", "high",
+        "low", "last", "implied_probability", "velocity_pct_per_min", "open_time", "last_time", "window_id",
+    ),
+    "bet_windows_1m": (
+        "market_id", "selection_id", "window_start", "window_end", "bets", "stakes", "vwap", "liability",
+        "money_share", "market_bets", "market_turnover", "market_average_stake", "worst_case_liability",
+        "window_id",
+    ),
+    "service_windows_1m": (
+        "service", "window_start", "window_end", "calls", "errors", "error_rate", "heartbeats",
+        "events_per_second", "max_heartbeat_gap_ms", "window_id",
+    ),
+    "route_windows_1m": (
+        "service", "route", "window_start", "window_end", "calls", "errors", "error_rate",
+        "latency_p50_ms", "latency_p95_ms", "latency_p99_ms", "latency_max_ms", "window_id",
+    ),
+}  # fmt: skip
+
+LATE_COLUMNS = (
+    "origin_topic", "origin_partition", "origin_offset", "kind", "event_time", "watermark",
+    "window_start", "window_end", "original",
+)  # fmt: skip
+
+
+def final_rows(event_type: str, record: dict[str, Any]) -> dict[str, list[Row]]:
+    """table -> rows of a final window result."""
+    return FINAL_ROWS[event_type](record)

@@ -1,0 +1,83 @@
+"""What one source record becomes: window results, late-event copies or a dead letter.
+
+Shared by the Faust worker, its crash-recovery gap filler and ``oddstream replay``, so
+every path classifies a record the same way.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from oddstream.errors import EventError
+from oddstream.kafka.deadletter import dead_letter_headers
+from oddstream.kafka.late import late_headers
+from schemas.catalog import KEY_FIELD, Event
+from schemas.codec import Codec
+from schemas.topics import Topics
+from streams.processor import Emission, Late, Output, PartitionProcessor
+
+
+@dataclass(frozen=True)
+class Message:
+    topic: str
+    key: bytes | None
+    value: bytes
+    headers: list[tuple[str, bytes]]
+
+
+def apply_record(
+    processor: PartitionProcessor,
+    codec: Codec,
+    offset: int,
+    value: bytes | None,
+    kafka_ms: int,
+    wall_ms: int | None = None,
+) -> Output:
+    """Decode, check and fold one record. The far-future check compares the event time with
+    the record's Kafka timestamp (not the clock), so a replay rejects exactly what live did."""
+    if offset <= processor.offset:
+        return Output(duplicate=True)
+    try:
+        decoded = codec.decode(value or b"")
+        codec.check_decoded(decoded, now_ms=kafka_ms)
+    except EventError as exc:
+        processor.skip(offset)
+        return Output(rejected=exc.reason)
+    now = wall_ms if wall_ms is not None else int(time.time() * 1000)
+    return processor.process(offset, decoded.type, decoded.record, now)
+
+
+def messages(
+    output: Output,
+    topics: Topics,
+    codec: Codec,
+    source: str,
+    origin: tuple[str, int, int],
+    key: bytes | None,
+    value: bytes | None,
+    stage: str,
+) -> list[Message]:
+    """The Kafka records for an output of the record at ``origin`` (topic, partition, offset)."""
+    topic, partition, offset = origin
+    if output.rejected is not None:
+        headers = dead_letter_headers(output.rejected, topic, partition, offset, stage)
+        return [Message(topics.dead_letter, key, value or b"", headers)]
+    out = [window_message(e, topics, codec, source) for e in output.emissions]
+    out += [late_message(late, topics, origin, key, value) for late in output.late]
+    return out
+
+
+def window_message(emission: Emission, topics: Topics, codec: Codec, source: str) -> Message:
+    event = Event(emission.event_type, {**emission.record, "source": source})
+    topic = topics.for_event(emission.event_type)
+    value = codec.encode(event, topic=topic, trusted=True)
+    return Message(topic, str(event.record[KEY_FIELD[event.type]]).encode(), value, [])
+
+
+def late_message(
+    late: Late, topics: Topics, origin: tuple[str, int, int], key: bytes | None, value: bytes | None
+) -> Message:
+    """The original bytes, with the window kind, times and origin in headers."""
+    headers = late_headers(late.kind, late.event_ms, late.watermark, late.missed[0], origin)
+    return Message(topics.late, key, value or b"", headers)

@@ -1,0 +1,171 @@
+"""Running the partition processors of one source topic inside a Faust agent, crash-safely.
+
+The contract (docs/design/state-and-recovery.md):
+
+* each source partition's :class:`~streams.processor.PartitionProcessor` is snapshotted
+  into a changelog-backed Faust table, under the key ``<topic>:<partition>``, written to
+  the changelog partition of the source partition;
+* before a snapshot that reflects offset X is written, every output of the records up to
+  X has been acknowledged by Kafka (producer flush), so a snapshot never runs ahead of
+  what downstream received;
+* after a restart or rebalance the snapshot is restored and every record after X is
+  processed again. Faust may resume from a committed offset *beyond* X (it commits on its
+  own schedule): that gap is read with a separate consumer before going on. Re-emitted
+  results have the same ids and contents, so ClickHouse collapses them;
+* records at or below X (redelivered) are skipped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import pickle
+import time
+import zlib
+from collections import defaultdict
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from consumers.worker.outputs import Message, apply_record, messages, window_message
+from oddstream.settings import Settings
+from schemas.codec import Codec
+from schemas.topics import Topics
+from streams.processor import PartitionProcessor, WindowConfig
+
+log = logging.getLogger(__name__)
+SNAPSHOT_FORMAT = b"OSP1"
+
+
+def dump_snapshot(processor: PartitionProcessor) -> bytes:
+    return SNAPSHOT_FORMAT + zlib.compress(pickle.dumps(processor, protocol=5), 1)
+
+
+def load_snapshot(blob: bytes) -> PartitionProcessor:
+    if not blob.startswith(SNAPSHOT_FORMAT):
+        raise ValueError("not an oddstream partition snapshot (format changed? replay to rebuild)")
+    processor = pickle.loads(zlib.decompress(blob[len(SNAPSHOT_FORMAT) :]))
+    if not isinstance(processor, PartitionProcessor):
+        raise ValueError("snapshot holds no PartitionProcessor")
+    return processor
+
+
+class SourceAnalytics:
+    """The processors of one source topic's partitions in this worker."""
+
+    def __init__(
+        self, app: Any, settings: Settings, codec: Codec, topic: str, table: Any, stage: str
+    ) -> None:
+        self.app = app
+        self.settings = settings
+        self.codec = codec
+        self.topics = Topics(settings.topic_prefix)
+        self.topic = topic
+        self.table = table
+        self.stage = stage
+        self.config: WindowConfig = settings.window_config()
+        self.processors: dict[int, PartitionProcessor] = {}
+        self._checkpointed: dict[int, float] = {}
+        self._locks: dict[int, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self.gaps_filled = 0
+
+    def state_key(self, partition: int) -> bytes:
+        return f"{self.topic}:{partition}".encode()
+
+    # -- the agent's path --------------------------------------------------------
+
+    async def on_record(
+        self, partition: int, offset: int, key: bytes | None, value: bytes | None, ts_ms: int
+    ) -> None:
+        processor = self.processors.get(partition)
+        if processor is None:
+            processor = self.processors[partition] = self._restore(partition)
+        if offset > processor.offset + 1:
+            await self._fill_gap(processor, partition, processor.offset + 1, offset)
+        await self._apply(processor, partition, offset, key, value, ts_ms)
+        interval = self.settings.worker_checkpoint_interval_s
+        if time.monotonic() - self._checkpointed.get(partition, 0.0) >= interval:
+            await self.checkpoint(partition)
+
+    async def on_idle(self) -> None:
+        """Close the windows of quiet partitions; snapshot what that changed."""
+        now = int(time.time() * 1000)
+        for partition, processor in list(self.processors.items()):
+            finals = processor.on_idle(now)
+            if finals:
+                source = self.settings.worker_id
+                for emission in finals:
+                    await self._send(window_message(emission, self.topics, self.codec, source))
+                await self.checkpoint(partition)
+
+    def forget(self, partitions: set[int]) -> None:
+        """Partitions revoked: their state lives on in the changelog for the next owner."""
+        for partition in partitions:
+            self.processors.pop(partition, None)
+            self._checkpointed.pop(partition, None)
+
+    async def checkpoint(self, partition: int) -> None:
+        processor = self.processors.get(partition)
+        if processor is None:
+            return
+        async with self._locks[partition]:
+            blob = dump_snapshot(processor)  # the state at this instant, offset X
+            await self.app.producer.flush()  # every output up to X acknowledged ...
+            key = self.state_key(partition)
+            self.table.data[key] = blob  # ... before the snapshot can be read back
+            await self.table.send_changelog(partition, key, blob)
+            self._checkpointed[partition] = time.monotonic()
+
+    # -- internals -----------------------------------------------------------------
+
+    def _restore(self, partition: int) -> PartitionProcessor:
+        blob = self.table.data.get(self.state_key(partition))
+        if blob is None:
+            log.info("%s[%d]: no snapshot, starting empty", self.topic, partition)
+            return PartitionProcessor(self.config)
+        processor = load_snapshot(blob)
+        processor.resumed(int(time.time() * 1000))
+        log.info("%s[%d]: restored snapshot at offset %d", self.topic, partition, processor.offset)
+        return processor
+
+    async def _apply(
+        self,
+        processor: PartitionProcessor,
+        partition: int,
+        offset: int,
+        key: bytes | None,
+        value: bytes | None,
+        ts_ms: int,
+    ) -> None:
+        output = apply_record(processor, self.codec, offset, value, ts_ms)
+        if output.duplicate:
+            return
+        origin = (self.topic, partition, offset)
+        for message in messages(
+            output, self.topics, self.codec, self.settings.worker_id, origin, key, value, self.stage
+        ):
+            await self._send(message)
+
+    async def _send(self, message: Message) -> None:
+        await self.app.producer.send(message.topic, message.key, message.value, None, None, message.headers)
+
+    async def _fill_gap(self, processor: PartitionProcessor, partition: int, start: int, end: int) -> None:
+        """Process records [start, end) that Faust will not deliver again (committed past the snapshot)."""
+        log.warning("%s[%d]: replaying offsets %d..%d after restore", self.topic, partition, start, end - 1)
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.settings.bootstrap, enable_auto_commit=False, auto_offset_reset="earliest"
+        )
+        await consumer.start()
+        try:
+            tp = TopicPartition(self.topic, partition)
+            consumer.assign([tp])
+            consumer.seek(tp, start)
+            while await consumer.position(tp) < end:
+                batch = await consumer.getmany(tp, timeout_ms=1000, max_records=2000)
+                for m in batch.get(tp, []):
+                    if m.offset >= end:
+                        break
+                    await self._apply(processor, partition, m.offset, m.key, m.value, m.timestamp)
+        finally:
+            await consumer.stop()
+        self.gaps_filled += 1

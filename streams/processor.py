@@ -1,0 +1,304 @@
+"""The analytics of one source partition: which windows an event feeds, and what comes out. Pure.
+
+A :class:`PartitionProcessor` is fed the decoded events of one Kafka partition in offset
+order. It remembers the last offset it reflects, so a redelivered event changes nothing,
+and it is a plain picklable value, so a snapshot of it plus the log after the snapshot's
+offset rebuilds it exactly (``consumers/worker`` does that; ``oddstream replay`` runs the
+same code from offset 0).
+
+Windows (all one-minute tumbling windows over event time, watermark per partition):
+
+=========  ====================================  =====================
+kind       key                                   event type emitted
+=========  ====================================  =====================
+market     market_id                             OddsWindowUpdated
+price      (market_id, selection_id, bookmaker)  PriceWindowUpdated
+bets       market_id                             BetWindowUpdated
+service    service                               ServiceWindowUpdated
+route      (service, route)                      RouteWindowUpdated
+=========  ====================================  =====================
+
+Every window id and event id is a UUIDv5 of the window and its version, so a replay or a
+re-emission after a crash produces byte-identical results.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from decimal import Decimal
+from functools import lru_cache
+from typing import Any
+
+from schemas.validation import as_millis
+from streams.analytics import (
+    ApiCall,
+    BetAggregator,
+    BetStats,
+    Price,
+    PriceAggregator,
+    PriceStats,
+    Stake,
+    SystemAggregator,
+    SystemStats,
+)
+from streams.book import Book, BookAggregator, Quote, book_record
+from streams.engine import WindowEngine, WindowResult
+from streams.windows import TumblingWindow, Window
+
+NAMESPACE = uuid.UUID("6f1c1f0e-4c1e-4f53-9a53-6f6464737472")
+EVENT_TYPE_OF_KIND = {
+    "market": "OddsWindowUpdated",
+    "price": "PriceWindowUpdated",
+    "bets": "BetWindowUpdated",
+    "service": "ServiceWindowUpdated",
+    "route": "RouteWindowUpdated",
+}
+
+
+@dataclass(frozen=True)
+class WindowConfig:
+    """How the partition's windows behave (the same for every kind)."""
+
+    size_ms: int = 60_000
+    delay_ms: int = 5_000  # watermark = max event time - delay
+    grace_ms: int = 10_000  # a window closes when the watermark passes end + grace
+    idle_timeout_ms: int = 30_000  # a silent partition's watermark follows the clock after this
+
+
+@dataclass(frozen=True)
+class Emission:
+    """One window result as an event: its type and record (``source`` is the caller's)."""
+
+    kind: str
+    event_type: str
+    record: dict[str, Any]
+
+    @property
+    def final(self) -> bool:
+        return bool(self.record["final"])
+
+
+@dataclass(frozen=True)
+class Late:
+    """An event that missed a closed window of ``kind``; never merged."""
+
+    kind: str
+    event_ms: int
+    watermark: int
+    missed: tuple[Window, ...]
+
+
+@dataclass
+class Output:
+    emissions: list[Emission] = field(default_factory=list)
+    late: list[Late] = field(default_factory=list)
+    rejected: str | None = None  # a reason: the record goes to the dead-letter topic
+    duplicate: bool = False  # at or below the reflected offset: already counted
+
+
+@lru_cache(maxsize=65_536)
+def window_id(kind: str, key: Any, start: int, end: int) -> str:
+    parts = key if isinstance(key, tuple) else (key,)
+    return str(uuid.uuid5(NAMESPACE, f"{kind}:{'|'.join(parts)}:{start}:{end}"))
+
+
+def result_id(window: str, version: int, final: bool) -> str:
+    return str(uuid.uuid5(NAMESPACE, f"{window}:{version}:{'final' if final else 'current'}"))
+
+
+@dataclass
+class PartitionProcessor:
+    """Every window engine one source partition feeds, plus the markets it has seen."""
+
+    config: WindowConfig = field(default_factory=WindowConfig)
+    offset: int = -1
+    markets: dict[str, str] = field(default_factory=dict)  # market_id -> latest status
+    engines: dict[str, WindowEngine[Any, Any, Any]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.engines:
+            aggregators: dict[str, Any] = {
+                "market": BookAggregator(),
+                "price": PriceAggregator(),
+                "bets": BetAggregator(),
+                "service": SystemAggregator(),
+                "route": SystemAggregator(),
+            }
+            c = self.config
+            self.engines = {
+                kind: WindowEngine(TumblingWindow(c.size_ms), agg, c.delay_ms, c.grace_ms, c.idle_timeout_ms)
+                for kind, agg in aggregators.items()
+            }
+
+    # -- feeding -------------------------------------------------------------
+
+    def process(self, offset: int, event_type: str, record: dict[str, Any], wall_ms: int) -> Output:
+        """Fold one decoded, contract-checked event at ``offset``; ``wall_ms`` only times idleness."""
+        if offset <= self.offset:
+            return Output(duplicate=True)
+        self.offset = offset
+        out = Output()
+        event_ms = as_millis(record["event_time"])
+        if event_type == "MarketStatusChanged":
+            self.markets[record["market_id"]] = record["status"]
+        elif event_type == "OddsChanged":
+            market = record["market_id"]
+            if market not in self.markets:
+                out.rejected = f"OddsChanged.market_id: unknown market {market!r} (no MarketStatusChanged)"
+                return out
+            price = Price(float(record["odds"]), (event_ms, record["event_id"]))
+            key = (market, record["selection_id"], record["bookmaker"])
+            self._feed(out, "price", key, event_ms, price, wall_ms)
+            self._feed(out, "market", market, event_ms, Quote(key[2], key[1], price), wall_ms)
+        elif event_type == "BetPlaced":
+            stake = Stake(record["selection_id"], record["user_id"], _money(record["stake"]), record["odds"])
+            self._feed(out, "bets", record["market_id"], event_ms, stake, wall_ms)
+        elif event_type == "ApiCallRecorded":
+            call = ApiCall(record["route"], int(record["status"]), float(record["latency_ms"]))
+            self._feed(out, "service", record["service"], event_ms, call, wall_ms)
+            self._feed(out, "route", (record["service"], record["route"]), event_ms, call, wall_ms)
+        elif event_type == "ServiceHeartbeat":
+            self._feed(out, "service", record["service"], event_ms, None, wall_ms)
+        return out
+
+    def skip(self, offset: int) -> None:
+        """A record at ``offset`` was rejected before reaching the windows: reflect it anyway."""
+        self.offset = max(self.offset, offset)
+
+    def on_idle(self, wall_ms: int) -> list[Emission]:
+        """Finals of windows a quiet partition's watermark has passed (see WindowEngine.on_idle)."""
+        return [self._emission(kind, r) for kind, e in self.engines.items() for r in e.on_idle(wall_ms)]
+
+    def resumed(self, wall_ms: int) -> None:
+        """Restored from a snapshot: the silence before now was a restart, not a quiet market."""
+        for engine in self.engines.values():
+            if engine.last_arrival_ms is not None:
+                engine.last_arrival_ms = wall_ms
+
+    def flush(self) -> list[Emission]:
+        """Finals of every open window (the end of a bounded input)."""
+        return [self._emission(kind, r) for kind, e in self.engines.items() for r in e.flush()]
+
+    @property
+    def late_events(self) -> dict[str, int]:
+        return {kind: e.late_events for kind, e in self.engines.items()}
+
+    @property
+    def open_windows(self) -> int:
+        return sum(e.open_windows for e in self.engines.values())
+
+    def _feed(self, out: Output, kind: str, key: Any, event_ms: int, value: Any, wall_ms: int) -> None:
+        result = self.engines[kind].process(key, event_ms, value, wall_ms)
+        out.emissions.extend(self._emission(kind, r) for r in result.updates)
+        out.emissions.extend(self._emission(kind, r) for r in result.finals)
+        if result.late is not None:
+            late = result.late
+            out.late.append(Late(kind, late.event_ms, late.watermark, late.missed))
+
+    def _emission(self, kind: str, result: WindowResult[Any, Any]) -> Emission:
+        wid = window_id(kind, result.key, result.start, result.end)
+        record: dict[str, Any] = {
+            "event_id": result_id(wid, result.version, result.final),
+            # a final happens when its window ends (event time); a current update at its newest event
+            "event_time": result.end - 1 if result.final else _newest_ms(kind, result.aggregate, result.end),
+            "window_id": wid,
+            "window_start": result.start,
+            "window_end": result.end,
+            "version": result.version,
+            "final": result.final,
+        }
+        record.update(FIELDS_OF_KIND[kind](result.key, result.aggregate, self.config.size_ms, result.final))
+        return Emission(kind, EVENT_TYPE_OF_KIND[kind], record)
+
+
+def _money(value: Decimal | float) -> float:
+    return float(value)
+
+
+def _newest_ms(kind: str, aggregate: Any, end: int) -> int:
+    if kind == "price" and aggregate.last is not None:
+        return int(aggregate.last.stamp[0])
+    if kind == "market":
+        return max((int(s.last.stamp[0]) for s in aggregate.values() if s.last), default=end - 1)
+    return end - 1
+
+
+def _price_fields(key: tuple[str, str, str], stats: PriceStats, size_ms: int, final: bool) -> dict[str, Any]:
+    assert stats.first is not None and stats.last is not None
+    return {
+        "market_id": key[0],
+        "selection_id": key[1],
+        "bookmaker": key[2],
+        "open": stats.first.odds,
+        "high": stats.high,
+        "low": stats.low,
+        "last": stats.last.odds,
+        "changes": stats.changes,
+        "implied_probability": stats.implied_probability,
+        "velocity_pct_per_min": stats.velocity_pct_per_min,
+        "open_time": stats.first.stamp[0],
+        "last_time": stats.last.stamp[0],
+    }
+
+
+def _market_fields(key: str, book: Book, size_ms: int, final: bool) -> dict[str, Any]:
+    return {"market_id": key, **book_record(book, final)}
+
+
+def _bet_fields(key: str, stats: BetStats, size_ms: int, final: bool) -> dict[str, Any]:
+    liabilities = stats.liabilities()
+    shares = stats.money_shares()
+    return {
+        "market_id": key,
+        "bets": stats.count,
+        "turnover": stats.turnover,
+        "average_stake": stats.average_stake,
+        "worst_case_liability": stats.worst_case_liability,
+        "selections": [
+            {
+                "selection_id": s,
+                "bets": n,
+                "stakes": stakes,
+                "vwap": payout / stakes,
+                "liability": liabilities[s],
+                "money_share": shares[s],
+            }
+            for s, n, stakes, payout in stats.by_selection
+        ],
+    }
+
+
+def _service_fields(key: str, stats: SystemStats, size_ms: int, final: bool) -> dict[str, Any]:
+    return {
+        "service": key,
+        "calls": stats.calls,
+        "errors": stats.errors,
+        "error_rate": stats.error_rate,
+        "heartbeats": len(stats.heartbeats),
+        "events_per_second": stats.events_per_second(size_ms),
+        "max_heartbeat_gap_ms": stats.max_heartbeat_gap_ms,
+    }
+
+
+def _route_fields(key: tuple[str, str], stats: SystemStats, size_ms: int, final: bool) -> dict[str, Any]:
+    return {
+        "service": key[0],
+        "route": key[1],
+        "calls": stats.calls,
+        "errors": stats.errors,
+        "error_rate": stats.error_rate,
+        "latency_p50_ms": stats.latency_percentile(50),
+        "latency_p95_ms": stats.latency_percentile(95),
+        "latency_p99_ms": stats.latency_percentile(99),
+        "latency_max_ms": stats.latencies[-1],
+    }
+
+
+FIELDS_OF_KIND: dict[str, Any] = {
+    "market": _market_fields,
+    "price": _price_fields,
+    "bets": _bet_fields,
+    "service": _service_fields,
+    "route": _route_fields,
+}
