@@ -26,6 +26,7 @@ from collections import defaultdict
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from faust.types import TP
 
 from consumers.worker.outputs import Message, apply_record, messages, window_message
 from oddstream.settings import Settings
@@ -88,15 +89,29 @@ class SourceAnalytics:
             await self.checkpoint(partition)
 
     async def on_idle(self) -> None:
-        """Close the windows of quiet partitions; snapshot what that changed."""
+        """Close the windows of quiet partitions; snapshot what that changed.
+
+        A partition is quiet only when it is caught up (nothing left to read) *and* has had
+        no record for the idle timeout: a partition waiting behind a backlog (catching up
+        after a restart, or starved by busier ones) is not quiet, so catching up never
+        closes windows early."""
         now = int(time.time() * 1000)
         for partition, processor in list(self.processors.items()):
+            if not self._caught_up(partition, processor):
+                continue
             finals = processor.on_idle(now)
             if finals:
                 source = self.settings.worker_id
                 for emission in finals:
                     await self._send(window_message(emission, self.topics, self.codec, source))
                 await self.checkpoint(partition)
+
+    def _caught_up(self, partition: int, processor: PartitionProcessor) -> bool:
+        try:
+            highwater = self.app.consumer.highwater(TP(self.topic, partition))
+        except Exception:  # not assigned (any more), or no fetch yet
+            return False
+        return highwater is not None and processor.offset + 1 >= highwater
 
     def forget(self, partitions: set[int]) -> None:
         """Partitions revoked: their state lives on in the changelog for the next owner."""

@@ -1,0 +1,203 @@
+"""Acceptance: final window results in ClickHouse equal a SQL recomputation from the raw events,
+for a seeded simulation of 100k events with out-of-order and late events, uninterrupted and
+with the worker SIGKILLed three times at random points."""
+
+from __future__ import annotations
+
+import random
+import signal
+import time
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import pytest
+
+from oddstream.kafka.admin import ensure_topics
+from oddstream.settings import Settings
+from oddstream.simulator.run import run_simulation
+from schemas.topics import Topics
+from tests.integration import window_oracle as oracle
+from tests.integration.kafka_read import group_lag
+from tests.integration.roles import Role, wait_for
+
+pytestmark = [pytest.mark.integration, pytest.mark.e2e]
+EVENTS = 100_000
+RAW_TABLES = (
+    "odds_changed",
+    "bet_placed",
+    "bet_settled",
+    "bet_cancelled",
+    "cash_out",
+    "market_status_changed",
+    "market_resulted",
+    "service_heartbeat",
+    "api_call_recorded",
+    "user_activity",
+)
+
+
+def sql(settings: Settings) -> Callable[[str], list[list[Any]]]:
+    def query(text: str) -> list[list[Any]]:
+        response = httpx.post(f"{settings.sql_endpoint}/sql", content=text, timeout=120)
+        assert response.status_code == 200, response.text
+        return response.json()["rows"]  # type: ignore[no-any-return]
+
+    return query
+
+
+def analytics_settings(settings: Settings) -> Settings:
+    return settings.model_copy(update={"window_idle_timeout_ms": 3_000, "worker_checkpoint_interval_s": 0.5})
+
+
+def simulate(settings: Settings) -> None:
+    """100k events over ~8 minutes of event time ending minutes ago; 3 % delivered up to 90 s late."""
+    span_ms = int(EVENTS / settings.simulator_rate * 1000)
+    start = int(time.time() * 1000) - span_ms - 180_000
+    sent = run_simulation(
+        settings,
+        events=EVENTS,
+        realtime=False,
+        start_ms=start,
+        show_progress=False,
+        out_of_order=0.03,
+        max_delay_ms=90_000,
+        ground_truth=settings.data_dir / "truth.jsonl",
+    )
+    assert sent == EVENTS
+
+
+def stored(query: Callable[[str], list[list[Any]]], topics: Topics) -> dict[str, Any]:
+    ms = "toUnixTimestamp64Milli"
+    price = query(
+        f"SELECT market_id, selection_id, bookmaker, {ms}(window_start), changes, open, high, low, last, "
+        f"{ms}(open_time), {ms}(last_time) FROM price_windows_1m FINAL"
+    )
+    market = query(
+        f"SELECT market_id, selection_id, {ms}(window_start), quotes, changes, open, high, low, last, "
+        "market_overround, consensus_probability, books, steam FROM market_windows_1m FINAL"
+    )
+    bets = query(
+        f"SELECT market_id, selection_id, {ms}(window_start), bets, stakes, vwap, liability, money_share, "
+        "market_bets, market_turnover FROM bet_windows_1m FINAL"
+    )
+    service = query(
+        f"SELECT service, {ms}(window_start), calls, errors, heartbeats, max_heartbeat_gap_ms "
+        "FROM service_windows_1m FINAL"
+    )
+    route = query(
+        f"SELECT service, route, {ms}(window_start), calls, errors, latency_p50_ms, latency_p95_ms, "
+        "latency_p99_ms, latency_max_ms FROM route_windows_1m FINAL"
+    )
+    late: dict[str, set[tuple[int, int]]] = {}
+    for kind, p, o in query("SELECT kind, origin_partition, origin_offset FROM late_events FINAL"):
+        late.setdefault(kind, set()).add((int(p), int(o)))
+    return {
+        "price": {tuple(r[:4]): tuple(r[4:]) for r in price},
+        "market": {tuple(r[:3]): tuple(r[3:]) for r in market},
+        "bets": {tuple(r[:3]): tuple(r[3:]) for r in bets},
+        "service": {tuple(r[:2]): tuple(r[2:]) for r in service},
+        "route": {tuple(r[:3]): tuple(r[3:]) for r in route},
+        "late": late,
+    }
+
+
+def expected(query: Callable[[str], list[list[Any]]], settings: Settings) -> dict[str, Any]:
+    c = settings.window_config()
+    prices = oracle.price_windows(query, c)
+    return {
+        "price": {k: v[:7] for k, v in prices.items()},
+        "market": oracle.market_windows(prices),
+        "bets": oracle.bet_windows(query, c),
+        "service": oracle.service_windows(query, c),
+        "route": oracle.route_windows(query, c),
+        "late": oracle.late_events(query, c),
+    }
+
+
+def mismatches(want: dict[str, Any], got: dict[str, Any]) -> list[str]:
+    problems = []
+    for kind in ("price", "market", "bets", "service", "route"):
+        problems += oracle.differences(kind, want[kind], got[kind])
+    for kind, late in want["late"].items():
+        if late != got["late"].get(kind, set()):
+            problems.append(f"late {kind}: expected {len(late)}, stored {len(got['late'].get(kind, set()))}")
+    return problems
+
+
+def check_exact(settings: Settings, roles: list[Role]) -> dict[str, Any]:
+    """Wait until the worker is done, then require stored == recomputed; return the oracle."""
+    query = sql(settings)
+    topics = Topics(settings.topic_prefix)
+    counted = " + ".join(f"(SELECT count() FROM {t} FINAL)" for t in RAW_TABLES)
+    wait_for("raw events in ClickHouse", lambda: query(f"SELECT {counted}")[0][0] == EVENTS, 300, roles)
+    sources = [topics.odds, topics.bets, topics.name("system")]
+    wait_for(
+        "the worker to catch up",
+        lambda: group_lag(settings.bootstrap, settings.worker_id, sources) == 0,
+        600,
+        roles,
+    )
+    want = expected(query, settings)
+    assert sum(len(v) for v in want["late"].values()) > 0, "the simulation produced no late events"
+    deadline = time.monotonic() + 180
+    problems = mismatches(want, stored(query, topics))
+    while problems and time.monotonic() < deadline:
+        time.sleep(2)
+        problems = mismatches(want, stored(query, topics))
+    assert problems == [], "\n".join(problems)
+    return want
+
+
+def test_final_windows_equal_a_recomputation_from_the_raw_events(settings: Settings) -> None:
+    settings = analytics_settings(settings)
+    ensure_topics(settings)
+    roles = [Role(settings, "store"), Role(settings, "worker")]
+    try:
+        simulate(settings)
+        want = check_exact(settings, roles)
+        windows = sum(len(want[k]) for k in ("price", "market", "bets", "service", "route"))
+        late = {k: len(v) for k, v in want["late"].items()}
+        print(f"\n{windows} final windows exact; late events per kind {late}")
+    finally:
+        for role in reversed(roles):
+            role.stop()
+
+
+def restores(worker: Role) -> int:
+    text = worker.log.read_text(errors="replace")
+    return text.count("restored snapshot") + text.count("no snapshot")
+
+
+def test_three_sigkills_lose_nothing_and_count_nothing_twice(settings: Settings) -> None:
+    settings = analytics_settings(settings)
+    ensure_topics(settings)
+    store = Role(settings, "store")
+    workers = []
+    rng = random.Random(20261122)
+    try:
+        simulate(settings)  # the whole backlog first, so every kill lands mid-stream
+        for _ in range(3):
+            worker = Role(settings, "worker")  # every worker appends to the same log
+            workers.append(worker)
+            before = restores(worker)
+            wait_for(
+                "the worker to take its partitions",
+                lambda w=worker, b=before: restores(w) > b,  # type: ignore[misc]
+                120,
+                [store, worker],
+            )
+            time.sleep(rng.uniform(1.0, 4.0))
+            worker.process.send_signal(signal.SIGKILL)
+            worker.process.wait()
+        last = Role(settings, "worker")
+        workers.append(last)
+        check_exact(settings, [store, last])
+        log = last.log.read_text(errors="replace")
+        assert log.count("restored snapshot") >= 3, "no worker restored a snapshot: the kills tested nothing"
+        print(
+            f"\nrestores: {log.count('restored snapshot')}, gaps replayed: {log.count('replaying offsets')}"
+        )
+    finally:
+        for role in [*workers, store]:
+            role.stop()

@@ -1,0 +1,200 @@
+"""The exactness oracle: every final window result recomputed in SQL from the raw event tables.
+
+The raw tables keep each event's Kafka partition and offset, so the recomputation rebuilds
+the watermark each event met (max event time of the events before it in its partition,
+minus the delay) and classifies late events exactly as the engine must: late when its
+window's end + grace is at or below that watermark. Late events are left out of every
+window. Market-level figures (complete books, de-vig, consensus) are derived from the
+recomputed per-bookmaker rows with the textbook formulas.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Callable
+from typing import Any
+
+from streams.market import is_steam_move
+from streams.processor import WindowConfig
+
+Query = Callable[[str], list[list[Any]]]
+REL = 1e-9
+
+
+def _events(stream: str) -> str:
+    """(kafka_partition, kafka_offset, t ms, ...) of the events one engine sees."""
+    return {
+        "odds": "SELECT kafka_partition p, kafka_offset o, toUnixTimestamp64Milli(event_time) t, market_id, "
+        "selection_id, bookmaker, odds, toString(event_id) id FROM odds_changed FINAL",
+        "bets": "SELECT kafka_partition p, kafka_offset o, toUnixTimestamp64Milli(event_time) t, market_id, "
+        "selection_id, toFloat64(stake) stake, odds FROM bet_placed FINAL",
+        "service": "SELECT kafka_partition p, kafka_offset o, toUnixTimestamp64Milli(event_time) t, service, "
+        "route, status, latency_ms, 1 call FROM api_call_recorded FINAL UNION ALL "
+        "SELECT kafka_partition, kafka_offset, toUnixTimestamp64Milli(event_time), service, '', 0, 0.0, 0 "
+        "FROM service_heartbeat FINAL",
+        "route": "SELECT kafka_partition p, kafka_offset o, toUnixTimestamp64Milli(event_time) t, service, "
+        "route, status, latency_ms FROM api_call_recorded FINAL",
+    }[stream]
+
+
+def _classified(stream: str, c: WindowConfig) -> str:
+    """The stream's events with their window start ``w`` and ``late`` flag."""
+    return (
+        f"SELECT *, intDiv(t, {c.size_ms}) * {c.size_ms} w, "
+        f"max(t) OVER (PARTITION BY p ORDER BY o ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) seen, "
+        f"(seen > 0 AND w + {c.size_ms} + {c.grace_ms} <= seen - {c.delay_ms}) late "
+        f"FROM ({_events(stream)})"
+    )
+
+
+def late_events(query: Query, c: WindowConfig) -> dict[str, set[tuple[int, int]]]:
+    """kind -> (partition, offset) of the events beyond the grace."""
+    out: dict[str, set[tuple[int, int]]] = {}
+    for stream, kinds in (("odds", ("price", "market")), ("bets", ("bets",)), ("service", ("service",)),
+                          ("route", ("route",))):  # fmt: skip
+        rows = {(int(p), int(o)) for p, o in query(f"SELECT p, o FROM ({_classified(stream, c)}) WHERE late")}
+        for kind in kinds:
+            out[kind] = rows
+    return out
+
+
+def price_windows(query: Query, c: WindowConfig) -> dict[tuple[Any, ...], tuple[Any, ...]]:
+    rows = query(
+        f"SELECT market_id, selection_id, bookmaker, w, count(), argMin(odds, (t, id)), max(odds), "
+        f"min(odds), argMax(odds, (t, id)), min(t), max(t), min((t, id)), max((t, id)) "
+        f"FROM ({_classified('odds', c)}) WHERE NOT late GROUP BY market_id, selection_id, bookmaker, w"
+    )
+    # (changes, open, high, low, last, open ms, last ms, first stamp, last stamp)
+    return {
+        (m, s, b, int(w)): (int(n), o, h, lo, la, int(ot), int(lt), tuple(fs), tuple(ls))
+        for m, s, b, w, n, o, h, lo, la, ot, lt, fs, ls in rows
+    }
+
+
+def market_windows(prices: dict[tuple[Any, ...], tuple[Any, ...]]) -> dict[tuple[Any, ...], tuple[Any, ...]]:
+    """(market, selection, window) -> (quotes, changes, open, high, low, last, market overround,
+    consensus probability, books, steam), from the per-bookmaker rows."""
+    by_market: dict[tuple[str, int], dict[tuple[str, str], tuple[Any, ...]]] = defaultdict(dict)
+    for (m, s, b, w), row in prices.items():
+        by_market[(m, w)][(b, s)] = row
+    out = {}
+    for (m, w), book in by_market.items():
+        selections = sorted({s for _, s in book})
+        quotes = sum(r[0] for r in book.values())
+        per_bookmaker: dict[str, dict[str, float]] = defaultdict(dict)
+        for (b, s), r in book.items():
+            per_bookmaker[b][s] = r[4]
+        complete = (
+            {b: p for b, p in per_bookmaker.items() if set(p) == set(selections)}
+            if len(selections) > 1
+            else {}
+        )
+        out.update(_market_rows(m, w, selections, book, complete, quotes))
+    return out
+
+
+Rows = dict[tuple[Any, ...], tuple[Any, ...]]
+
+
+def _market_rows(
+    m: str,
+    w: int,
+    selections: list[str],
+    book: dict[tuple[str, str], tuple[Any, ...]],
+    complete: dict[str, dict[str, float]],
+    quotes: int,
+) -> Rows:
+    fair_sums: dict[str, float] = defaultdict(float)
+    for prices in complete.values():
+        total = sum(1.0 / prices[s] for s in selections)
+        for s in selections:
+            fair_sums[s] += (1.0 / prices[s]) / total
+    rows: dict[tuple[Any, ...], tuple[Any, ...]] = {}
+    across: dict[str, tuple[int, float, float, float, float]] = {}
+    for s in selections:
+        entries = [r for (_, sel), r in book.items() if sel == s]
+        across[s] = (
+            sum(r[0] for r in entries),
+            min(entries, key=lambda r: r[7])[1],  # by (event time, event id), across bookmakers
+            max(r[2] for r in entries),
+            min(r[3] for r in entries),
+            max(entries, key=lambda r: r[8])[4],
+        )
+    overround = sum(1.0 / a[4] for a in across.values()) - 1.0 if len(across) > 1 else None
+    for s in selections:
+        moves = {b: (r[4] / r[1] - 1.0) * 100.0 for (b, sel), r in book.items() if sel == s}
+        probability = fair_sums[s] / len(complete) if complete else None
+        rows[(m, s, w)] = (quotes, *across[s], overround, probability, len(complete),
+                           is_steam_move(moves) if complete else 0)  # fmt: skip
+    return rows
+
+
+def bet_windows(query: Query, c: WindowConfig) -> dict[tuple[Any, ...], tuple[Any, ...]]:
+    rows = query(
+        f"SELECT market_id, selection_id, w, count(), sum(stake), sum(stake * odds), "
+        f"sum(count()) OVER (PARTITION BY market_id, w), sum(sum(stake)) OVER (PARTITION BY market_id, w) "
+        f"FROM ({_classified('bets', c)}) WHERE NOT late GROUP BY market_id, selection_id, w"
+    )
+    return {
+        (m, s, int(w)): (
+            int(n),
+            stakes,
+            payout / stakes,
+            payout - turnover,
+            stakes / turnover,
+            int(bets),
+            turnover,
+        )
+        for m, s, w, n, stakes, payout, bets, turnover in rows
+    }
+
+
+def service_windows(query: Query, c: WindowConfig) -> dict[tuple[Any, ...], tuple[Any, ...]]:
+    rows = query(
+        f"SELECT service, w, sum(call), sumIf(1, call = 1 AND status >= 500), sum(1 - call), "
+        f"arrayReduce('max', arrayDifference(arraySort(groupArrayIf(t, call = 0)))) "
+        f"FROM ({_classified('service', c)}) WHERE NOT late GROUP BY service, w"
+    )
+    return {
+        (s, int(w)): (int(calls), int(errors), int(beats), int(gap or 0))
+        for s, w, calls, errors, beats, gap in rows
+    }
+
+
+def route_windows(query: Query, c: WindowConfig) -> dict[tuple[Any, ...], tuple[Any, ...]]:
+    rows = query(
+        f"SELECT service, route, w, count(), countIf(status >= 500), arraySort(groupArray(latency_ms)) l "
+        f"FROM ({_classified('route', c)}) WHERE NOT late GROUP BY service, route, w"
+    )
+
+    def rank(latencies: list[float], q: int) -> float:
+        return latencies[max(1, math.ceil(q / 100.0 * len(latencies))) - 1]
+
+    return {
+        (s, r, int(w)): (int(n), int(e), rank(lat, 50), rank(lat, 95), rank(lat, 99), lat[-1])
+        for s, r, w, n, e, lat in rows
+    }
+
+
+def close(a: Any, b: Any, scale: float = 0.0) -> bool:
+    if isinstance(a, float) or isinstance(b, float):
+        if a is None or b is None:
+            return a is b
+        return math.isclose(a, b, rel_tol=REL, abs_tol=REL * scale)
+    return bool(a == b)
+
+
+def differences(name: str, expected: dict[Any, tuple[Any, ...]], actual: dict[Any, tuple[Any, ...]],
+                scales: tuple[float, ...] = ()) -> list[str]:  # fmt: skip
+    """Human-readable mismatches between two keyed row sets (empty: equal)."""
+    problems = []
+    for key in sorted(set(expected) | set(actual), key=str):
+        e, a = expected.get(key), actual.get(key)
+        if e is None or a is None:
+            problems.append(f"{name} {key}: expected {e}, stored {a}")
+            continue
+        scale = scales[0] if scales else 0.0
+        if len(e) != len(a) or not all(close(x, y, scale) for x, y in zip(e, a, strict=True)):
+            problems.append(f"{name} {key}: expected {e}, stored {a}")
+    return problems[:20]
