@@ -3,7 +3,7 @@ PYTHON ?= python3.11
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: run test install deps lint typecheck test-pure test-integration bench-core bench-kafka clean
+.PHONY: run test install deps lint typecheck test-pure test-integration bench-core bench-kafka bench-worker clean
 
 run: install                 ## install, then run the whole stack with the simulator
 	$(BIN)/oddstream up
@@ -41,6 +41,9 @@ bench-core: install        ## pure core throughput vs bare baselines (not a test
 
 bench-kafka: install       ## consume+decode from a real broker vs bare aiokafka+fastavro (not a test)
 	$(BIN)/python -m benchmarks.kafka_decode
+
+bench-worker: install      ## analytics worker events/s vs bare aiokafka+fastavro, same run (not a test)
+	$(BIN)/python -m benchmarks.worker
 
 clean:
 	rm -rf $(VENV) .oddstream .pytest_cache .mypy_cache .ruff_cache
