@@ -79,6 +79,19 @@ def end_offsets(bootstrap: str, topics: list[str]) -> int:
         consumer.close()
 
 
+def committed(bootstrap: str, group: str, topics: list[str]) -> int:
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
+    try:
+        partitions = [
+            TopicPartition(t, p)
+            for t in topics
+            for p in consumer.list_topics(t, timeout=30).topics[t].partitions
+        ]
+        return sum(max(tp.offset, 0) for tp in consumer.committed(partitions, timeout=30))
+    finally:
+        consumer.close()
+
+
 def output_span(bootstrap: str, topics: list[str], codec: Codec) -> tuple[int, int, int]:
     """(first output ms, last current-update ms, records) over the worker's output topics."""
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-{uuid.uuid4().hex}",
@@ -143,7 +156,12 @@ def main() -> None:
         baseline = asyncio.run(consume(bootstrap, sources, total, bare))
         in_process = asyncio.run(consume(bootstrap, sources, total, analytics))
 
-        env = {k: v for k, v in os.environ.items() if not k.startswith("ODDSTREAM_")}
+        # the worker's own knobs (ODDSTREAM_WORKER_*) pass through, nothing else of ODDSTREAM_*
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith("ODDSTREAM_") or k.startswith("ODDSTREAM_WORKER_")
+        }
         env.update(ODDSTREAM_KAFKA_BOOTSTRAP_SERVERS=bootstrap, ODDSTREAM_TOPIC_PREFIX=settings.topic_prefix,
                    ODDSTREAM_DATA_DIR=str(data), ODDSTREAM_WORKER_ID=settings.worker_id,
                    ODDSTREAM_LOG_LEVEL="warn")  # fmt: skip
@@ -151,15 +169,12 @@ def main() -> None:
         worker = subprocess.Popen([sys.executable, "-m", "oddstream", "worker"], env=env, stdout=log,
                                   stderr=subprocess.STDOUT)  # fmt: skip
         try:
-            outputs = topics.windows()
-            time.sleep(5)
-            first, last, n = output_span(bootstrap, outputs, codec)
-            while True:  # until the outputs stop growing
-                time.sleep(3)
-                first, last, more = output_span(bootstrap, outputs, codec)
-                if more == n:
-                    break
-                n = more
+            # wait cheaply (committed offsets) so this process does not compete for the CPU
+            while committed(bootstrap, settings.worker_id, sources) < total:
+                if worker.poll() is not None:
+                    raise SystemExit(f"the worker exited: see {data / 'worker.log'}")
+                time.sleep(1)
+            first, last, n = output_span(bootstrap, topics.windows(), codec)
         finally:
             worker.terminate()
             worker.wait(30)

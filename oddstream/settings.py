@@ -100,6 +100,11 @@ class Settings(BaseSettings):
         gt=0,
         description="After this much silence a partition's watermark follows the clock (quiet markets close)",
     )
+    worker_update_interval_ms: int = Field(
+        default=250,
+        ge=0,
+        description="Current window updates are coalesced: at most one per window per this interval.",
+    )
     worker_checkpoint_interval_s: float = Field(
         default=1.0, gt=0, description="How often the worker snapshots each partition's window state."
     )

@@ -91,7 +91,7 @@ class Late:
 
 @dataclass
 class Output:
-    emissions: list[Emission] = field(default_factory=list)
+    emissions: list[Emission] = field(default_factory=list)  # finals (currents: take_currents())
     late: list[Late] = field(default_factory=list)
     rejected: str | None = None  # a reason: the record goes to the dead-letter topic
     duplicate: bool = False  # at or below the reflected offset: already counted
@@ -115,6 +115,8 @@ class PartitionProcessor:
     offset: int = -1
     markets: dict[str, str] = field(default_factory=dict)  # market_id -> latest status
     engines: dict[str, WindowEngine[Any, Any, Any]] = field(default_factory=dict)
+    # windows updated since the last take_currents(): current updates are coalesced
+    _pending: dict[tuple[str, Any, int], WindowResult[Any, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.engines:
@@ -168,7 +170,15 @@ class PartitionProcessor:
 
     def on_idle(self, wall_ms: int) -> list[Emission]:
         """Finals of windows a quiet partition's watermark has passed (see WindowEngine.on_idle)."""
-        return [self._emission(kind, r) for kind, e in self.engines.items() for r in e.on_idle(wall_ms)]
+        return [self._final(kind, r) for kind, e in self.engines.items() for r in e.on_idle(wall_ms)]
+
+    def take_currents(self) -> list[Emission]:
+        """The latest current update of every window changed since the last call, oldest first.
+
+        Updates are coalesced: a window changed by ten events since the last call yields one
+        update (its newest version). A window that closed meanwhile yields only its final."""
+        pending, self._pending = self._pending, {}
+        return [self._emission(kind, result) for (kind, _, _), result in pending.items()]
 
     def resumed(self, wall_ms: int) -> None:
         """Restored from a snapshot: the silence before now was a restart, not a quiet market."""
@@ -176,9 +186,13 @@ class PartitionProcessor:
             if engine.last_arrival_ms is not None:
                 engine.last_arrival_ms = wall_ms
 
+    def discard_currents(self) -> None:
+        """Forget pending current updates (a replay writes finals only)."""
+        self._pending.clear()
+
     def flush(self) -> list[Emission]:
         """Finals of every open window (the end of a bounded input)."""
-        return [self._emission(kind, r) for kind, e in self.engines.items() for r in e.flush()]
+        return [self._final(kind, r) for kind, e in self.engines.items() for r in e.flush()]
 
     @property
     def late_events(self) -> dict[str, int]:
@@ -190,11 +204,18 @@ class PartitionProcessor:
 
     def _feed(self, out: Output, kind: str, key: Any, event_ms: int, value: Any, wall_ms: int) -> None:
         result = self.engines[kind].process(key, event_ms, value, wall_ms)
-        out.emissions.extend(self._emission(kind, r) for r in result.updates)
-        out.emissions.extend(self._emission(kind, r) for r in result.finals)
+        for update in result.updates:
+            slot = (kind, update.key, update.start)
+            self._pending.pop(slot, None)  # re-inserted last: the order of take_currents()
+            self._pending[slot] = update
+        out.emissions.extend(self._final(kind, r) for r in result.finals)
         if result.late is not None:
             late = result.late
             out.late.append(Late(kind, late.event_ms, late.watermark, late.missed))
+
+    def _final(self, kind: str, result: WindowResult[Any, Any]) -> Emission:
+        self._pending.pop((kind, result.key, result.start), None)  # the final supersedes it
+        return self._emission(kind, result)
 
     def _emission(self, kind: str, result: WindowResult[Any, Any]) -> Emission:
         wid = window_id(kind, result.key, result.start, result.end)

@@ -21,6 +21,8 @@ BY_NAME: dict[str, st.SearchStrategy[Any]] = {
     "event_time": st.integers(START_MS, END_MS),
     "window_start": st.integers(START_MS, END_MS),
     "window_end": st.integers(START_MS, END_MS),
+    "open_time": st.integers(START_MS, END_MS),
+    "last_time": st.integers(START_MS, END_MS),
     "odds": st.floats(1.01, 1000.0),
     "open": st.floats(1.01, 1000.0),
     "high": st.floats(1.01, 1000.0),

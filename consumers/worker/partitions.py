@@ -36,6 +36,7 @@ from streams.processor import PartitionProcessor, WindowConfig
 
 log = logging.getLogger(__name__)
 SNAPSHOT_FORMAT = b"OSP1"
+ADOPT_AFTER_S = 3.0
 
 
 def dump_snapshot(processor: PartitionProcessor) -> bytes:
@@ -67,7 +68,11 @@ class SourceAnalytics:
         self.config: WindowConfig = settings.window_config()
         self.processors: dict[int, PartitionProcessor] = {}
         self._checkpointed: dict[int, float] = {}
-        self._locks: dict[int, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self._published: dict[int, float] = {}
+        self._locks: dict[int, asyncio.Lock] = defaultdict(asyncio.Lock)  # snapshot writes
+        self._feeding: dict[int, asyncio.Lock] = defaultdict(asyncio.Lock)  # one feeder per partition
+        self._last_record: dict[int, float] = {}
+        self._seen_assigned: dict[int, float] = {}
         self.gaps_filled = 0
 
     def state_key(self, partition: int) -> bytes:
@@ -78,15 +83,17 @@ class SourceAnalytics:
     async def on_record(
         self, partition: int, offset: int, key: bytes | None, value: bytes | None, ts_ms: int
     ) -> None:
-        processor = self.processors.get(partition)
-        if processor is None:
-            processor = self.processors[partition] = self._restore(partition)
-        if offset > processor.offset + 1:
-            await self._fill_gap(processor, partition, processor.offset + 1, offset)
-        await self._apply(processor, partition, offset, key, value, ts_ms)
-        interval = self.settings.worker_checkpoint_interval_s
-        if time.monotonic() - self._checkpointed.get(partition, 0.0) >= interval:
-            await self.checkpoint(partition)
+        async with self._feeding[partition]:
+            self._last_record[partition] = time.monotonic()
+            processor = self._processor(partition)
+            if offset > processor.offset + 1:
+                await self._fill_gap(processor, partition, processor.offset + 1, offset)
+            await self._apply(processor, partition, offset, key, value, ts_ms)
+            now = time.monotonic()
+            if now - self._published.get(partition, 0.0) >= self.settings.worker_update_interval_ms / 1000:
+                await self._publish_currents(partition, processor)
+            if now - self._checkpointed.get(partition, 0.0) >= self.settings.worker_checkpoint_interval_s:
+                await self.checkpoint(partition)
 
     async def on_idle(self) -> None:
         """Close the windows of quiet partitions; snapshot what that changed.
@@ -95,22 +102,64 @@ class SourceAnalytics:
         no record for the idle timeout: a partition waiting behind a backlog (catching up
         after a restart, or starved by busier ones) is not quiet, so catching up never
         closes windows early."""
-        now = int(time.time() * 1000)
+        await self._adopt_assigned()
         for partition, processor in list(self.processors.items()):
-            if not self._caught_up(partition, processor):
-                continue
-            finals = processor.on_idle(now)
-            if finals:
-                source = self.settings.worker_id
-                for emission in finals:
-                    await self._send(window_message(emission, self.topics, self.codec, source))
-                await self.checkpoint(partition)
+            async with self._feeding[partition]:
+                await self._publish_currents(partition, processor)  # a quiet partition's last updates
+                if not self._caught_up(partition, processor):
+                    continue
+                finals = processor.on_idle(int(time.time() * 1000))
+                if finals:
+                    source = self.settings.worker_id
+                    for emission in finals:
+                        await self._send(window_message(emission, self.topics, self.codec, source))
+                    await self.checkpoint(partition)
 
-    def _caught_up(self, partition: int, processor: PartitionProcessor) -> bool:
+    async def _adopt_assigned(self) -> None:
+        """Assigned partitions that deliver nothing still need their state.
+
+        After a crash, Faust may have committed a partition up to its end although the last
+        snapshot is older: no record will arrive, so the agent never restores it. Once such
+        a partition has been quiet for a few seconds, restore it here and read what the
+        snapshot lacks; then its windows can close like any quiet partition's. Reading a
+        record Faust also delivers is harmless: the second one is skipped by its offset."""
+        try:
+            assigned = {tp.partition for tp in self.app.consumer.assignment() if tp.topic == self.topic}
+        except Exception:  # not started yet
+            return
+        now = time.monotonic()
+        for partition in sorted(assigned):
+            since = self._last_record.get(partition, self._seen_assigned.setdefault(partition, now))
+            if now - since < ADOPT_AFTER_S:
+                continue
+            async with self._feeding[partition]:
+                processor = self._processor(partition)
+                highwater = self._highwater(partition)
+                if highwater is not None and processor.offset + 1 < highwater:
+                    await self._fill_gap(processor, partition, processor.offset + 1, highwater)
+                    await self.checkpoint(partition)
+
+    def _processor(self, partition: int) -> PartitionProcessor:
+        processor = self.processors.get(partition)
+        if processor is None:
+            processor = self.processors[partition] = self._restore(partition)
+        return processor
+
+    async def _publish_currents(self, partition: int, processor: PartitionProcessor) -> None:
+        """Send the coalesced current updates (at most one per window per interval)."""
+        self._published[partition] = time.monotonic()
+        for emission in processor.take_currents():
+            await self._send(window_message(emission, self.topics, self.codec, self.settings.worker_id))
+
+    def _highwater(self, partition: int) -> int | None:
         try:
             highwater = self.app.consumer.highwater(TP(self.topic, partition))
         except Exception:  # not assigned (any more), or no fetch yet
-            return False
+            return None
+        return int(highwater) if highwater is not None else None
+
+    def _caught_up(self, partition: int, processor: PartitionProcessor) -> bool:
+        highwater = self._highwater(partition)
         return highwater is not None and processor.offset + 1 >= highwater
 
     def forget(self, partitions: set[int]) -> None:
@@ -118,6 +167,9 @@ class SourceAnalytics:
         for partition in partitions:
             self.processors.pop(partition, None)
             self._checkpointed.pop(partition, None)
+            self._published.pop(partition, None)
+            self._last_record.pop(partition, None)
+            self._seen_assigned.pop(partition, None)
 
     async def checkpoint(self, partition: int) -> None:
         processor = self.processors.get(partition)

@@ -97,6 +97,7 @@ def replay(settings: Settings, name: str, show_progress: bool = True) -> tuple[R
             output: Output = apply_record(
                 processor, codec, offset, message.value(), message.timestamp()[1], 0
             )
+            processor.discard_currents()
             rebuilt.records += 1
             rebuilt.rejected += output.rejected is not None
             collect(output.emissions)
