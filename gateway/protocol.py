@@ -23,8 +23,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-CHANNEL = re.compile(r"^(markets|market:[A-Za-z0-9_.\-]{1,128})$")
-CHANNEL_HELP = ["markets", "market:<market_id>"]
+CHANNEL = re.compile(r"^(markets|services|(market|service):[A-Za-z0-9_.\-]{1,128})$")
+CHANNEL_HELP = ["markets", "market:<market_id>", "services", "service:<service>"]
 MAX_CHANNELS_PER_MESSAGE = 100
 
 
@@ -70,6 +70,10 @@ def channels_of(event_type: str, record: dict[str, Any]) -> list[str]:
     """The channels an event is published on."""
     if event_type == "OddsWindowUpdated":
         return ["markets", f"market:{record['market_id']}"]
+    if event_type in ("PriceWindowUpdated", "BetWindowUpdated"):
+        return [f"market:{record['market_id']}"]
+    if event_type in ("ServiceWindowUpdated", "RouteWindowUpdated"):
+        return ["services", f"service:{record['service']}"]
     return []
 
 

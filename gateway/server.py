@@ -121,7 +121,7 @@ class Gateway:
 
     async def consume(self) -> None:
         consumer = AIOKafkaConsumer(
-            self.topics.odds_window_1m,
+            *self.topics.windows(),
             bootstrap_servers=self.settings.bootstrap,
             group_id=None,
             enable_auto_commit=False,
@@ -130,7 +130,7 @@ class Gateway:
         await consumer.start()
         for tp in consumer.assignment():
             await consumer.position(tp)  # resolve "latest" now, so nothing after this line is missed
-        log.info("gateway consuming %s", self.topics.odds_window_1m)
+        log.info("gateway consuming %s", ", ".join(self.topics.windows()))
         try:
             async for m in consumer:
                 try:

@@ -231,7 +231,7 @@ def test_skeleton_end_to_end(settings: Settings) -> None:
         frames = [json.loads(ws.recv(10)) for _ in range(3)]
         assert all(f["type"] == "event" and f["channel"] == "market:mA" for f in frames)
         assert all(
-            f["data"]["market_id"] == "mA" and f["position"]["topic"] == topics.odds_window_1m for f in frames
+            f["data"]["market_id"] == "mA" and f["position"]["topic"] in topics.windows() for f in frames
         )
         ws.close()
 

@@ -37,6 +37,9 @@ def test_bad_frames_get_a_coded_error(frame: str, code: str) -> None:
 
 def test_window_updates_go_to_the_market_and_the_all_markets_channel() -> None:
     assert channels_of("OddsWindowUpdated", {"market_id": "m7"}) == ["markets", "market:m7"]
+    assert channels_of("BetWindowUpdated", {"market_id": "m7"}) == ["market:m7"]
+    assert channels_of("RouteWindowUpdated", {"service": "api"}) == ["services", "service:api"]
+    assert channels_of("BetPlaced", {"market_id": "m7"}) == []
 
 
 def test_a_slow_client_is_dropped_and_the_others_keep_receiving() -> None:
