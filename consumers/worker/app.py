@@ -44,6 +44,10 @@ def create_app(settings: Settings) -> faust.App:
         # (60 s) stalls a restarted worker that long (measured, docs/design/state-and-recovery.md)
         broker_session_timeout=10.0,
         broker_heartbeat_interval=1.0,
+        # larger fetches and buffers: the worker is CPU-bound, not fetch-bound (benchmarks/worker.py)
+        broker_max_poll_records=2_000,
+        stream_buffer_maxsize=16_384,
+        consumer_max_fetch_size=8 * 1024 * 1024,
     )
     analytics: list[SourceAnalytics] = []
     for suffix in ANALYSED_SOURCES:
