@@ -149,7 +149,9 @@ def main() -> None:
         def analytics(topic: str, partition: int, offset: int, value: bytes, ts: int) -> object:
             processor = processors.get((topic, partition))
             if processor is None:
-                processor = processors[(topic, partition)] = PartitionProcessor(settings.window_config())
+                processor = processors[(topic, partition)] = PartitionProcessor(
+                    settings.window_config(), partition=partition
+                )
             output = apply_record(processor, codec, offset, value, ts, 0)
             return messages(output, topics, codec, "bench", (topic, partition, offset), None, value, "bench")
 

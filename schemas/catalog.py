@@ -36,6 +36,7 @@ KEY_FIELD: dict[str, str] = {
     "BetWindowUpdated": "market_id",
     "ServiceWindowUpdated": "service",
     "RouteWindowUpdated": "service",
+    "UserWindowUpdated": "user_id",
     "WebhookEndpoint": "endpoint_id",
 }
 

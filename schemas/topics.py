@@ -22,6 +22,7 @@ TOPIC_OF_EVENT: dict[str, str] = {
     "BetWindowUpdated": "analytics.bets.1m",
     "ServiceWindowUpdated": "analytics.services.1m",
     "RouteWindowUpdated": "analytics.routes.1m",
+    "UserWindowUpdated": "analytics.users.1m",
     "WebhookEndpoint": "webhooks.endpoints",
 }
 
@@ -32,6 +33,7 @@ WINDOW_EVENT_TYPES = (
     "BetWindowUpdated",
     "ServiceWindowUpdated",
     "RouteWindowUpdated",
+    "UserWindowUpdated",
 )
 
 

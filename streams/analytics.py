@@ -170,6 +170,7 @@ class UserStats:
 @dataclass(frozen=True)
 class UserAggregator:
     origin_ms: int = 0  # times are taken relative to this, to keep the sums small
+    period_ms: int = 0  # > 0: relative to the start of the (aligned) window of this length instead
 
     def zero(self) -> UserStats:
         return UserStats()
@@ -180,7 +181,9 @@ class UserAggregator:
             if value.clv is not None:
                 agg = replace(agg, clv_sum=agg.clv_sum + value.clv, clv_count=agg.clv_count + 1)
             return agg
-        t = float(event_ms - self.origin_ms)
+        t = float(
+            (event_ms - self.origin_ms) % self.period_ms if self.period_ms else event_ms - self.origin_ms
+        )
         return replace(
             agg,
             bets=agg.bets + 1,

@@ -5,8 +5,10 @@ event it returns "current" updates of the windows it joined; when the watermark 
 ``window end + grace`` the window is closed and exactly one "final" result is emitted.
 
 * watermark = max event time seen - ``delay_ms`` (bounded out-of-orderness); it never
-  goes back. On a quiet partition, :meth:`WindowEngine.on_idle` lets it follow the
-  processing clock, so windows close on quiet markets too.
+  goes back and depends on the events only. On a quiet partition,
+  :meth:`WindowEngine.on_idle` moves a separate *idle mark* with the processing clock,
+  so windows close on quiet markets too; windows close when either passes them. Late
+  events report the event watermark, so what they say does not depend on the clock.
 * An event is late when a window it belongs to is already closed. It is never merged
   into a closed window: the result lists the windows it missed (the caller counts it and
   routes it to a late topic). An event that still has open windows joins those.
@@ -89,6 +91,7 @@ class WindowEngine(Generic[K, V, A]):
     grace_ms: int = 0
     idle_timeout_ms: int = 30_000
     watermark: int = NEVER
+    idle_mark: int = NEVER  # how far idleness closed windows (processing clock)
     max_event_ms: int = NEVER
     last_arrival_ms: int | None = None
     late_events: int = 0
@@ -129,13 +132,13 @@ class WindowEngine(Generic[K, V, A]):
         return Processed(updates, self._close_ready(), late)
 
     def on_idle(self, processing_ms: int) -> list[WindowResult[K, A]]:
-        """Advance the watermark with the processing clock after ``idle_timeout_ms`` of silence."""
+        """Advance the idle mark with the processing clock after ``idle_timeout_ms`` of silence."""
         if self.last_arrival_ms is None or self.max_event_ms == NEVER:
             return []
         quiet = processing_ms - self.last_arrival_ms
         if quiet < self.idle_timeout_ms:
             return []
-        self.watermark = max(self.watermark, self.max_event_ms - self.delay_ms + quiet)
+        self.idle_mark = max(self.idle_mark, self.max_event_ms - self.delay_ms + quiet)
         return self._close_ready()
 
     def advance_to(self, watermark: int) -> list[WindowResult[K, A]]:
@@ -153,8 +156,13 @@ class WindowEngine(Generic[K, V, A]):
 
     # -- internals -------------------------------------------------------------
 
+    @property
+    def closed_through(self) -> int:
+        """Windows whose end + grace is at or below this are closed."""
+        return max(self.watermark, self.idle_mark)
+
     def _closed(self, window: Window) -> bool:
-        return window[1] + self.grace_ms <= self.watermark
+        return window[1] + self.grace_ms <= self.closed_through
 
     def _windows_of(self, key: K, event_ms: int) -> list[Window]:
         if isinstance(self.shape, TumblingWindow | HoppingWindow):
@@ -174,7 +182,7 @@ class WindowEngine(Generic[K, V, A]):
         return slot
 
     def _close_ready(self) -> list[WindowResult[K, A]]:
-        if self.watermark < self._next_close:
+        if self.closed_through < self._next_close:
             return []
         ready = sorted(
             ((key, window) for key, window in self._open if self._closed(window)),
@@ -186,7 +194,7 @@ class WindowEngine(Generic[K, V, A]):
             finals.append(WindowResult(key, window[0], window[1], slot.aggregate, slot.version, True))
         self._next_close = min((w[1] + self.grace_ms for _, w in self._open), default=2**62)
         if isinstance(self.shape, SlidingWindow) and ready:
-            horizon = self.watermark - self.grace_ms - self.shape.size_ms
+            horizon = self.closed_through - self.grace_ms - self.shape.size_ms
             for key in list(self._buffer):
                 kept = [(t, v) for t, v in self._buffer[key] if t >= horizon]
                 if kept:

@@ -16,7 +16,12 @@ price      (market_id, selection_id, bookmaker)  PriceWindowUpdated
 bets       market_id                             BetWindowUpdated
 service    service                               ServiceWindowUpdated
 route      (service, route)                      RouteWindowUpdated
+user       user_id (a partial per partition)     UserWindowUpdated
 =========  ====================================  =====================
+
+Bets are keyed by market, so one user's bets spread over the bets partitions: a user
+window here is this partition's *partial*, with additive sufficient statistics that are
+summed over partitions downstream (the ClickHouse view ``user_windows_1m``).
 
 Every window id and event id is a UUIDv5 of the window and its version, so a replay or a
 re-emission after a crash produces byte-identical results.
@@ -41,6 +46,9 @@ from streams.analytics import (
     Stake,
     SystemAggregator,
     SystemStats,
+    UserAction,
+    UserAggregator,
+    UserStats,
 )
 from streams.book import Book, BookAggregator, Quote, book_record
 from streams.engine import WindowEngine, WindowResult
@@ -53,7 +61,9 @@ EVENT_TYPE_OF_KIND = {
     "bets": "BetWindowUpdated",
     "service": "ServiceWindowUpdated",
     "route": "RouteWindowUpdated",
+    "user": "UserWindowUpdated",
 }
+WON = {"WON": True, "HALF_WON": True, "LOST": False, "HALF_LOST": False}  # VOID settles nothing
 
 
 @dataclass(frozen=True)
@@ -112,6 +122,7 @@ class PartitionProcessor:
     """Every window engine one source partition feeds, plus the markets it has seen."""
 
     config: WindowConfig = field(default_factory=WindowConfig)
+    partition: int = -1  # the source partition (names the user partials)
     offset: int = -1
     markets: dict[str, str] = field(default_factory=dict)  # market_id -> latest status
     engines: dict[str, WindowEngine[Any, Any, Any]] = field(default_factory=dict)
@@ -126,6 +137,7 @@ class PartitionProcessor:
                 "bets": BetAggregator(),
                 "service": SystemAggregator(),
                 "route": SystemAggregator(),
+                "user": UserAggregator(period_ms=self.config.size_ms),
             }
             c = self.config
             self.engines = {
@@ -156,6 +168,11 @@ class PartitionProcessor:
         elif event_type == "BetPlaced":
             stake = Stake(record["selection_id"], record["user_id"], _money(record["stake"]), record["odds"])
             self._feed(out, "bets", record["market_id"], event_ms, stake, wall_ms)
+            self._feed(out, "user", record["user_id"], event_ms, UserAction(stake=stake.stake), wall_ms)
+        elif event_type == "BetSettled":
+            won = WON.get(record["result"])
+            if won is not None:
+                self._feed(out, "user", record["user_id"], event_ms, UserAction(won=won), wall_ms)
         elif event_type == "ApiCallRecorded":
             call = ApiCall(record["route"], int(record["status"]), float(record["latency_ms"]))
             self._feed(out, "service", record["service"], event_ms, call, wall_ms)
@@ -218,7 +235,8 @@ class PartitionProcessor:
         return self._emission(kind, result)
 
     def _emission(self, kind: str, result: WindowResult[Any, Any]) -> Emission:
-        wid = window_id(kind, result.key, result.start, result.end)
+        key = (result.key, str(self.partition)) if kind == "user" else result.key
+        wid = window_id(kind, key, result.start, result.end)
         record: dict[str, Any] = {
             "event_id": result_id(wid, result.version, result.final),
             # a final happens when its window ends (event time); a current update at its newest event
@@ -230,6 +248,8 @@ class PartitionProcessor:
             "final": result.final,
         }
         record.update(FIELDS_OF_KIND[kind](result.key, result.aggregate, self.config.size_ms, result.final))
+        if kind == "user":
+            record["source_partition"] = self.partition
         return Emission(kind, EVENT_TYPE_OF_KIND[kind], record)
 
 
@@ -316,10 +336,25 @@ def _route_fields(key: tuple[str, str], stats: SystemStats, size_ms: int, final:
     }
 
 
+def _user_fields(key: str, stats: UserStats, size_ms: int, final: bool) -> dict[str, Any]:
+    return {
+        "user_id": key,
+        "bets": stats.bets,
+        "staked": stats.staked,
+        "settled": stats.settled,
+        "won": stats.won,
+        "sum_t": stats.sum_t,
+        "sum_tt": stats.sum_tt,
+        "sum_s": stats.sum_s,
+        "sum_ts": stats.sum_ts,
+    }
+
+
 FIELDS_OF_KIND: dict[str, Any] = {
     "market": _market_fields,
     "price": _price_fields,
     "bets": _bet_fields,
     "service": _service_fields,
     "route": _route_fields,
+    "user": _user_fields,
 }

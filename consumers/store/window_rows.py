@@ -75,12 +75,21 @@ def _route(r: dict[str, Any]) -> dict[str, list[Row]]:
     return {"route_windows_1m": [row]}
 
 
+def _user(r: dict[str, Any]) -> dict[str, list[Row]]:
+    row = (
+        r["user_id"], r["source_partition"], r["window_start"], r["window_end"], r["bets"], r["staked"],
+        r["settled"], r["won"], r["sum_t"], r["sum_tt"], r["sum_s"], r["sum_ts"], r["window_id"],
+    )  # fmt: skip
+    return {"user_window_parts_1m": [row]}
+
+
 FINAL_ROWS: dict[str, Callable[[dict[str, Any]], dict[str, list[Row]]]] = {
     "OddsWindowUpdated": _market,
     "PriceWindowUpdated": _price,
     "BetWindowUpdated": _bets,
     "ServiceWindowUpdated": _service,
     "RouteWindowUpdated": _route,
+    "UserWindowUpdated": _user,
 }
 
 FINAL_COLUMNS: dict[str, tuple[str, ...]] = {
@@ -109,6 +118,10 @@ FINAL_COLUMNS: dict[str, tuple[str, ...]] = {
     "route_windows_1m": (
         "service", "route", "window_start", "window_end", "calls", "errors", "error_rate",
         "latency_p50_ms", "latency_p95_ms", "latency_p99_ms", "latency_max_ms", "window_id",
+    ),
+    "user_window_parts_1m": (
+        "user_id", "source_partition", "window_start", "window_end", "bets", "staked", "settled", "won",
+        "sum_t", "sum_tt", "sum_s", "sum_ts", "window_id",
     ),
 }  # fmt: skip
 

@@ -189,7 +189,7 @@ class SourceAnalytics:
         blob = self.table.data.get(self.state_key(partition))
         if blob is None:
             log.info("%s[%d]: no snapshot, starting empty", self.topic, partition)
-            return PartitionProcessor(self.config)
+            return PartitionProcessor(self.config, partition=partition)
         processor = load_snapshot(blob)
         processor.resumed(int(time.time() * 1000))
         log.info("%s[%d]: restored snapshot at offset %d", self.topic, partition, processor.offset)

@@ -92,7 +92,7 @@ def replay(settings: Settings, name: str, show_progress: bool = True) -> tuple[R
             topic, partition, offset = message.topic(), message.partition(), message.offset()
             assert topic is not None and partition is not None and offset is not None
             processor = processors.setdefault(
-                (topic, partition), PartitionProcessor(settings.window_config())
+                (topic, partition), PartitionProcessor(settings.window_config(), partition=partition)
             )
             output: Output = apply_record(
                 processor, codec, offset, message.value(), message.timestamp()[1], 0

@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
+from consumers.worker.replay import COMPARED_TABLES
 from oddstream.kafka.admin import ensure_topics
 from oddstream.settings import Settings
 from oddstream.simulator.run import run_simulation
@@ -25,6 +26,7 @@ from tests.integration.roles import Role, environment, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e, pytest.mark.timeout(900)]
 EVENTS = 100_000
+KINDS = ("price", "market", "bets", "service", "route", "user")
 RAW_TABLES = (
     "odds_changed",
     "bet_placed",
@@ -91,6 +93,10 @@ def stored(query: Callable[[str], list[list[Any]]], topics: Topics) -> dict[str,
         f"SELECT service, route, {ms}(window_start), calls, errors, latency_p50_ms, latency_p95_ms, "
         "latency_p99_ms, latency_max_ms FROM route_windows_1m FINAL"
     )
+    user = query(
+        f"SELECT user_id, source_partition, {ms}(window_start), bets, staked, settled, won, sum_t, sum_tt, "
+        "sum_s, sum_ts FROM user_window_parts_1m FINAL"
+    )
     late: dict[str, set[tuple[int, int]]] = {}
     for kind, p, o in query("SELECT kind, origin_partition, origin_offset FROM late_events FINAL"):
         late.setdefault(kind, set()).add((int(p), int(o)))
@@ -100,6 +106,7 @@ def stored(query: Callable[[str], list[list[Any]]], topics: Topics) -> dict[str,
         "bets": {tuple(r[:3]): tuple(r[3:]) for r in bets},
         "service": {tuple(r[:2]): tuple(r[2:]) for r in service},
         "route": {tuple(r[:3]): tuple(r[3:]) for r in route},
+        "user": {tuple(r[:3]): tuple(r[3:]) for r in user},
         "late": late,
     }
 
@@ -113,13 +120,14 @@ def expected(query: Callable[[str], list[list[Any]]], settings: Settings) -> dic
         "bets": oracle.bet_windows(query, c),
         "service": oracle.service_windows(query, c),
         "route": oracle.route_windows(query, c),
+        "user": oracle.user_windows(query, c),
         "late": oracle.late_events(query, c),
     }
 
 
 def mismatches(want: dict[str, Any], got: dict[str, Any]) -> list[str]:
     problems = []
-    for kind in ("price", "market", "bets", "service", "route"):
+    for kind in KINDS:
         problems += oracle.differences(kind, want[kind], got[kind])
     for kind, late in want["late"].items():
         if late != got["late"].get(kind, set()):
@@ -158,21 +166,67 @@ def test_final_windows_equal_a_recomputation_from_the_raw_events(settings: Setti
     try:
         simulate(settings)
         want = check_exact(settings, roles)
-        windows = sum(len(want[k]) for k in ("price", "market", "bets", "service", "route"))
+        windows = sum(len(want[k]) for k in KINDS)
         late = {k: len(v) for k, v in want["late"].items()}
         print(f"\n{windows} final windows exact; late events per kind {late}")
+        check_views(sql(settings), want, settings.window_size_ms)
 
         # replay determinism: twice from offset 0 into fresh namespaces, equal to live and to each other
         first, second = run_replay(settings, "first"), run_replay(settings, "second")
         print(first)
-        assert digest_lines(first) == digest_lines(second) and len(digest_lines(first)) == 7
+        assert digest_lines(first) == digest_lines(second) and len(digest_lines(first)) == len(
+            COMPARED_TABLES
+        )
         for report in (first, second):
             assert "the replay equals the live tables" in report
             compared = [line for line in report.splitlines() if "only replayed" in line]
-            assert len(compared) == 7 and all("0 differ, 0 only live, 0 only replayed" in c for c in compared)
+            assert len(compared) == len(COMPARED_TABLES) and all(
+                "0 differ, 0 only live, 0 only replayed" in c for c in compared
+            )
     finally:
         for role in reversed(roles):
             role.stop()
+
+
+def check_views(query: Callable[[str], list[list[Any]]], want: dict[str, Any], size_ms: int) -> None:
+    """user_windows_1m merges the per-partition partials; bet_clv matches a recomputation."""
+    merged: dict[tuple[str, int], list[float]] = {}
+    for (user, _, w), partial in want["user"].items():
+        sums = merged.setdefault((user, w), [0.0] * 8)
+        for i, value in enumerate(partial):
+            sums[i] += value
+    view = query(
+        "SELECT user_id, toUnixTimestamp64Milli(window_start), bets, staked, settled, won, win_rate, "
+        "stake_trend_per_min, bet_rate_per_min FROM user_windows_1m"
+    )
+    assert len(view) == len(merged) > 0
+    for user, w, bets, staked, settled, won, win_rate, trend, rate in view:
+        n, st, se, wo, t, tt, s, ts = merged[(user, int(w))]
+        assert (bets, settled, won) == (n, se, wo) and oracle.close(staked, st, st)
+        assert win_rate == (pytest.approx(wo / se) if se else None)
+        assert rate == pytest.approx(n * 60_000 / size_ms)
+        denominator = n * tt - t * t
+        expected_trend = (n * ts - t * s) / denominator * 60_000 if n >= 2 and denominator > 0 else 0.0
+        assert trend == pytest.approx(expected_trend, rel=1e-6, abs=1e-6)
+
+    closed = "SELECT market_id, min(toUnixTimestamp64Milli(event_time)) FROM market_status_changed FINAL "
+    closes = dict(query(closed + "WHERE status = 'CLOSED' GROUP BY market_id"))
+    last: dict[tuple[str, str, str], tuple[tuple[int, str], float]] = {}
+    quotes = query("SELECT market_id, selection_id, bookmaker, toUnixTimestamp64Milli(event_time), "
+                   "toString(event_id), odds FROM odds_changed FINAL")  # fmt: skip
+    for market, selection, bookmaker, t, event_id, odds in quotes:
+        if market in closes and int(t) <= int(closes[market]):
+            key, stamp = (market, selection, bookmaker), (int(t), event_id)
+            if key not in last or stamp > last[key][0]:
+                last[key] = (stamp, odds)
+    closing: dict[tuple[str, str], float] = {}
+    for (market, selection, _), (_, odds) in last.items():
+        closing[(market, selection)] = max(closing.get((market, selection), 0.0), odds)
+    bets = query("SELECT bet_id, market_id, selection_id, odds FROM bet_placed FINAL")
+    expected_clv = {b: o / closing[(m, s)] - 1 for b, m, s, o in bets if (m, s) in closing}
+    stored_clv = dict(query("SELECT bet_id, clv FROM bet_clv"))
+    assert set(stored_clv) == set(expected_clv) and expected_clv
+    assert all(oracle.close(stored_clv[b], v, 1.0) for b, v in expected_clv.items())
 
 
 def run_replay(settings: Settings, name: str) -> str:

@@ -35,6 +35,10 @@ def _events(stream: str) -> str:
         "FROM service_heartbeat FINAL",
         "route": "SELECT kafka_partition p, kafka_offset o, toUnixTimestamp64Milli(event_time) t, service, "
         "route, status, latency_ms FROM api_call_recorded FINAL",
+        "user": "SELECT kafka_partition p, kafka_offset o, toUnixTimestamp64Milli(event_time) t, user_id, "
+        "toFloat64(stake) stake, 1 placed, 0 won FROM bet_placed FINAL UNION ALL "
+        "SELECT kafka_partition, kafka_offset, toUnixTimestamp64Milli(event_time), user_id, 0.0, 0, "
+        "result IN ('WON', 'HALF_WON') FROM bet_settled FINAL WHERE result != 'VOID'",
     }[stream]
 
 
@@ -52,7 +56,7 @@ def late_events(query: Query, c: WindowConfig) -> dict[str, set[tuple[int, int]]
     """kind -> (partition, offset) of the events beyond the grace."""
     out: dict[str, set[tuple[int, int]]] = {}
     for stream, kinds in (("odds", ("price", "market")), ("bets", ("bets",)), ("service", ("service",)),
-                          ("route", ("route",))):  # fmt: skip
+                          ("route", ("route",)), ("user", ("user",))):  # fmt: skip
         rows = {(int(p), int(o)) for p, o in query(f"SELECT p, o FROM ({_classified(stream, c)}) WHERE late")}
         for kind in kinds:
             out[kind] = rows
@@ -174,6 +178,21 @@ def route_windows(query: Query, c: WindowConfig) -> dict[tuple[Any, ...], tuple[
     return {
         (s, r, int(w)): (int(n), int(e), rank(lat, 50), rank(lat, 95), rank(lat, 99), lat[-1])
         for s, r, w, n, e, lat in rows
+    }
+
+
+def user_windows(query: Query, c: WindowConfig) -> dict[tuple[Any, ...], tuple[Any, ...]]:
+    """(user, source partition, window) -> the additive partial the worker must store."""
+    rel = f"toFloat64(t % {c.size_ms})"
+    rows = query(
+        f"SELECT user_id, p, w, sum(placed), sumIf(stake, placed = 1), sum(1 - placed), sum(won), "
+        f"sumIf({rel}, placed = 1), sumIf({rel} * {rel}, placed = 1), sumIf(stake, placed = 1), "
+        f"sumIf({rel} * stake, placed = 1) FROM ({_classified('user', c)}) WHERE NOT late "
+        f"GROUP BY user_id, p, w"
+    )
+    return {
+        (u, int(p), int(w)): (int(n), st, int(se), int(wo), a, b, d, e)
+        for u, p, w, n, st, se, wo, a, b, d, e in rows
     }
 
 

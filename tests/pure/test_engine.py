@@ -160,9 +160,12 @@ def test_quiet_partitions_close_windows_on_the_processing_clock() -> None:
     )
     engine.process("m1", 1_000, (1, 5), processing_ms=1_000_000)
     assert engine.on_idle(1_020_000) == []  # 20 s of silence: below the idle timeout
-    finals = engine.on_idle(1_080_000)  # 80 s: watermark 1_000 - 5_000 + 80_000 = 76_000
+    finals = engine.on_idle(1_080_000)  # 80 s: idle mark 1_000 - 5_000 + 80_000 = 76_000
     assert [(f.start, f.final) for f in finals] == [(0, True)]
     assert engine.open_windows == 0
+    # the window stays closed, but the event watermark (what late events report) ignored the clock
+    late = engine.process("m1", 2_000, (2, 5), processing_ms=1_081_000).late
+    assert late is not None and late.watermark == 1_000 - 5_000 and engine.watermark == -4_000
 
 
 def test_sliding_windows_end_at_each_event() -> None:

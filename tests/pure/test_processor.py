@@ -13,7 +13,7 @@ from oddstream.simulator.model import MarketSimulator, disorder
 from schemas.catalog import Event, load_catalog
 from schemas.codec import Codec
 from streams.market import fair_probabilities
-from streams.processor import Emission, PartitionProcessor, WindowConfig
+from streams.processor import Emission, PartitionProcessor, WindowConfig, window_id
 
 pytestmark = pytest.mark.pure
 T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z, a minute boundary
@@ -230,3 +230,32 @@ def test_every_emission_honours_its_contract_and_ids_are_deterministic() -> None
     finals = [e for e in first if e.final]
     assert len({e.record["window_id"] for e in finals}) == len(finals)  # one final per window
     assert not any(math.isnan(v) for e in finals for v in e.record.values() if isinstance(v, float))
+
+
+def test_user_partials_are_additive_and_void_settles_nothing() -> None:
+    feed = Feed()
+    feed.processor.partition = 4
+    for n, (ms, stake) in enumerate([(6_000, "10.00"), (18_000, "20.00"), (30_000, "30.00")]):
+        feed.send(
+            "BetPlaced", ms, bet_id=f"b{n}", user_id="u1", market_id="m1", selection_id="home",
+            stake=Decimal(stake), currency="EUR", odds=2.0, channel="WEB",
+        )  # fmt: skip
+    for n, result in enumerate(["WON", "LOST", "VOID", "HALF_WON"]):
+        feed.send(
+            "BetSettled", 40_000, bet_id=f"b{n}", user_id="u1", market_id="m1", selection_id="home",
+            result=result, payout=Decimal("0.00"), currency="EUR",
+        )  # fmt: skip
+    feed.emissions += feed.processor.flush()
+    [user] = feed.finals("user")
+    assert (user["user_id"], user["source_partition"], user["bets"], user["staked"]) == ("u1", 4, 3, 60.0)
+    assert (user["settled"], user["won"]) == (3, 2)
+    assert (user["sum_t"], user["sum_tt"]) == (54_000.0, 6_000.0**2 + 18_000.0**2 + 30_000.0**2)
+    n, st, stt, ss, sts = 3, user["sum_t"], user["sum_tt"], user["sum_s"], user["sum_ts"]
+    trend_per_min = (n * sts - st * ss) / (n * stt - st**2) * 60_000
+    assert trend_per_min == pytest.approx(50.0)  # +10 per 12 s = +50 per minute
+    window = (T0, T0 + 60_000)
+    assert (
+        user["window_id"]
+        == window_id("user", ("u1", "4"), *window)
+        != window_id("user", ("u1", "5"), *window)
+    )
