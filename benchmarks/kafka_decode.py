@@ -15,14 +15,12 @@ import io
 import itertools
 import os
 import tempfile
-import time
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 
-from aiokafka import AIOKafkaConsumer
 from fastavro import schemaless_reader
 
+from benchmarks.worker import consume
 from infra.broker import LocalKafka, free_port
 from oddstream.kafka.admin import ensure_topics
 from oddstream.producer import EventProducer
@@ -31,27 +29,6 @@ from oddstream.simulator.model import MarketSimulator
 from schemas.catalog import load_catalog
 from schemas.codec import SINGLE_OBJECT_HEADER, Codec
 from schemas.topics import Topics
-
-
-async def consume(bootstrap: str, topic: str, expected: int, handle: Callable[[bytes], object]) -> float:
-    """Events per second to read and handle ``expected`` records from offset 0."""
-    consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest",
-        enable_auto_commit=False, max_partition_fetch_bytes=8 * 1024 * 1024,
-    )  # fmt: skip
-    await consumer.start()
-    try:
-        seen = 0
-        started = time.perf_counter()
-        while seen < expected:
-            batch = await consumer.getmany(timeout_ms=1000, max_records=10_000)
-            for messages in batch.values():
-                for message in messages:
-                    handle(message.value)
-                seen += sum(len(m) for m in batch.values())
-        return seen / (time.perf_counter() - started)
-    finally:
-        await consumer.stop()
 
 
 def main() -> None:
@@ -80,16 +57,16 @@ def main() -> None:
         codec = Codec(catalog)
         schema = catalog.schema("OddsChanged").parsed
 
-        def bare(value: bytes) -> object:
+        def bare(topic: str, partition: int, offset: int, value: bytes, ts: int) -> object:
             return schemaless_reader(io.BytesIO(value[SINGLE_OBJECT_HEADER:]), schema, None)
 
-        def oddstream_path(value: bytes) -> object:
+        def oddstream_path(topic: str, partition: int, offset: int, value: bytes, ts: int) -> object:
             event = codec.decode(value)
             codec.check_decoded(event)
             return event
 
-        baseline = asyncio.run(consume(bootstrap, topic, producer.delivered, bare))
-        ours = asyncio.run(consume(bootstrap, topic, producer.delivered, oddstream_path))
+        baseline = asyncio.run(consume(bootstrap, [topic], producer.delivered, bare))
+        ours = asyncio.run(consume(bootstrap, [topic], producer.delivered, oddstream_path))
         print(f"aiokafka + fastavro (baseline):     {baseline:>10,.0f} events/s")
         print(f"aiokafka + oddstream decode+checks: {ours:>10,.0f} events/s")
         print(f"ratio oddstream/baseline:           {ours / baseline:>10.3f}")

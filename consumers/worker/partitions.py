@@ -69,7 +69,6 @@ class SourceAnalytics:
         self.processors: dict[int, PartitionProcessor] = {}
         self._checkpointed: dict[int, float] = {}
         self._published: dict[int, float] = {}
-        self._locks: dict[int, asyncio.Lock] = defaultdict(asyncio.Lock)  # snapshot writes
         self._feeding: dict[int, asyncio.Lock] = defaultdict(asyncio.Lock)  # one feeder per partition
         self._last_record: dict[int, float] = {}
         self._seen_assigned: dict[int, float] = {}
@@ -172,16 +171,17 @@ class SourceAnalytics:
             self._seen_assigned.pop(partition, None)
 
     async def checkpoint(self, partition: int) -> None:
+        """Snapshot a partition's processor. Callers hold the partition's feeding lock, so
+        snapshots of one partition are written in order."""
         processor = self.processors.get(partition)
         if processor is None:
             return
-        async with self._locks[partition]:
-            blob = dump_snapshot(processor)  # the state at this instant, offset X
-            await self.app.producer.flush()  # every output up to X acknowledged ...
-            key = self.state_key(partition)
-            self.table.data[key] = blob  # ... before the snapshot can be read back
-            await self.table.send_changelog(partition, key, blob)
-            self._checkpointed[partition] = time.monotonic()
+        blob = dump_snapshot(processor)  # the state at this instant, offset X
+        await self.app.producer.flush()  # every output up to X acknowledged ...
+        key = self.state_key(partition)
+        self.table.data[key] = blob  # ... before the snapshot can be read back
+        await self.table.send_changelog(partition, key, blob)
+        self._checkpointed[partition] = time.monotonic()
 
     # -- internals -----------------------------------------------------------------
 
