@@ -223,7 +223,8 @@ def check_views(query: Callable[[str], list[list[Any]]], want: dict[str, Any], s
     for (market, selection, _), (_, odds) in last.items():
         closing[(market, selection)] = max(closing.get((market, selection), 0.0), odds)
     bets = query("SELECT bet_id, market_id, selection_id, odds FROM bet_placed FINAL")
-    expected_clv = {b: o / closing[(m, s)] - 1 for b, m, s, o in bets if (m, s) in closing}
+    settled = {b for (b,) in query("SELECT bet_id FROM bet_settled FINAL")}
+    expected_clv = {b: o / closing[(m, s)] - 1 for b, m, s, o in bets if (m, s) in closing and b in settled}
     stored_clv = dict(query("SELECT bet_id, clv FROM bet_clv"))
     assert set(stored_clv) == set(expected_clv) and expected_clv
     assert all(oracle.close(stored_clv[b], v, 1.0) for b, v in expected_clv.items())

@@ -9,6 +9,7 @@ import json
 import threading
 import time
 import uuid
+from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -80,9 +81,9 @@ def quote_record(market: str, price: float, t: int) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def unchecked_frame(record: dict[str, Any]) -> bytes:
-    """A well-framed OddsChanged that skips the SDK's checks: what a foreign producer might send."""
-    schema = load_catalog().schema("OddsChanged")
+def unchecked_frame(record: dict[str, Any], event_type: str = "OddsChanged") -> bytes:
+    """A well-framed event that skips the SDK's checks: what a foreign producer might send."""
+    schema = load_catalog().schema(event_type)
     body = io.BytesIO()
     schemaless_writer(body, schema.parsed, record)
     return SINGLE_OBJECT_MAGIC + schema.fingerprint + body.getvalue()
@@ -153,6 +154,12 @@ def test_skeleton_end_to_end(settings: Settings) -> None:
             producer.publish("OddsChanged", bad_inputs[b"unknown market 'mZ'"])
             producer.publish("OddsChanged", bad_inputs[b"in the future"])  # the SDK has no clock rule
             producer.produce_raw(topics.odds, b"mA", unchecked_frame(bad_inputs[b"greater than 1.0"]))
+            negative_stake = {
+                "event_id": str(uuid.uuid4()), "event_time": minute + 2_000, "source": "test", "bet_id": "b1",
+                "user_id": "u1", "market_id": "mA", "selection_id": "home", "stake": Decimal("-5.00"),
+                "currency": "EUR", "odds": 2.0, "channel": "WEB",
+            }  # fmt: skip
+            producer.produce_raw(topics.bets, b"mA", unchecked_frame(negative_stake, "BetPlaced"))
             publish(producer, second)
 
         # (a) derived topic: one current update per quote, none lost behind the poison,
@@ -185,24 +192,27 @@ def test_skeleton_end_to_end(settings: Settings) -> None:
             (b"unknown market 'mZ'", b"odds-analytics"),
             (b"in the future", b"odds-analytics"), (b"in the future", b"store"),
             (b"greater than 1.0", b"odds-analytics"), (b"greater than 1.0", b"store"),
+            (b"greater than zero", b"bets-analytics"), (b"greater than zero", b"store"),
         }  # fmt: skip
         letters = wait_for(
             "the dead letters",
-            lambda: (m := read_all(settings.bootstrap, topics.dead_letter)) and len(m) >= 7 and m,
+            lambda: (m := read_all(settings.bootstrap, topics.dead_letter)) and len(m) >= 9 and m,
             30,
             roles,
         )
         seen = set()
         for letter in letters:
             headers = dict(letter.headers() or [])
-            assert headers[ORIGIN_TOPIC] == topics.odds.encode()
+            assert headers[ORIGIN_TOPIC] in (topics.odds.encode(), topics.bets.encode())
             words = next(w for w, _ in expected_letters if w in headers[REASON])
             if words == b"not an oddstream frame":
                 assert letter.value() == POISON
             else:
                 assert Codec(load_catalog()).decode(letter.value() or b"").record["market_id"] in ("mA", "mZ")
             seen.add((words, headers[STAGE]))
-        assert seen == expected_letters and len(letters) == 7
+        assert seen == expected_letters and len(letters) == 9
+        # the rejected bet touched no window
+        assert read_all(settings.bootstrap, topics.for_event("BetWindowUpdated")) == []
 
         # (b) ClickHouse: the latest version of every window equals a recomputation from the quotes
         expected: dict[tuple[str, int, str], tuple[float, float, float, float, int]] = {}
@@ -222,7 +232,7 @@ def test_skeleton_end_to_end(settings: Settings) -> None:
             roles,
         )
         assert {(m, int(w), s): (o, h, lo, la, n) for m, w, s, o, h, lo, la, n in stored} == expected
-        assert sql(settings, "SELECT count() FROM dead_letters FINAL")[0][0] == 7  # per origin and stage
+        assert sql(settings, "SELECT count() FROM dead_letters FINAL")[0][0] == 9  # per origin and stage
         assert sql(settings, "SELECT count() FROM odds_changed FINAL")[0][0] == len(rows) + 1  # + mZ
         refused = httpx.post(f"{settings.sql_endpoint}/sql", content="DROP TABLE odds_windows_1m", timeout=30)
         assert refused.status_code == 400 and "readonly" in refused.text.lower()

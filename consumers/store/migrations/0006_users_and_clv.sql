@@ -45,7 +45,7 @@ FROM
     GROUP BY user_id, window_start
 );
 
--- Closing line value of every placed bet whose market has closed: the odds taken against
+-- Closing line value of every settled bet (BetSettled seen) whose market has closed: the odds taken against
 -- the best price any bookmaker quoted for the selection at the close (each bookmaker's
 -- last quote at or before the market's first CLOSED status). Positive: the bettor beat
 -- the closing line (a sharp-bettor signal). Computed from the raw tables at query time.
@@ -69,6 +69,7 @@ WITH
 SELECT
     b.bet_id AS bet_id, b.user_id AS user_id, b.market_id AS market_id, b.selection_id AS selection_id,
     b.event_time AS placed_at, b.stake AS stake, b.odds AS odds_taken, c.closing_odds AS closing_odds,
-    b.odds / c.closing_odds - 1 AS clv
+    b.odds / c.closing_odds - 1 AS clv, r.result AS result
 FROM bet_placed AS b FINAL
 INNER JOIN closing AS c ON b.market_id = c.market_id AND b.selection_id = c.selection_id
+INNER JOIN (SELECT bet_id, any(result) AS result FROM bet_settled FINAL GROUP BY bet_id) AS r ON b.bet_id = r.bet_id
