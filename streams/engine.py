@@ -5,10 +5,14 @@ event it returns "current" updates of the windows it joined; when the watermark 
 ``window end + grace`` the window is closed and exactly one "final" result is emitted.
 
 * watermark = max event time seen - ``delay_ms`` (bounded out-of-orderness); it never
-  goes back and depends on the events only. On a quiet partition,
-  :meth:`WindowEngine.on_idle` moves a separate *idle mark* with the processing clock,
-  so windows close on quiet markets too; windows close when either passes them. Late
-  events report the event watermark, so what they say does not depend on the clock.
+  goes back and depends on the events only, so lateness is decided by event time alone
+  and a replay of the log classifies every event exactly as live processing did.
+* On a quiet partition, :meth:`WindowEngine.on_idle` moves a separate *idle mark* with
+  the processing clock and emits the finals of the windows it passes *early*, so quiet
+  markets get results. Such a window stays open until the watermark passes it: if an
+  event for it still arrives within the grace, its final is emitted again, revised
+  (higher version, same window); otherwise nothing more. The last final of a window is
+  therefore always the same, live or replayed.
 * An event is late when a window it belongs to is already closed. It is never merged
   into a closed window: the result lists the windows it missed (the caller counts it and
   routes it to a late topic). An event that still has open windows joins those.
@@ -79,6 +83,7 @@ class Processed(Generic[K, A]):
 class _Open(Generic[A]):
     aggregate: A
     version: int
+    emitted: int = 0  # version of the final already emitted early (0: none)
 
 
 @dataclass
@@ -139,7 +144,12 @@ class WindowEngine(Generic[K, V, A]):
         if quiet < self.idle_timeout_ms:
             return []
         self.idle_mark = max(self.idle_mark, self.max_event_ms - self.delay_ms + quiet)
-        return self._close_ready()
+        finals = []
+        for (key, window), slot in sorted(self._open.items(), key=lambda kv: (kv[0][1], str(kv[0][0]))):
+            if window[1] + self.grace_ms <= self.idle_mark and slot.emitted != slot.version:
+                slot.emitted = slot.version
+                finals.append(WindowResult(key, window[0], window[1], slot.aggregate, slot.version, True))
+        return finals
 
     def advance_to(self, watermark: int) -> list[WindowResult[K, A]]:
         """Move the watermark forward explicitly (e.g. from a partition-wide signal)."""
@@ -156,13 +166,8 @@ class WindowEngine(Generic[K, V, A]):
 
     # -- internals -------------------------------------------------------------
 
-    @property
-    def closed_through(self) -> int:
-        """Windows whose end + grace is at or below this are closed."""
-        return max(self.watermark, self.idle_mark)
-
     def _closed(self, window: Window) -> bool:
-        return window[1] + self.grace_ms <= self.closed_through
+        return window[1] + self.grace_ms <= self.watermark
 
     def _windows_of(self, key: K, event_ms: int) -> list[Window]:
         if isinstance(self.shape, TumblingWindow | HoppingWindow):
@@ -182,7 +187,7 @@ class WindowEngine(Generic[K, V, A]):
         return slot
 
     def _close_ready(self) -> list[WindowResult[K, A]]:
-        if self.closed_through < self._next_close:
+        if self.watermark < self._next_close:
             return []
         ready = sorted(
             ((key, window) for key, window in self._open if self._closed(window)),
@@ -191,10 +196,11 @@ class WindowEngine(Generic[K, V, A]):
         finals = []
         for key, window in ready:
             slot = self._open.pop((key, window))
-            finals.append(WindowResult(key, window[0], window[1], slot.aggregate, slot.version, True))
+            if slot.emitted != slot.version:  # not already emitted early with this content
+                finals.append(WindowResult(key, window[0], window[1], slot.aggregate, slot.version, True))
         self._next_close = min((w[1] + self.grace_ms for _, w in self._open), default=2**62)
         if isinstance(self.shape, SlidingWindow) and ready:
-            horizon = self.closed_through - self.grace_ms - self.shape.size_ms
+            horizon = self.watermark - self.grace_ms - self.shape.size_ms
             for key in list(self._buffer):
                 kept = [(t, v) for t, v in self._buffer[key] if t >= horizon]
                 if kept:

@@ -29,7 +29,7 @@ def _market(r: dict[str, Any]) -> dict[str, list[Row]]:
         (
             r["market_id"], b["bookmaker"], p["selection_id"], r["window_start"], r["window_end"],
             p["last"], p["implied_probability"], b["overround"], p["fair_probability"],
-            p["shin_probability"], r["window_id"],
+            p["shin_probability"], r["version"], r["window_id"],
         )
         for b in r.get("bookmakers", [])
         for p in b["prices"]
@@ -41,7 +41,7 @@ def _price(r: dict[str, Any]) -> dict[str, list[Row]]:
     row = (
         r["market_id"], r["selection_id"], r["bookmaker"], r["window_start"], r["window_end"],
         r["changes"], r["open"], r["high"], r["low"], r["last"], r["implied_probability"],
-        r["velocity_pct_per_min"], r["open_time"], r["last_time"], r["window_id"],
+        r["velocity_pct_per_min"], r["open_time"], r["last_time"], r["version"], r["window_id"],
     )  # fmt: skip
     return {"price_windows_1m": [row]}
 
@@ -51,7 +51,7 @@ def _bets(r: dict[str, Any]) -> dict[str, list[Row]]:
         (
             r["market_id"], s["selection_id"], r["window_start"], r["window_end"], s["bets"], s["stakes"],
             s["vwap"], s["liability"], s["money_share"], r["bets"], r["turnover"], r["average_stake"],
-            r["worst_case_liability"], r["window_id"],
+            r["worst_case_liability"], r["version"], r["window_id"],
         )
         for s in r["selections"]
     ]  # fmt: skip
@@ -61,7 +61,7 @@ def _bets(r: dict[str, Any]) -> dict[str, list[Row]]:
 def _service(r: dict[str, Any]) -> dict[str, list[Row]]:
     row = (
         r["service"], r["window_start"], r["window_end"], r["calls"], r["errors"], r["error_rate"],
-        r["heartbeats"], r["events_per_second"], r["max_heartbeat_gap_ms"], r["window_id"],
+        r["heartbeats"], r["events_per_second"], r["max_heartbeat_gap_ms"], r["version"], r["window_id"],
     )  # fmt: skip
     return {"service_windows_1m": [row]}
 
@@ -70,7 +70,7 @@ def _route(r: dict[str, Any]) -> dict[str, list[Row]]:
     row = (
         r["service"], r["route"], r["window_start"], r["window_end"], r["calls"], r["errors"],
         r["error_rate"], r["latency_p50_ms"], r["latency_p95_ms"], r["latency_p99_ms"],
-        r["latency_max_ms"], r["window_id"],
+        r["latency_max_ms"], r["version"], r["window_id"],
     )  # fmt: skip
     return {"route_windows_1m": [row]}
 
@@ -78,7 +78,8 @@ def _route(r: dict[str, Any]) -> dict[str, list[Row]]:
 def _user(r: dict[str, Any]) -> dict[str, list[Row]]:
     row = (
         r["user_id"], r["source_partition"], r["window_start"], r["window_end"], r["bets"], r["staked"],
-        r["settled"], r["won"], r["sum_t"], r["sum_tt"], r["sum_s"], r["sum_ts"], r["window_id"],
+        r["settled"], r["won"], r["sum_t"], r["sum_tt"], r["sum_s"], r["sum_ts"], r["version"],
+        r["window_id"],
     )  # fmt: skip
     return {"user_window_parts_1m": [row]}
 
@@ -100,28 +101,29 @@ FINAL_COLUMNS: dict[str, tuple[str, ...]] = {
     ),
     "market_books_1m": (
         "market_id", "bookmaker", "selection_id", "window_start", "window_end", "last",
-        "implied_probability", "overround", "fair_probability", "shin_probability", "window_id",
+        "implied_probability", "overround", "fair_probability", "shin_probability", "version", "window_id",
     ),
     "price_windows_1m": (
         "market_id", "selection_id", "bookmaker", "window_start", "window_end", "changes", "open", "high",
-        "low", "last", "implied_probability", "velocity_pct_per_min", "open_time", "last_time", "window_id",
+        "low", "last", "implied_probability", "velocity_pct_per_min", "open_time", "last_time", "version",
+        "window_id",
     ),
     "bet_windows_1m": (
         "market_id", "selection_id", "window_start", "window_end", "bets", "stakes", "vwap", "liability",
         "money_share", "market_bets", "market_turnover", "market_average_stake", "worst_case_liability",
-        "window_id",
+        "version", "window_id",
     ),
     "service_windows_1m": (
         "service", "window_start", "window_end", "calls", "errors", "error_rate", "heartbeats",
-        "events_per_second", "max_heartbeat_gap_ms", "window_id",
+        "events_per_second", "max_heartbeat_gap_ms", "version", "window_id",
     ),
     "route_windows_1m": (
         "service", "route", "window_start", "window_end", "calls", "errors", "error_rate",
-        "latency_p50_ms", "latency_p95_ms", "latency_p99_ms", "latency_max_ms", "window_id",
+        "latency_p50_ms", "latency_p95_ms", "latency_p99_ms", "latency_max_ms", "version", "window_id",
     ),
     "user_window_parts_1m": (
         "user_id", "source_partition", "window_start", "window_end", "bets", "staked", "settled", "won",
-        "sum_t", "sum_tt", "sum_s", "sum_ts", "window_id",
+        "sum_t", "sum_tt", "sum_s", "sum_ts", "version", "window_id",
     ),
 }  # fmt: skip
 

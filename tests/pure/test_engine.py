@@ -154,18 +154,24 @@ def test_an_event_beyond_the_grace_is_reported_with_the_window_it_missed() -> No
     assert within.late is None and within.updates[0].version == 2
 
 
-def test_quiet_partitions_close_windows_on_the_processing_clock() -> None:
+def test_quiet_partitions_get_early_finals_that_event_time_can_still_revise() -> None:
     engine: WindowEngine[str, tuple[int, int], Stats] = WindowEngine(
         TumblingWindow(60_000), StatsAggregator(), 5_000, 10_000, idle_timeout_ms=30_000
     )
     engine.process("m1", 1_000, (1, 5), processing_ms=1_000_000)
     assert engine.on_idle(1_020_000) == []  # 20 s of silence: below the idle timeout
     finals = engine.on_idle(1_080_000)  # 80 s: idle mark 1_000 - 5_000 + 80_000 = 76_000
-    assert [(f.start, f.final) for f in finals] == [(0, True)]
-    assert engine.open_windows == 0
-    # the window stays closed, but the event watermark (what late events report) ignored the clock
-    late = engine.process("m1", 2_000, (2, 5), processing_ms=1_081_000).late
-    assert late is not None and late.watermark == 1_000 - 5_000 and engine.watermark == -4_000
+    assert [(f.start, f.version, f.final) for f in finals] == [(0, 1, True)]
+    assert engine.on_idle(1_090_000) == []  # emitted once, not every tick
+    # lateness is event time only: the watermark (-4 s) has not passed the window, so an
+    # event for it still counts and the early final is revised
+    result = engine.process("m1", 2_000, (2, 5), processing_ms=1_091_000)
+    assert result.late is None and engine.watermark == -3_000
+    revised = engine.on_idle(1_091_000 + 80_000)
+    assert [(f.start, f.version, f.aggregate.count) for f in revised] == [(0, 2, 2)]
+    # when the watermark passes the window it closes without a third final
+    assert [f.start for f in engine.process("m1", 80_000, (3, 5), 1_200_000).finals] == []
+    assert engine.open_windows == 1  # only the new window [60 s, 120 s)
 
 
 def test_sliding_windows_end_at_each_event() -> None:

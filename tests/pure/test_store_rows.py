@@ -26,3 +26,22 @@ def test_malformed_headers_do_not_break_the_sink() -> None:
         topic="t.dead-letter", value=None, timestamp=0,
     )  # fmt: skip
     assert dead_letter_row(message)[:6] == ("t.dead-letter", 0, 0, "", "", b"")
+
+
+def test_every_final_fits_its_tables_columns() -> None:
+    from consumers.store.window_rows import FINAL_COLUMNS, final_rows
+    from oddstream.simulator.model import MarketSimulator
+    from streams.processor import PartitionProcessor
+
+    processor = PartitionProcessor(partition=0)
+    events = MarketSimulator(seed=2, start_ms=1_767_225_600_000, rate_per_s=20.0).events()
+    finals = []
+    for offset, event in zip(range(3_000), events, strict=False):
+        finals += processor.process(offset, event.type, event.record, 0).emissions
+    finals += processor.flush()
+    tables = set()
+    for emission in finals:
+        for table, rows in final_rows(emission.event_type, emission.record).items():
+            tables.add(table)
+            assert all(len(row) == len(FINAL_COLUMNS[table]) for row in rows), table
+    assert tables == set(FINAL_COLUMNS)

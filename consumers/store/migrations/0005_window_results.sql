@@ -1,7 +1,8 @@
 -- Final results of the one-minute event-time windows (docs/tables.md). One row per window
--- (per selection / bookmaker where the window has them), written once when the window
--- closes. A re-emitted final (after a crash, or a replay) has the same key and the same
--- values, and ReplacingMergeTree keeps one: query with FINAL for exact figures.
+-- (per selection / bookmaker where the window has them), written when the window closes.
+-- A re-emitted final (after a crash, or a replay) has the same key and the same values; a
+-- window a quiet partition finalised early and an event then revised has a higher
+-- version. ReplacingMergeTree(version) keeps the latest: query with FINAL for exact figures.
 -- Current (provisional) updates are not stored here; odds_windows_1m keeps the market's.
 ALTER TABLE odds_windows_1m ADD COLUMN IF NOT EXISTS final UInt8 DEFAULT 0;
 
@@ -21,10 +22,11 @@ CREATE TABLE IF NOT EXISTS price_windows_1m
     velocity_pct_per_min Float64,
     open_time            DateTime64(3, 'UTC'),
     last_time            DateTime64(3, 'UTC'),
+    version          UInt64,
     window_id            UUID,
     inserted_at          DateTime64(3, 'UTC') DEFAULT now64(3)
 )
-ENGINE = ReplacingMergeTree
+ENGINE = ReplacingMergeTree(version)
 PARTITION BY toYYYYMM(window_start)
 ORDER BY (market_id, selection_id, bookmaker, window_start);
 
@@ -49,7 +51,7 @@ CREATE TABLE IF NOT EXISTS market_windows_1m
     window_id             UUID,
     inserted_at           DateTime64(3, 'UTC') DEFAULT now64(3)
 )
-ENGINE = ReplacingMergeTree
+ENGINE = ReplacingMergeTree(quotes)
 PARTITION BY toYYYYMM(window_start)
 ORDER BY (market_id, window_start, selection_id);
 
@@ -65,10 +67,11 @@ CREATE TABLE IF NOT EXISTS market_books_1m
     overround           Float64,
     fair_probability    Float64,
     shin_probability    Float64,
+    version          UInt64,
     window_id           UUID,
     inserted_at         DateTime64(3, 'UTC') DEFAULT now64(3)
 )
-ENGINE = ReplacingMergeTree
+ENGINE = ReplacingMergeTree(version)
 PARTITION BY toYYYYMM(window_start)
 ORDER BY (market_id, window_start, bookmaker, selection_id);
 
@@ -87,10 +90,11 @@ CREATE TABLE IF NOT EXISTS bet_windows_1m
     market_turnover      Float64,
     market_average_stake Float64,
     worst_case_liability Float64,
+    version          UInt64,
     window_id            UUID,
     inserted_at          DateTime64(3, 'UTC') DEFAULT now64(3)
 )
-ENGINE = ReplacingMergeTree
+ENGINE = ReplacingMergeTree(version)
 PARTITION BY toYYYYMM(window_start)
 ORDER BY (market_id, window_start, selection_id);
 
@@ -105,10 +109,11 @@ CREATE TABLE IF NOT EXISTS service_windows_1m
     heartbeats           UInt64,
     events_per_second    Float64,
     max_heartbeat_gap_ms UInt64,
+    version          UInt64,
     window_id            UUID,
     inserted_at          DateTime64(3, 'UTC') DEFAULT now64(3)
 )
-ENGINE = ReplacingMergeTree
+ENGINE = ReplacingMergeTree(version)
 PARTITION BY toYYYYMM(window_start)
 ORDER BY (service, window_start);
 
@@ -125,10 +130,11 @@ CREATE TABLE IF NOT EXISTS route_windows_1m
     latency_p95_ms Float64,
     latency_p99_ms Float64,
     latency_max_ms Float64,
+    version          UInt64,
     window_id      UUID,
     inserted_at    DateTime64(3, 'UTC') DEFAULT now64(3)
 )
-ENGINE = ReplacingMergeTree
+ENGINE = ReplacingMergeTree(version)
 PARTITION BY toYYYYMM(window_start)
 ORDER BY (service, route, window_start);
 

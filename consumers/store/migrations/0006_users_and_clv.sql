@@ -16,10 +16,11 @@ CREATE TABLE IF NOT EXISTS user_window_parts_1m
     sum_tt           Float64,
     sum_s            Float64,
     sum_ts           Float64,
+    version          UInt64,
     window_id        UUID,
     inserted_at      DateTime64(3, 'UTC') DEFAULT now64(3)
 )
-ENGINE = ReplacingMergeTree
+ENGINE = ReplacingMergeTree(version)
 PARTITION BY toYYYYMM(window_start)
 ORDER BY (user_id, window_start, source_partition);
 
