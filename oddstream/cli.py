@@ -32,6 +32,7 @@ def settings() -> Settings:
     s = load_settings()
     level = {"warn": "WARNING", "crit": "CRITICAL"}.get(s.log_level, s.log_level.upper())
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request is noise in `sql`
     return s
 
 
