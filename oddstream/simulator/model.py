@@ -75,8 +75,14 @@ class MarketSimulator:
         rate_per_s: float = 200.0,
         market_lifetime_s: tuple[float, float] = (180.0, 600.0),
         source: str = "simulator",
+        anomaly_rate: float = 0.0,
+        mispricing_rate: float = 0.0,
     ) -> None:
         self._rng = random.Random(seed)
+        # injections draw from their own generator, so enabling them does not reshuffle the base draws
+        self._inject = random.Random(seed ^ 0xA11CE)
+        self._anomaly_rate = anomaly_rate
+        self._mispricing_rate = mispricing_rate
         self.clock_ms = start_ms
         self._rate = rate_per_s
         self._lifetime = market_lifetime_s
@@ -115,6 +121,10 @@ class MarketSimulator:
                 yield self._api_call()
             else:
                 yield self._user_activity()
+            if self._anomaly_rate and self._inject.random() < self._anomaly_rate:
+                yield from self._inject_anomaly()
+            if self._mispricing_rate and self._inject.random() < self._mispricing_rate:
+                yield from self._inject_mispricing()
 
     # -- markets ----------------------------------------------------------
 
@@ -188,6 +198,7 @@ class MarketSimulator:
         yield self._event("MarketResulted", market_id=market.market_id, winning_selection_ids=[winner])
         self.ground_truth.append(
             {
+                "kind": "result",
                 "market_id": market.market_id,
                 "closed_at_ms": self.clock_ms,
                 "true_probabilities": dict(zip(SELECTIONS, truth, strict=True)),
@@ -209,6 +220,96 @@ class MarketSimulator:
                 payout=payout,
                 currency="EUR",
             )
+
+    # -- injected anomalies and mispricings (labelled in ground_truth) ------
+
+    def _inject_anomaly(self) -> Iterator[Event]:
+        rng = self._inject
+        kind = rng.choice(["steam", "stake_spike", "latency_spike"])
+        label: dict[str, Any] = {"kind": "anomaly", "type": kind, "event_time": self.clock_ms}
+        open_markets = [m for m in self._markets if m.status == "OPEN" and m.prices]
+        if kind in ("steam", "stake_spike") and not open_markets:
+            return
+        if kind == "steam":  # three bookmakers shorten one selection by 10 % at once
+            market = rng.choice(open_markets)
+            selection = rng.choice(SELECTIONS)
+            movers = rng.sample(sorted(market.prices), k=min(3, len(market.prices)))
+            for bookmaker in movers:
+                price = max(1.01, round(market.prices[bookmaker][selection] * 0.9, 2))
+                market.prices[bookmaker][selection] = price
+                yield self._event_from(
+                    rng,
+                    "OddsChanged",
+                    bookmaker=bookmaker,
+                    market_id=market.market_id,
+                    selection_id=selection,
+                    odds=price,
+                )
+            label.update(market_id=market.market_id, selection_id=selection, bookmakers=movers)
+        elif kind == "stake_spike":  # one bet a hundred times the usual size
+            market = rng.choice(open_markets)
+            selection = rng.choice(SELECTIONS)
+            best = max(prices[selection] for prices in market.prices.values())
+            bet = SimBet(self._uuid(rng), rng.choice(self._users), selection, Decimal("25000.00"), best)
+            market.bets[bet.bet_id] = bet
+            label.update(market_id=market.market_id, bet_id=bet.bet_id, user_id=bet.user_id)
+            yield self._event_from(
+                rng,
+                "BetPlaced",
+                bet_id=bet.bet_id,
+                user_id=bet.user_id,
+                market_id=market.market_id,
+                selection_id=selection,
+                stake=bet.stake,
+                currency="EUR",
+                odds=best,
+                channel="API",
+            )
+        else:  # a burst of slow calls on one route
+            service, route = rng.choice(SERVICES), rng.choice(ROUTES)
+            for _ in range(5):
+                yield self._event_from(
+                    rng,
+                    "ApiCallRecorded",
+                    service=service,
+                    route=route,
+                    method="GET",
+                    status=200,
+                    latency_ms=round(rng.uniform(2_000, 5_000), 3),
+                )
+            label.update(service=service, route=route)
+        self.ground_truth.append(label)
+
+    def _inject_mispricing(self) -> Iterator[Event]:
+        """One bookmaker prices a selection 15 % too long: a value bet against the truth."""
+        rng = self._inject
+        open_markets = [m for m in self._markets if m.status == "OPEN" and m.prices]
+        if not open_markets:
+            return
+        market = rng.choice(open_markets)
+        bookmaker = rng.choice(sorted(market.prices))
+        index = rng.randrange(len(SELECTIONS))
+        selection, truth = SELECTIONS[index], market.true_probabilities()[index]
+        price = max(1.01, round(1.0 / (truth * 0.85), 2))
+        market.prices[bookmaker][selection] = price
+        label = {
+            "kind": "mispricing",
+            "event_time": self.clock_ms,
+            "market_id": market.market_id,
+            "selection_id": selection,
+            "bookmaker": bookmaker,
+            "true_probability": truth,
+            "odds": price,
+        }
+        self.ground_truth.append(label)
+        yield self._event_from(
+            rng,
+            "OddsChanged",
+            bookmaker=bookmaker,
+            market_id=market.market_id,
+            selection_id=selection,
+            odds=price,
+        )
 
     # -- bettors and services ---------------------------------------------
 
@@ -286,12 +387,15 @@ class MarketSimulator:
 
     # -- envelope -----------------------------------------------------------
 
-    def _uuid(self) -> str:
-        return str(uuid.UUID(int=self._rng.getrandbits(128), version=4))
+    def _uuid(self, rng: random.Random | None = None) -> str:
+        return str(uuid.UUID(int=(rng or self._rng).getrandbits(128), version=4))
 
     def _event(self, event_type: str, **fields: Any) -> Event:
+        return self._event_from(self._rng, event_type, **fields)
+
+    def _event_from(self, rng: random.Random, event_type: str, **fields: Any) -> Event:
         record = {
-            "event_id": self._uuid(),
+            "event_id": self._uuid(rng),
             "event_time": self.clock_ms,
             "source": self._source,
             **fields,

@@ -37,6 +37,8 @@ def run_simulation(
         start_ms=origin_ms,
         markets=settings.simulator_markets,
         rate_per_s=settings.simulator_rate,
+        anomaly_rate=settings.simulator_anomaly_rate,
+        mispricing_rate=settings.simulator_mispricing_rate,
     )
     truth_path = ground_truth or settings.data_dir / "simulator" / "ground_truth.jsonl"
     truth_path.parent.mkdir(parents=True, exist_ok=True)

@@ -57,3 +57,37 @@ def test_quotes_carry_each_bookmakers_margin_and_ground_truth_is_recorded() -> N
     ]
     assert results[0].record["winning_selection_ids"] == [truth["winner"]]
     assert as_millis(results[0].record["event_time"]) == truth["closed_at_ms"]
+
+
+def test_injected_anomalies_and_mispricings_are_labelled_and_valid() -> None:
+    codec = Codec(load_catalog())
+    sim = MarketSimulator(
+        seed=5, start_ms=START, market_lifetime_s=(20, 40), anomaly_rate=0.01, mispricing_rate=0.01
+    )
+    events = list(itertools.islice(sim.events(), 20_000))
+    for event in events:
+        codec.validate(event)
+    labels = [t for t in sim.ground_truth if t["kind"] != "result"]
+    kinds = Counter((t["kind"], t.get("type")) for t in labels)
+    assert set(kinds) == {("anomaly", "steam"), ("anomaly", "stake_spike"), ("anomaly", "latency_spike"),
+                          ("mispricing", None)}  # fmt: skip
+    by_time: dict[int, list[Event]] = {}
+    for e in events:
+        by_time.setdefault(as_millis(e.record["event_time"]), []).append(e)
+    for t in labels:
+        at = by_time[t["event_time"]]
+        if t.get("type") == "steam":
+            moves = [
+                e for e in at if e.type == "OddsChanged" and e.record["selection_id"] == t["selection_id"]
+                and e.record["market_id"] == t["market_id"]
+            ]  # fmt: skip
+            assert {e.record["bookmaker"] for e in moves} >= set(t["bookmakers"])
+        elif t.get("type") == "stake_spike":
+            assert any(e.type == "BetPlaced" and e.record["bet_id"] == t["bet_id"] for e in at)
+        elif t["kind"] == "mispricing":
+            quote = next(e for e in at if e.type == "OddsChanged" and e.record["bookmaker"] == t["bookmaker"]
+                         and e.record["odds"] == t["odds"])  # fmt: skip
+            assert 1.0 / quote.record["odds"] < t["true_probability"]  # a value price
+    # without injections (the default) the stream is the one it always was
+    plain = MarketSimulator(seed=5, start_ms=START, market_lifetime_s=(20, 40), anomaly_rate=0.0)
+    assert list(itertools.islice(plain.events(), 2_000)) == take(5, 2_000)
