@@ -36,7 +36,6 @@ from streams.processor import PartitionProcessor, WindowConfig
 
 log = logging.getLogger(__name__)
 SNAPSHOT_FORMAT = b"OSP1"
-ADOPT_AFTER_S = 3.0
 
 
 def dump_snapshot(processor: PartitionProcessor) -> bytes:
@@ -70,8 +69,7 @@ class SourceAnalytics:
         self._checkpointed: dict[int, float] = {}
         self._published: dict[int, float] = {}
         self._feeding: dict[int, asyncio.Lock] = defaultdict(asyncio.Lock)  # one feeder per partition
-        self._last_record: dict[int, float] = {}
-        self._seen_assigned: dict[int, float] = {}
+        self._adopted: set[int] = set()
         self.gaps_filled = 0
 
     def state_key(self, partition: int) -> bytes:
@@ -83,7 +81,6 @@ class SourceAnalytics:
         self, partition: int, offset: int, key: bytes | None, value: bytes | None, ts_ms: int
     ) -> None:
         async with self._feeding[partition]:
-            self._last_record[partition] = time.monotonic()
             processor = self._processor(partition)
             if offset > processor.offset + 1:
                 await self._fill_gap(processor, partition, processor.offset + 1, offset)
@@ -115,28 +112,43 @@ class SourceAnalytics:
                     await self.checkpoint(partition)
 
     async def _adopt_assigned(self) -> None:
-        """Assigned partitions that deliver nothing still need their state.
+        """Read, once per assignment, what a partition's snapshot lacks below the committed offset.
 
-        After a crash, Faust may have committed a partition up to its end although the last
-        snapshot is older: no record will arrive, so the agent never restores it. Once such
-        a partition has been quiet for a few seconds, restore it here and read what the
-        snapshot lacks; then its windows can close like any quiet partition's. Reading a
-        record Faust also delivers is harmless: the second one is skipped by its offset."""
+        Faust resumes a partition at its committed offset, which may be past the snapshot
+        (it commits on its own schedule); a partition committed to its end after a crash
+        delivers nothing at all, so the agent would never restore it and its windows would
+        never close. Records at or above the committed offset are Faust's to deliver; a
+        record read twice is skipped by its offset."""
         try:
             assigned = {tp.partition for tp in self.app.consumer.assignment() if tp.topic == self.topic}
         except Exception:  # not started yet
             return
-        now = time.monotonic()
-        for partition in sorted(assigned):
-            since = self._last_record.get(partition, self._seen_assigned.setdefault(partition, now))
-            if now - since < ADOPT_AFTER_S:
-                continue
+        new = sorted(assigned - self._adopted)
+        if not new:
+            return
+        committed = await self._committed(new)
+        for partition in new:
+            self._adopted.add(partition)
+            end = committed.get(partition)
+            if end is None:
+                continue  # nothing committed: Faust delivers the partition from its start
             async with self._feeding[partition]:
                 processor = self._processor(partition)
-                highwater = self._highwater(partition)
-                if highwater is not None and processor.offset + 1 < highwater:
-                    await self._fill_gap(processor, partition, processor.offset + 1, highwater)
+                if processor.offset + 1 < end:
+                    await self._fill_gap(processor, partition, processor.offset + 1, end)
                     await self.checkpoint(partition)
+
+    async def _committed(self, partitions: list[int]) -> dict[int, int | None]:
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.settings.bootstrap,
+            group_id=self.settings.worker_id,
+            enable_auto_commit=False,
+        )
+        await consumer.start()  # no subscription: this consumer never joins the group
+        try:
+            return {p: await consumer.committed(TopicPartition(self.topic, p)) for p in partitions}
+        finally:
+            await consumer.stop()
 
     def _processor(self, partition: int) -> PartitionProcessor:
         processor = self.processors.get(partition)
@@ -167,8 +179,7 @@ class SourceAnalytics:
             self.processors.pop(partition, None)
             self._checkpointed.pop(partition, None)
             self._published.pop(partition, None)
-            self._last_record.pop(partition, None)
-            self._seen_assigned.pop(partition, None)
+            self._adopted.discard(partition)
 
     async def checkpoint(self, partition: int) -> None:
         """Snapshot a partition's processor. Callers hold the partition's feeding lock, so
