@@ -235,16 +235,7 @@ class MarketSimulator:
             selection = rng.choice(SELECTIONS)
             movers = rng.sample(sorted(market.prices), k=min(3, len(market.prices)))
             for bookmaker in movers:
-                price = max(1.01, round(market.prices[bookmaker][selection] * 0.9, 2))
-                market.prices[bookmaker][selection] = price
-                yield self._event_from(
-                    rng,
-                    "OddsChanged",
-                    bookmaker=bookmaker,
-                    market_id=market.market_id,
-                    selection_id=selection,
-                    odds=price,
-                )
+                yield self._reprice(market, bookmaker, selection, market.prices[bookmaker][selection] * 0.9)
             label.update(market_id=market.market_id, selection_id=selection, bookmakers=movers)
         elif kind == "stake_spike":  # one bet a hundred times the usual size
             market = rng.choice(open_markets)
@@ -291,7 +282,6 @@ class MarketSimulator:
         index = rng.randrange(len(SELECTIONS))
         selection, truth = SELECTIONS[index], market.true_probabilities()[index]
         price = max(1.01, round(1.0 / (truth * 0.85), 2))
-        market.prices[bookmaker][selection] = price
         label = {
             "kind": "mispricing",
             "event_time": self.clock_ms,
@@ -302,8 +292,14 @@ class MarketSimulator:
             "odds": price,
         }
         self.ground_truth.append(label)
-        yield self._event_from(
-            rng,
+        yield self._reprice(market, bookmaker, selection, price)
+
+    def _reprice(self, market: SimMarket, bookmaker: str, selection: str, odds: float) -> Event:
+        """An injected quote: the bookmaker's price changes to ``odds`` (rounded, at least 1.01)."""
+        price = max(1.01, round(odds, 2))
+        market.prices[bookmaker][selection] = price
+        return self._event_from(
+            self._inject,
             "OddsChanged",
             bookmaker=bookmaker,
             market_id=market.market_id,
