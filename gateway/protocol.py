@@ -23,8 +23,13 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-CHANNEL = re.compile(r"^(markets|services|(market|service):[A-Za-z0-9_.\-]{1,128})$")
-CHANNEL_HELP = ["markets", "market:<market_id>", "services", "service:<service>"]
+CHANNEL = re.compile(
+    r"^(markets|services|predictions|alerts|models|(market|service|alerts):[A-Za-z0-9_.\-]{1,128})$"
+)
+CHANNEL_HELP = [
+    "markets", "market:<market_id>", "services", "service:<service>", "predictions", "alerts",
+    "alerts:<rule>", "models",
+]  # fmt: skip
 MAX_CHANNELS_PER_MESSAGE = 100
 
 
@@ -74,6 +79,12 @@ def channels_of(event_type: str, record: dict[str, Any]) -> list[str]:
         return [f"market:{record['market_id']}"]
     if event_type in ("ServiceWindowUpdated", "RouteWindowUpdated"):
         return ["services", f"service:{record['service']}"]
+    if event_type in ("PredictionMade", "ValueSignalRaised"):
+        return ["predictions", f"market:{record['market_id']}"]
+    if event_type in ("ModelEvaluated", "ModelDriftDetected"):
+        return ["models"]
+    if event_type == "AlertChanged":
+        return ["alerts", f"alerts:{record['rule']}"]
     return []
 
 

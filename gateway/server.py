@@ -122,6 +122,7 @@ class Gateway:
     async def consume(self) -> None:
         consumer = AIOKafkaConsumer(
             *self.topics.windows(),
+            *self.topics.insights(),
             bootstrap_servers=self.settings.bootstrap,
             group_id=None,
             enable_auto_commit=False,
@@ -130,7 +131,7 @@ class Gateway:
         await consumer.start()
         for tp in consumer.assignment():
             await consumer.position(tp)  # resolve "latest" now, so nothing after this line is missed
-        log.info("gateway consuming %s", ", ".join(self.topics.windows()))
+        log.info("gateway consuming %s", ", ".join([*self.topics.windows(), *self.topics.insights()]))
         try:
             async for m in consumer:
                 try:

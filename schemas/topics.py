@@ -24,6 +24,11 @@ TOPIC_OF_EVENT: dict[str, str] = {
     "RouteWindowUpdated": "analytics.routes.1m",
     "UserWindowUpdated": "analytics.users.1m",
     "WebhookEndpoint": "webhooks.endpoints",
+    "PredictionMade": "predictions",
+    "ValueSignalRaised": "predictions",
+    "ModelEvaluated": "model-metrics",
+    "ModelDriftDetected": "model-metrics",
+    "AlertChanged": "alerts",
 }
 
 SOURCE_TOPICS = ("bets", "odds", "system", "users")
@@ -65,6 +70,25 @@ class Topics:
     def late(self) -> str:
         """Events that arrived after a window they belong to closed: never merged, kept here."""
         return self.name("late-events")
+
+    @property
+    def predictions(self) -> str:
+        """Forecasts and value signals (PredictionMade, ValueSignalRaised)."""
+        return self.name("predictions")
+
+    @property
+    def model_metrics(self) -> str:
+        """Progressive evaluation and drift (ModelEvaluated, ModelDriftDetected)."""
+        return self.name("model-metrics")
+
+    @property
+    def alerts(self) -> str:
+        """Alert notifications (AlertChanged)."""
+        return self.name("alerts")
+
+    def insights(self) -> list[str]:
+        """The derived topics besides windows: predictions, model metrics, alerts."""
+        return [self.predictions, self.model_metrics, self.alerts]
 
     def windows(self) -> list[str]:
         """The derived window topics (current updates and finals)."""

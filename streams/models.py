@@ -2,9 +2,13 @@
 (``tests/pure/test_model_contracts.py``): pickle round trip, seeded determinism, and
 tolerance of missing or new features. Pure: River only, no I/O.
 
-* ``outcome`` - P(selection wins) from odds features: standardised logistic regression.
+* ``outcome`` - P(selection wins) from odds features: logistic regression that starts at
+  the market's price. Its weight on ``logit_consensus`` (the logit of the de-vigged
+  consensus probability) starts at 1 and every other weight at 0, so an untrained model
+  forecasts the consensus and learning moves it only where the labels disagree. Features
+  are used as given (no scaling, which would change what weight 1 means).
 * ``movement`` - expected next relative change of a selection's price: standardised
-  linear regression.
+  linear regression with a Huber loss (price moves have heavy tails).
 * ``anomaly`` - HalfSpaceTrees on features scaled to [0, 1] (min-max, learned online);
   the score is in [0, 1], higher is more anomalous.
 * ``drift`` - ADWIN over a model's error stream.
@@ -31,17 +35,24 @@ class ModelSpec:
     predict: Callable[[Any, Features], float]
 
 
+PRIOR_FEATURE = "logit_consensus"
+
+
 def _outcome(seed: int) -> Any:
-    return compose.Pipeline(
-        preprocessing.StandardScaler(),
-        linear_model.LogisticRegression(optimizer=optim.SGD(0.05), l2=1e-4),
-    )
+    # small steps: a market's forecasts share one label, so their gradients are correlated
+    model = linear_model.LogisticRegression(optimizer=optim.SGD(0.001), l2=0.0, intercept_lr=0.001)
+    # River offers no per-feature initial weight; its weights are a dict we seed once.
+    # tests/pure/test_model_contracts.py checks an untrained model forecasts the prior.
+    model._weights[PRIOR_FEATURE] = 1.0
+    return model
 
 
 def _movement(seed: int) -> Any:
     return compose.Pipeline(
         preprocessing.StandardScaler(),
-        linear_model.LinearRegression(optimizer=optim.SGD(0.01), l2=1e-4, intercept_lr=0.01),
+        linear_model.LinearRegression(
+            optimizer=optim.SGD(0.005), loss=optim.losses.Huber(epsilon=1.0), l2=1e-4, intercept_lr=0.005
+        ),
     )
 
 

@@ -25,6 +25,11 @@ summed over partitions downstream (the ClickHouse view ``user_windows_1m``).
 
 Every window id and event id is a UUIDv5 of the window and its version, so a replay or a
 re-emission after a crash produces byte-identical results.
+
+Besides windows, the same pass feeds the partition's online models
+(:class:`~streams.predictor.Predictor`: forecasts, value signals, evaluations, drift) and
+its anomaly detectors (:class:`~streams.detectors.Detectors`: alert notifications). They
+are part of the processor value, so they are snapshotted with the offset they reflect.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ from functools import lru_cache
 from typing import Any
 
 from schemas.validation import as_millis
+from streams.alerts import AlertEvent
 from streams.analytics import (
     ApiCall,
     BetAggregator,
@@ -51,7 +57,9 @@ from streams.analytics import (
     UserStats,
 )
 from streams.book import Book, BookAggregator, Quote, book_record
+from streams.detectors import DetectorConfig, Detectors
 from streams.engine import WindowEngine, WindowResult
+from streams.predictor import Predictor, PredictorConfig
 from streams.windows import TumblingWindow, Window
 
 NAMESPACE = uuid.UUID("6f1c1f0e-4c1e-4f53-9a53-6f6464737472")
@@ -62,6 +70,12 @@ EVENT_TYPE_OF_KIND = {
     "service": "ServiceWindowUpdated",
     "route": "RouteWindowUpdated",
     "user": "UserWindowUpdated",
+}
+NOTICE_KIND = {
+    "PredictionMade": "prediction",
+    "ValueSignalRaised": "prediction",
+    "ModelEvaluated": "model",
+    "ModelDriftDetected": "model",
 }
 WON = {"WON": True, "HALF_WON": True, "LOST": False, "HALF_LOST": False}  # VOID settles nothing
 
@@ -86,7 +100,8 @@ class Emission:
 
     @property
     def final(self) -> bool:
-        return bool(self.record["final"])
+        """Window results can be current or final; predictions, evaluations and alerts are final."""
+        return bool(self.record.get("final", True))
 
 
 @dataclass(frozen=True)
@@ -128,8 +143,16 @@ class PartitionProcessor:
     engines: dict[str, WindowEngine[Any, Any, Any]] = field(default_factory=dict)
     # windows updated since the last take_currents(): current updates are coalesced
     _pending: dict[tuple[str, Any, int], WindowResult[Any, Any]] = field(default_factory=dict)
+    predictor_config: PredictorConfig = field(default_factory=PredictorConfig)
+    detector_config: DetectorConfig = field(default_factory=DetectorConfig)
+    predictor: Predictor | None = None
+    detectors: Detectors | None = None
 
     def __post_init__(self) -> None:
+        if self.predictor is None:
+            self.predictor = Predictor(self.predictor_config, self.partition)
+        if self.detectors is None:
+            self.detectors = Detectors(self.detector_config)
         if not self.engines:
             aggregators: dict[str, Any] = {
                 "market": BookAggregator(),
@@ -154,8 +177,16 @@ class PartitionProcessor:
         self.offset = offset
         out = Output()
         event_ms = as_millis(record["event_time"])
+        assert self.predictor is not None and self.detectors is not None
+        models, alerts = self.predictor, self.detectors
+        notices: list[tuple[str, dict[str, Any]]] = []
+        raised: list[AlertEvent] = []
         if event_type == "MarketStatusChanged":
             self.markets[record["market_id"]] = record["status"]
+            notices = models.on_status(record["market_id"], record["status"], event_ms)
+            if record["status"] != "OPEN":
+                alerts.on_market_closed(record["market_id"])
+            raised = alerts.tick(event_ms)
         elif event_type == "OddsChanged":
             market = record["market_id"]
             if market not in self.markets:
@@ -165,20 +196,40 @@ class PartitionProcessor:
             key = (market, record["selection_id"], record["bookmaker"])
             self._feed(out, "price", key, event_ms, price, wall_ms)
             self._feed(out, "market", market, event_ms, Quote(key[2], key[1], price), wall_ms)
+            notices = models.on_quote(market, key[1], key[2], price.odds, event_ms)
+            raised = alerts.on_quote(market, key[1], key[2], price.odds, event_ms)
+        elif event_type == "MarketResulted":
+            notices = models.on_result(record["market_id"], list(record["winning_selection_ids"]), event_ms)
+            raised = alerts.tick(event_ms)
         elif event_type == "BetPlaced":
             stake = Stake(record["selection_id"], record["user_id"], _money(record["stake"]), record["odds"])
             self._feed(out, "bets", record["market_id"], event_ms, stake, wall_ms)
             self._feed(out, "user", record["user_id"], event_ms, UserAction(stake=stake.stake), wall_ms)
+            raised = alerts.on_bet(
+                record["market_id"], stake.selection_id, stake.user_id, stake.stake, stake.odds, event_ms
+            )
         elif event_type == "BetSettled":
             won = WON.get(record["result"])
             if won is not None:
                 self._feed(out, "user", record["user_id"], event_ms, UserAction(won=won), wall_ms)
+            alerts.on_market_settled(record["market_id"])
+            raised = alerts.tick(event_ms)
         elif event_type == "ApiCallRecorded":
             call = ApiCall(record["route"], int(record["status"]), float(record["latency_ms"]))
             self._feed(out, "service", record["service"], event_ms, call, wall_ms)
             self._feed(out, "route", (record["service"], record["route"]), event_ms, call, wall_ms)
+            raised = alerts.on_call(
+                record["service"], record["route"], call.status, call.latency_ms, event_ms
+            )
         elif event_type == "ServiceHeartbeat":
             self._feed(out, "service", record["service"], event_ms, None, wall_ms)
+            raised = alerts.on_heartbeat(record["service"], event_ms)
+        else:
+            raised = alerts.tick(event_ms)
+        out.emissions.extend(Emission(NOTICE_KIND[t], t, r) for t, r in notices)
+        out.emissions.extend(
+            Emission("alert", "AlertChanged", alert_record(a, self.partition)) for a in raised
+        )
         return out
 
     def skip(self, offset: int) -> None:
@@ -251,6 +302,27 @@ class PartitionProcessor:
         if kind == "user":
             record["source_partition"] = self.partition
         return Emission(kind, EVENT_TYPE_OF_KIND[kind], record)
+
+
+def alert_record(alert: AlertEvent, partition: int) -> dict[str, Any]:
+    """An AlertChanged record. Its id covers the partition: one user's bets span partitions,
+    so two partitions may notify about the same fingerprint."""
+    name = f"alert:{alert.fingerprint}:{alert.status}:{alert.event_ms}:{alert.signals}:{partition}"
+    return {
+        "event_id": str(uuid.uuid5(NAMESPACE, name)),
+        "event_time": alert.event_ms,
+        "fingerprint": alert.fingerprint,
+        "rule": alert.rule,
+        "status": alert.status,
+        "severity": alert.severity,
+        "value": alert.value,
+        "labels": dict(alert.labels),
+        "group_key": alert.group,
+        "starts_at": alert.starts_ms,
+        "signals": alert.signals,
+        "summary": alert.summary,
+        "source_partition": partition,
+    }
 
 
 def _money(value: Decimal | float) -> float:

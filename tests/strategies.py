@@ -18,11 +18,13 @@ money = st.decimals(min_value=Decimal("0.01"), max_value=Decimal("999999999.99")
 BY_NAME: dict[str, st.SearchStrategy[Any]] = {
     "event_id": st.uuids(version=4).map(str),
     "window_id": st.uuids(version=5).map(str),
+    "prediction_id": st.uuids(version=5).map(str),
     "event_time": st.integers(START_MS, END_MS),
     "window_start": st.integers(START_MS, END_MS),
     "window_end": st.integers(START_MS, END_MS),
     "open_time": st.integers(START_MS, END_MS),
     "last_time": st.integers(START_MS, END_MS),
+    "starts_at": st.integers(START_MS, END_MS),
     "odds": st.floats(1.01, 1000.0),
     "open": st.floats(1.01, 1000.0),
     "high": st.floats(1.01, 1000.0),
@@ -54,6 +56,8 @@ def _for_type(avro_type: Any, name: str, named: dict[str, Any]) -> st.SearchStra
             return st.sampled_from(avro_type["symbols"])
         if kind == "array":
             return st.lists(_for_type(avro_type["items"], name, named), max_size=4)
+        if kind == "map":
+            return st.dictionaries(ids, _for_type(avro_type["values"], "", named), max_size=3)
         if kind == "record":
             named[avro_type["name"]] = avro_type
             return st.fixed_dictionaries(

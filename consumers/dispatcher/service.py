@@ -32,7 +32,7 @@ from schemas.jsonable import jsonable
 from schemas.topics import Topics
 
 log = logging.getLogger(__name__)
-DELIVERED_TYPES = ("OddsWindowUpdated",)
+DELIVERED_TYPES = ("OddsWindowUpdated", "AlertChanged")
 
 
 def payload_of(event: Event) -> bytes:
@@ -113,6 +113,7 @@ class Dispatcher:
         registry_task.add_done_callback(_crash_on_failure)
         consumer = AIOKafkaConsumer(
             self.topics.odds_window_1m,
+            self.topics.alerts,
             bootstrap_servers=self.settings.bootstrap,
             group_id=f"{self.settings.topic_prefix}dispatcher",
             enable_auto_commit=False,

@@ -21,7 +21,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from consumers.store.clickhouse import Store, migrate, redact
 from consumers.store.raw_tables import RAW_EVENT_TYPES, columns, event_type_table, raw_row
 from consumers.store.rows import DEAD_LETTER_COLUMNS, WINDOW_COLUMNS, window_rows
-from consumers.store.window_rows import FINAL_COLUMNS, LATE_COLUMNS, final_rows
+from consumers.store.window_rows import DERIVED_COLUMNS, LATE_COLUMNS, final_rows
 from oddstream.codecs import build_codec
 from oddstream.errors import EventError, StoreError
 from oddstream.kafka import late
@@ -62,12 +62,12 @@ class StoreService:
             return DEAD_LETTER_COLUMNS
         if table == "late_events":
             return LATE_COLUMNS
-        if table in FINAL_COLUMNS:
-            return FINAL_COLUMNS[table]
+        if table in DERIVED_COLUMNS:
+            return DERIVED_COLUMNS[table]
         return self._raw_columns[table]
 
     async def sink(self) -> None:
-        window_topics = set(self.topics.windows())
+        window_topics = set(self.topics.windows()) | set(self.topics.insights())
         consumer = AIOKafkaConsumer(
             *window_topics,
             self.topics.dead_letter,
@@ -100,7 +100,7 @@ class StoreService:
                             if tp.topic in window_topics:
                                 if event.type == "OddsWindowUpdated":
                                     rows["odds_windows_1m"].extend(window_rows(event, m.partition, m.offset))
-                                if event.record["final"]:
+                                if event.record.get("final", True):  # insights are always final
                                     for table, more in final_rows(event.type, event.record).items():
                                         rows[table].extend(more)
                             else:

@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from consumers.store.insight_rows import INSIGHT_COLUMNS, INSIGHT_ROWS
+
 Row = tuple[Any, ...]
 
 
@@ -127,6 +129,9 @@ FINAL_COLUMNS: dict[str, tuple[str, ...]] = {
     ),
 }  # fmt: skip
 
+# every table a derived event fills: the final windows, then predictions, metrics and alerts
+DERIVED_COLUMNS: dict[str, tuple[str, ...]] = {**FINAL_COLUMNS, **INSIGHT_COLUMNS}
+
 LATE_COLUMNS = (
     "origin_topic", "origin_partition", "origin_offset", "kind", "event_time", "watermark",
     "window_start", "window_end", "original",
@@ -134,5 +139,6 @@ LATE_COLUMNS = (
 
 
 def final_rows(event_type: str, record: dict[str, Any]) -> dict[str, list[Row]]:
-    """table -> rows of a final window result."""
-    return FINAL_ROWS[event_type](record)
+    """table -> rows of a final window result, a prediction, a model metric or an alert."""
+    build = FINAL_ROWS.get(event_type) or INSIGHT_ROWS[event_type]
+    return build(record)

@@ -32,7 +32,8 @@ from confluent_kafka import Consumer, TopicPartition
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from consumers.store.clickhouse import Store, migrate
-from consumers.store.window_rows import FINAL_COLUMNS, LATE_COLUMNS, final_rows
+from consumers.store.insight_rows import INSIGHT_COLUMNS
+from consumers.store.window_rows import DERIVED_COLUMNS, FINAL_COLUMNS, LATE_COLUMNS, final_rows
 from consumers.worker.app import ANALYSED_SOURCES
 from consumers.worker.outputs import apply_record
 from oddstream.codecs import build_codec
@@ -40,10 +41,13 @@ from oddstream.errors import OddstreamError, StoreError
 from oddstream.settings import Settings
 from streams.processor import Emission, Output, PartitionProcessor
 
-TIME_FIELDS = ("window_start", "window_end", "open_time", "last_time", "event_time")
-TIME_COLUMNS = {"window_start", "window_end", "open_time", "last_time", "event_time", "watermark"}
+TIME_FIELDS = ("window_start", "window_end", "open_time", "last_time", "event_time", "starts_at")
+TIME_COLUMNS = {
+    "window_start", "window_end", "open_time", "last_time", "event_time", "watermark", "starts_at",
+    "prediction_time",
+}  # fmt: skip
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-COMPARED_TABLES = (*FINAL_COLUMNS, "late_events")
+COMPARED_TABLES = (*DERIVED_COLUMNS, "late_events")
 Rows = set[tuple[Any, ...]]
 
 
@@ -69,7 +73,7 @@ def replay(settings: Settings, name: str, show_progress: bool = True) -> tuple[R
 
     def flush_rows() -> None:
         for table, rows in pending.items():
-            columns = LATE_COLUMNS if table == "late_events" else FINAL_COLUMNS[table]
+            columns = LATE_COLUMNS if table == "late_events" else DERIVED_COLUMNS[table]
             target.insert(table, rows, columns)
             rebuilt.rows[table] = rebuilt.rows.get(table, 0) + len(rows)
         pending.clear()
@@ -91,7 +95,7 @@ def replay(settings: Settings, name: str, show_progress: bool = True) -> tuple[R
         for message in _read(settings, ends):
             topic, partition, offset = message.topic(), message.partition(), message.offset()
             assert topic is not None and partition is not None and offset is not None
-            processor = processors.setdefault(
+            processor = processors.get((topic, partition)) or processors.setdefault(
                 (topic, partition), PartitionProcessor(settings.window_config(), partition=partition)
             )
             output: Output = apply_record(
@@ -149,11 +153,18 @@ def comparison_query(table: str) -> tuple[int, str]:
     if table == "late_events":
         columns = [c for c in LATE_COLUMNS if c != "original"]
         keys = 4
+    elif table in INSIGHT_COLUMNS:
+        columns = list(INSIGHT_COLUMNS[table])
+        keys = 1  # the deterministic event_id
     else:
         columns = list(FINAL_COLUMNS[table])
         keys = next(i for i, c in enumerate(columns) if c == "window_end")  # key columns + window_start
     rendered = [
-        f"toUnixTimestamp64Milli({c})" if c in TIME_COLUMNS else f"toString({c})" if c == "window_id" else c
+        f"toUnixTimestamp64Milli({c})"
+        if c in TIME_COLUMNS
+        else f"toString({c})"
+        if c in ("window_id", "event_id")
+        else c
         for c in columns
     ]
     return keys, f"SELECT {', '.join(rendered)} FROM {table} FINAL ORDER BY {', '.join(rendered[:keys])}"
