@@ -3,7 +3,7 @@ PYTHON ?= python3.11
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: run test install deps lint typecheck test-pure test-integration bench-core bench-kafka bench-worker clean
+.PHONY: run test install deps lint typecheck test-pure test-integration bench-core bench-kafka bench-worker bench-quality clean
 
 run: install                 ## install, then run the whole stack with the simulator
 	$(BIN)/oddstream up
@@ -44,6 +44,9 @@ bench-kafka: install       ## consume+decode from a real broker vs bare aiokafka
 
 bench-worker: install      ## analytics worker events/s vs bare aiokafka+fastavro, same run (not a test)
 	$(BIN)/python -m benchmarks.worker
+
+bench-quality: install     ## model and alert quality vs the simulator's ground truth, models' us/event (not a test)
+	$(BIN)/python -m benchmarks.quality
 
 clean:
 	rm -rf $(VENV) .oddstream .pytest_cache .mypy_cache .ruff_cache

@@ -38,7 +38,7 @@ from streams.models import MODELS
 class DetectorConfig:
     steam_move_pct: float = 7.0
     steam_bookmakers: int = 3
-    steam_window_ms: int = 5_000
+    steam_window_ms: int = 2_000
     stake_z: float = 6.0
     user_z: float = 6.0
     user_min_bets: int = 30
@@ -47,11 +47,11 @@ class DetectorConfig:
     error_rate: float = 0.3
     error_calls: int = 50
     heartbeat_gap_ms: int = 15_000
-    hst_threshold: float = 0.98
+    hst_threshold: float = 0.975
     hst_warmup: int = 2_000
-    min_samples: int = 200
-    cooldown_ms: int = 300_000
-    resolve_after_ms: int = 60_000
+    min_samples: int = 50
+    cooldown_ms: int = 30_000
+    resolve_after_ms: int = 30_000
     seed: int = 0
 
 
@@ -68,6 +68,14 @@ class Running:
         if self.count < 2 or self.m2 <= 0.0:
             return None
         return (x - self.mean) / math.sqrt(self.m2 / (self.count - 1))
+
+    def add_robust(self, x: float, limit: float = 4.0) -> None:
+        """Learn ``x`` winsorised at ``limit`` sd from the mean (after 10 values), so a burst of
+        outliers while the detector warms up does not teach it that outliers are normal."""
+        if self.count >= 10 and self.m2 > 0.0:
+            sd = math.sqrt(self.m2 / (self.count - 1))
+            x = min(max(x, self.mean - limit * sd), self.mean + limit * sd)
+        self.add(x)
 
     def add(self, x: float) -> None:
         self.count += 1
@@ -160,7 +168,7 @@ class Detectors:
                     summary=f"stake {stake:.2f} is {z:.1f} sd above the usual",
                 )
             )
-        self.stakes.add(x)
+        self.stakes.add_robust(x)
         own = self.user_stakes.setdefault(user, Running())
         z = own.z(x) if own.count >= c.user_min_bets else None
         if z is not None and z >= c.user_z:
@@ -174,7 +182,7 @@ class Detectors:
                     summary=f"stake {stake:.2f} is {z:.1f} sd above this user's own",
                 )
             )
-        own.add(x)
+        own.add_robust(x)
         turnover, payouts = self.exposure.get(market, (0.0, {}))
         payouts = {**payouts, selection: payouts.get(selection, 0.0) + stake * odds}
         turnover += stake
@@ -234,7 +242,7 @@ class Detectors:
                 )
             )
         else:
-            stats.add(x)  # a spike does not teach the detector that spikes are normal
+            stats.add_robust(x)  # a spike does not teach the detector that spikes are normal
         calls = self.recent_calls.setdefault(service, deque(maxlen=c.error_calls))
         calls.append(status >= 500)
         if len(calls) == c.error_calls:

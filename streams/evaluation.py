@@ -43,6 +43,7 @@ class ForecastScore:
     """Running scores of binary probability forecasts."""
 
     bins: int = 10
+    auc: bool = True  # keep ROC AUC (the costly part: an update per threshold)
     count: int = 0
     sum_log_loss: float = 0.0
     sum_brier: float = 0.0
@@ -58,7 +59,7 @@ class ForecastScore:
             self._bin_count = [0] * self.bins
             self._bin_sum_p = [0.0] * self.bins
             self._bin_sum_y = [0.0] * self.bins
-        if self._auc is None:
+        if self._auc is None and self.auc:
             self._auc = metrics.ROCAUC(n_thresholds=50)  # type: ignore[no-untyped-call]
 
     def add(self, probability: float, won: bool) -> float:
@@ -73,7 +74,8 @@ class ForecastScore:
         self._bin_count[index] += 1
         self._bin_sum_p[index] += probability
         self._bin_sum_y[index] += 1.0 if won else 0.0
-        self._auc.update(won, {True: probability, False: 1.0 - probability})
+        if self._auc is not None:
+            self._auc.update(won, {True: probability, False: 1.0 - probability})
         return loss
 
     @property
@@ -86,7 +88,7 @@ class ForecastScore:
 
     @property
     def roc_auc(self) -> float | None:
-        return float(self._auc.get()) if self.count else None
+        return float(self._auc.get()) if self.count and self._auc is not None else None
 
     def calibration(self) -> list[CalibrationBin]:
         table = []

@@ -40,7 +40,7 @@ PRIOR_FEATURE = "logit_consensus"
 
 def _outcome(seed: int) -> Any:
     # small steps: a market's forecasts share one label, so their gradients are correlated
-    model = linear_model.LogisticRegression(optimizer=optim.SGD(0.001), l2=0.0, intercept_lr=0.001)
+    model = linear_model.LogisticRegression(optimizer=optim.SGD(0.0003), l2=0.0, intercept_lr=0.0003)
     # River offers no per-feature initial weight; its weights are a dict we seed once.
     # tests/pure/test_model_contracts.py checks an untrained model forecasts the prior.
     model._weights[PRIOR_FEATURE] = 1.0
@@ -59,7 +59,7 @@ def _movement(seed: int) -> Any:
 def _anomaly(seed: int) -> Any:
     return compose.Pipeline(
         preprocessing.MinMaxScaler(),
-        anomaly.HalfSpaceTrees(n_trees=25, height=8, window_size=250, seed=seed),
+        anomaly.HalfSpaceTrees(n_trees=10, height=6, window_size=500, seed=seed),
     )
 
 

@@ -89,9 +89,11 @@ def _sigmoid(z: float) -> float:
     return 1.0 / (1.0 + math.exp(-z))
 
 
-@lru_cache(maxsize=16_384)
-def _fair(prices: tuple[float, ...]) -> list[float]:
-    return fair_probabilities(prices)  # a book that did not change since the last quote: cached
+@lru_cache(maxsize=65_536)
+def _fair(selections: tuple[str, ...], prices: tuple[float, ...]) -> dict[str, float]:
+    """A book's de-vigged probabilities; books that did not change since the last quote hit the
+    cache. The dict is shared: read it, never change it."""
+    return dict(zip(selections, fair_probabilities(prices), strict=True))
 
 
 def market_view(quotes: dict[tuple[str, str], tuple[float, int]]) -> MarketView | None:
@@ -105,13 +107,16 @@ def market_view(quotes: dict[tuple[str, str], tuple[float, int]]) -> MarketView 
     prices = {b: book for b, book in sorted(prices.items()) if len(book) == len(selections)}
     if not prices:
         return None
-    fair = {b: dict(zip(selections, _fair(tuple(book[s] for s in selections)), strict=True))
-            for b, book in prices.items()}  # fmt: skip
-    sums = {s: sum(f[s] for f in fair.values()) for s in selections}
+    fair = {b: _fair(selections, tuple([book[s] for s in selections])) for b, book in prices.items()}
+    sums = dict.fromkeys(selections, 0.0)
+    margin = 0.0
+    for b, f in fair.items():
+        for s in selections:
+            sums[s] += f[s]
+            margin += 1.0 / prices[b][s]
     total = sum(sums.values())
     consensus = {s: v / total for s, v in sums.items()}
-    margin = statistics.fmean(sum(1.0 / o for o in book.values()) - 1.0 for book in prices.values())
-    return MarketView(selections, prices, fair, consensus, margin)
+    return MarketView(selections, prices, fair, consensus, margin / len(prices) - 1.0)
 
 
 @dataclass
@@ -336,8 +341,8 @@ class Predictor:
 
     def _score(self, name: str, probability: float, won: bool) -> float:
         score = self.scores.get(name)
-        if score is None:
-            score = self.scores[name] = ForecastScore()
+        if score is None:  # ROC AUC for the model only: it is the costly score
+            score = self.scores[name] = ForecastScore(auc=name == "model")
         return score.add(probability, won)
 
     def _evaluation_id(self, model: str, labels: int) -> str:

@@ -147,6 +147,7 @@ class PartitionProcessor:
     detector_config: DetectorConfig = field(default_factory=DetectorConfig)
     predictor: Predictor | None = None
     detectors: Detectors | None = None
+    insights: bool = True  # False: windows only (benchmarks measure the models' cost this way)
 
     def __post_init__(self) -> None:
         if self.predictor is None:
@@ -177,16 +178,8 @@ class PartitionProcessor:
         self.offset = offset
         out = Output()
         event_ms = as_millis(record["event_time"])
-        assert self.predictor is not None and self.detectors is not None
-        models, alerts = self.predictor, self.detectors
-        notices: list[tuple[str, dict[str, Any]]] = []
-        raised: list[AlertEvent] = []
         if event_type == "MarketStatusChanged":
             self.markets[record["market_id"]] = record["status"]
-            notices = models.on_status(record["market_id"], record["status"], event_ms)
-            if record["status"] != "OPEN":
-                alerts.on_market_closed(record["market_id"])
-            raised = alerts.tick(event_ms)
         elif event_type == "OddsChanged":
             market = record["market_id"]
             if market not in self.markets:
@@ -196,33 +189,59 @@ class PartitionProcessor:
             key = (market, record["selection_id"], record["bookmaker"])
             self._feed(out, "price", key, event_ms, price, wall_ms)
             self._feed(out, "market", market, event_ms, Quote(key[2], key[1], price), wall_ms)
-            notices = models.on_quote(market, key[1], key[2], price.odds, event_ms)
-            raised = alerts.on_quote(market, key[1], key[2], price.odds, event_ms)
-        elif event_type == "MarketResulted":
-            notices = models.on_result(record["market_id"], list(record["winning_selection_ids"]), event_ms)
-            raised = alerts.tick(event_ms)
         elif event_type == "BetPlaced":
             stake = Stake(record["selection_id"], record["user_id"], _money(record["stake"]), record["odds"])
             self._feed(out, "bets", record["market_id"], event_ms, stake, wall_ms)
             self._feed(out, "user", record["user_id"], event_ms, UserAction(stake=stake.stake), wall_ms)
-            raised = alerts.on_bet(
-                record["market_id"], stake.selection_id, stake.user_id, stake.stake, stake.odds, event_ms
-            )
         elif event_type == "BetSettled":
             won = WON.get(record["result"])
             if won is not None:
                 self._feed(out, "user", record["user_id"], event_ms, UserAction(won=won), wall_ms)
-            alerts.on_market_settled(record["market_id"])
-            raised = alerts.tick(event_ms)
         elif event_type == "ApiCallRecorded":
             call = ApiCall(record["route"], int(record["status"]), float(record["latency_ms"]))
             self._feed(out, "service", record["service"], event_ms, call, wall_ms)
             self._feed(out, "route", (record["service"], record["route"]), event_ms, call, wall_ms)
-            raised = alerts.on_call(
-                record["service"], record["route"], call.status, call.latency_ms, event_ms
-            )
         elif event_type == "ServiceHeartbeat":
             self._feed(out, "service", record["service"], event_ms, None, wall_ms)
+        if self.insights:
+            self._insights(out, event_type, record, event_ms)
+        return out
+
+    def _insights(self, out: Output, event_type: str, record: dict[str, Any], event_ms: int) -> None:
+        """Feed the online models and the anomaly detectors; add what they publish to ``out``."""
+        assert self.predictor is not None and self.detectors is not None
+        models, alerts = self.predictor, self.detectors
+        notices: list[tuple[str, dict[str, Any]]] = []
+        if event_type == "MarketStatusChanged":
+            notices = models.on_status(record["market_id"], record["status"], event_ms)
+            if record["status"] == "CLOSED":  # a suspension keeps the last prices: moves span it
+                alerts.on_market_closed(record["market_id"])
+            raised = alerts.tick(event_ms)
+        elif event_type == "OddsChanged":
+            market, selection, bookmaker = record["market_id"], record["selection_id"], record["bookmaker"]
+            odds = float(record["odds"])
+            notices = models.on_quote(market, selection, bookmaker, odds, event_ms)
+            raised = alerts.on_quote(market, selection, bookmaker, odds, event_ms)
+        elif event_type == "MarketResulted":
+            notices = models.on_result(record["market_id"], list(record["winning_selection_ids"]), event_ms)
+            raised = alerts.tick(event_ms)
+        elif event_type == "BetPlaced":
+            raised = alerts.on_bet(
+                record["market_id"], record["selection_id"], record["user_id"], _money(record["stake"]),
+                float(record["odds"]), event_ms,
+            )  # fmt: skip
+        elif event_type == "BetSettled":
+            alerts.on_market_settled(record["market_id"])
+            raised = alerts.tick(event_ms)
+        elif event_type == "ApiCallRecorded":
+            raised = alerts.on_call(
+                record["service"],
+                record["route"],
+                int(record["status"]),
+                float(record["latency_ms"]),
+                event_ms,
+            )
+        elif event_type == "ServiceHeartbeat":
             raised = alerts.on_heartbeat(record["service"], event_ms)
         else:
             raised = alerts.tick(event_ms)
@@ -230,7 +249,6 @@ class PartitionProcessor:
         out.emissions.extend(
             Emission("alert", "AlertChanged", alert_record(a, self.partition)) for a in raised
         )
-        return out
 
     def skip(self, offset: int) -> None:
         """A record at ``offset`` was rejected before reaching the windows: reflect it anyway."""

@@ -77,12 +77,15 @@ class MarketSimulator:
         source: str = "simulator",
         anomaly_rate: float = 0.0,
         mispricing_rate: float = 0.0,
+        volatility: float = 0.006,
     ) -> None:
         self._rng = random.Random(seed)
         # injections draw from their own generator, so enabling them does not reshuffle the base draws
         self._inject = random.Random(seed ^ 0xA11CE)
         self._anomaly_rate = anomaly_rate
         self._mispricing_rate = mispricing_rate
+        # sd of each true log-odds step; a market takes ~0.55 * rate_per_s / markets steps a second
+        self._volatility = volatility
         self.clock_ms = start_ms
         self._rate = rate_per_s
         self._lifetime = market_lifetime_s
@@ -136,7 +139,7 @@ class MarketSimulator:
         return SimMarket(f"m{self._next_market:06d}", logits, self.clock_ms + lifetime_ms)
 
     def _drift(self, market: SimMarket) -> None:
-        market.logits = [v + self._rng.gauss(0.0, 0.03) for v in market.logits]
+        market.logits = [v + self._rng.gauss(0.0, self._volatility) for v in market.logits]
 
     def _requote(self, market: SimMarket, bookmakers: list[str]) -> Iterator[Event]:
         truth = market.true_probabilities()

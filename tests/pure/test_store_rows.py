@@ -34,7 +34,10 @@ def test_every_final_fits_its_tables_columns() -> None:
     from streams.processor import PartitionProcessor
 
     processor = PartitionProcessor(partition=0)
-    sim = MarketSimulator(seed=2, start_ms=1_767_225_600_000, rate_per_s=20.0, market_lifetime_s=(60, 120))
+    sim = MarketSimulator(
+        seed=2, start_ms=1_767_225_600_000, rate_per_s=20.0, market_lifetime_s=(60, 120), anomaly_rate=0.01,
+        mispricing_rate=0.01,
+    )  # fmt: skip
     finals = []
     for offset, event in zip(range(6_000), sim.events(), strict=False):
         finals += processor.process(offset, event.type, event.record, 0).emissions

@@ -1,0 +1,99 @@
+"""Anomaly detectors on crafted sequences: each rule fires, deduplicates and resolves."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import pytest
+
+from streams.alerts import AlertEvent
+from streams.detectors import DetectorConfig, Detectors, Running
+
+pytestmark = pytest.mark.pure
+T0 = 1_767_225_600_000
+
+
+def test_running_statistics_match_the_textbook() -> None:
+    xs = [2.0, 4.0, 4.0, 4.0, 5.0, 5.0, 7.0, 9.0]
+    r = Running()
+    for x in xs:
+        r.add(x)
+    mean = sum(xs) / len(xs)
+    sd = math.sqrt(sum((x - mean) ** 2 for x in xs) / (len(xs) - 1))
+    assert r.mean == pytest.approx(mean) and r.z(9.0) == pytest.approx((9.0 - mean) / sd)
+
+
+def test_steam_move_fires_once_when_three_bookmakers_shorten_together_then_resolves() -> None:
+    d = Detectors(DetectorConfig(resolve_after_ms=60_000))
+    for b in ("a", "b", "c", "d"):
+        assert d.on_quote("m1", "home", b, 3.0, T0) == []
+    assert d.on_quote("m1", "home", "a", 2.7, T0 + 1_000) == []
+    assert d.on_quote("m1", "home", "b", 2.7, T0 + 1_500) == []
+    [fired] = d.on_quote("m1", "home", "c", 2.7, T0 + 2_000)
+    assert (fired.rule, fired.status, fired.severity, dict(fired.labels)) == (
+        "steam_move", "firing", "warning", {"market_id": "m1", "selection_id": "home"},
+    )  # fmt: skip
+    [updated] = d.on_quote("m1", "home", "d", 2.7, T0 + 2_500)  # a fourth bookmaker: more severe
+    assert (updated.status, updated.severity) == ("updated", "critical")
+    assert d.on_quote("m1", "away", "a", 3.1, T0 + 30_000) == []
+    [resolved] = d.on_quote("m1", "away", "a", 3.0, T0 + 64_000)
+    assert (resolved.fingerprint, resolved.status) == (fired.fingerprint, "resolved")
+
+
+def test_slow_moves_of_one_bookmaker_are_no_steam() -> None:
+    d = Detectors()
+    odds = 3.0
+    for n in range(40):
+        odds *= 0.9  # 10 % each, but ten seconds apart and one bookmaker
+        assert d.on_quote("m1", "home", "a", odds, T0 + n * 10_000) == []
+
+
+def normal_bets(d: Detectors, n: int, seed: int = 1) -> list[AlertEvent]:
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        stake = math.exp(rng.gauss(2.8, 1.1))
+        out += d.on_bet(f"m{i % 5}", "home", f"u{i % 7}", stake, 2.0, T0 + i * 100)
+    return out
+
+
+def test_a_stake_spike_fires_for_the_market_and_the_user_and_normal_bets_do_not() -> None:
+    d = Detectors(DetectorConfig(hst_warmup=10**9))
+    assert normal_bets(d, 2_000) == []
+    raised = d.on_bet("m1", "away", "u3", 25_000.0, 3.0, T0 + 300_000)
+    rules = {a.rule: a for a in raised}
+    assert set(rules) == {"stake_spike", "user_stake_change"}
+    assert rules["stake_spike"].severity == "warning" and rules["stake_spike"].value == 25_000.0
+    again = d.on_bet("m1", "away", "u3", 25_000.0, 3.0, T0 + 301_000)
+    assert [a.rule for a in again] == []  # the same alerts again: deduplicated
+
+
+def test_liability_breach_fires_over_the_limit_and_resolves_when_the_market_settles() -> None:
+    d = Detectors(DetectorConfig(liability_limit=10_000.0, hst_warmup=10**9))
+    assert d.on_bet("m1", "home", "u1", 1_000.0, 5.0, T0) == []
+    [breach] = d.on_bet("m1", "home", "u2", 2_000.0, 5.0, T0 + 1)  # pays 15,000 on 3,000 taken
+    assert (breach.rule, breach.status, breach.value) == ("liability_breach", "firing", 12_000.0)
+    [cleared] = d.on_bet("m1", "away", "u3", 20_000.0, 1.01, T0 + 2)  # now 15,000 - 23,000 < 0
+    assert (cleared.rule, cleared.status) == ("liability_breach", "resolved")
+
+
+def test_latency_spike_error_rate_and_heartbeat_gap() -> None:
+    d = Detectors()
+    rng = random.Random(2)
+    for i in range(500):
+        assert d.on_call("api", "/v1/bets", 200, math.exp(rng.gauss(3.0, 0.6)), T0 + i * 10) == []
+    [spike] = d.on_call("api", "/v1/bets", 200, 4_000.0, T0 + 5_000)
+    assert (spike.rule, spike.severity, dict(spike.labels)) == (
+        "latency_spike", "warning", {"service": "api", "route": "/v1/bets"},
+    )  # fmt: skip
+    errors = [a for i in range(20) for a in d.on_call("api", "/v1/odds", 503, 20.0, T0 + 6_000 + i)]
+    assert [(a.rule, a.status) for a in errors] == [("error_rate", "firing")]
+    healed = [a for i in range(50) for a in d.on_call("api", "/v1/odds", 200, 20.0, T0 + 7_000 + i)]
+    assert [(a.rule, a.status) for a in healed] == [("error_rate", "resolved")]
+    assert d.on_heartbeat("wallet", T0) == []
+    assert d.on_heartbeat("wallet", T0 + 5_000) == []
+    silent = d.tick(T0 + 25_000)  # no heartbeat for 20 s: noticed without waiting for the next one
+    assert [(a.rule, dict(a.labels)) for a in silent if a.rule == "heartbeat_gap"] == [
+        ("heartbeat_gap", {"service": "wallet"})
+    ]
