@@ -57,3 +57,12 @@ def test_a_slow_client_is_dropped_and_the_others_keep_receiving() -> None:
         assert hub.publish("markets", "after") == [] and fast.queue.get_nowait() == "after"
 
     asyncio.run(scenario())
+
+
+def test_predictions_models_and_alerts_have_their_channels() -> None:
+    assert channels_of("PredictionMade", {"market_id": "m1"}) == ["predictions", "market:m1"]
+    assert channels_of("ValueSignalRaised", {"market_id": "m1"}) == ["predictions", "market:m1"]
+    assert channels_of("ModelEvaluated", {"model": "outcome"}) == ["models"]
+    assert channels_of("AlertChanged", {"rule": "steam_move"}) == ["alerts", "alerts:steam_move"]
+    for channel in ("predictions", "models", "alerts", "alerts:latency_spike"):
+        assert parse_command(f'{{"op":"subscribe","channels":["{channel}"]}}').channels == (channel,)
