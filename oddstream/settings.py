@@ -89,7 +89,10 @@ class Settings(BaseSettings):
         default=0.0005, ge=0, le=1, description="Chance per step of an injected, labelled anomaly (0: none)."
     )
     simulator_mispricing_rate: float = Field(
-        default=0.002, ge=0, le=1, description="Chance per step of an injected, labelled mispricing (0: none)."
+        default=0.002,
+        ge=0,
+        le=1,
+        description="Chance per step of an injected, labelled mispricing (0: none).",
     )
     worker_id: str = Field(default="oddstream-worker", description="Faust app id (the consumer group).")
     window_size_ms: int = Field(default=60_000, gt=0, description="Length of the analytics windows.")

@@ -42,7 +42,7 @@ def _outcome(seed: int) -> Any:
     # small steps: a market's forecasts share one label, so their gradients are correlated
     # no intercept: forecasts are normalised over the market, where a shared shift only
     # moves probability to the long shots
-    model = linear_model.LogisticRegression(optimizer=optim.SGD(0.0003), l2=0.0, intercept_lr=0.0)
+    model = linear_model.LogisticRegression(optimizer=optim.SGD(0.0001), l2=0.0, intercept_lr=0.0)
     # River offers no per-feature initial weight; its weights are a dict we seed once.
     # tests/pure/test_model_contracts.py checks an untrained model forecasts the prior.
     model._weights[PRIOR_FEATURE] = 1.0
