@@ -50,7 +50,7 @@ class DetectorConfig:
     hst_threshold: float = 0.975
     hst_warmup: int = 2_000
     min_samples: int = 50
-    cooldown_ms: int = 30_000
+    cooldown_ms: int = 10_000
     resolve_after_ms: int = 30_000
     seed: int = 0
 
