@@ -281,6 +281,13 @@ def test_three_sigkills_lose_nothing_and_count_nothing_twice(settings: Settings)
         check_exact(settings, [store, last])
         log = last.log.read_text(errors="replace")
         assert log.count("restored snapshot") >= 3, "no worker restored a snapshot: the kills tested nothing"
+        # the models and detectors restored from snapshots: predictions, metrics and alerts
+        # equal to an uninterrupted run from offset 0 (the replay)
+        report = run_replay(settings, "after_kills")
+        print(report)
+        assert "the replay equals the live tables" in report, report
+        assert all("0 differ, 0 only live" in line for line in report.splitlines() if "only replayed" in line)
+        assert "predictions" in report and "alerts" in report
         print(
             f"\nrestores: {log.count('restored snapshot')}, gaps replayed: {log.count('replaying offsets')}"
         )
