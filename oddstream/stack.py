@@ -101,7 +101,7 @@ def run_stack(settings: Settings, simulate: bool = True) -> None:
         _endpoint_id, secret = register_endpoint(
             settings.model_copy(update={"webhook_allow_private_targets": True}),
             receiver_url,
-            ["OddsWindowUpdated"],
+            ["OddsWindowUpdated", "AlertChanged"],
             endpoint_id="ep_local_demo",
         )
         stack.spawn("receiver", "webhook", "listen", "--port", str(RECEIVER_PORT), "--secret", secret)
