@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import time
 
-from confluent_kafka import KafkaError, KafkaException
-from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic, OffsetSpec  # type: ignore[attr-defined]
 
 from oddstream.errors import BrokerError
 from oddstream.settings import Settings
@@ -56,18 +56,44 @@ def create_missing(
 
 
 def _wait_for_leaders(admin: AdminClient, names: list[str], timeout_s: float) -> None:
-    """A new topic answers 'not leader' for a moment; return once every partition has one."""
+    """Return once every partition of ``names`` is served by its leader.
+
+    Metadata names a new partition's leader before that broker has opened its log; until
+    then requests get 'not leader'. An idempotent producer with several requests in flight
+    can then lose records silently: a later batch lands first, the broker (before Kafka 4.5,
+    KAFKA-15591) accepts it as the producer's first, and the earlier batch is never written
+    (seen here: two acknowledged events missing from a fresh topic). A ListOffsets answer
+    comes from the leader's log, so once every partition answers one, produces are safe.
+    """
     deadline = time.monotonic() + timeout_s
+    pending: set[TopicPartition] = set()
     while time.monotonic() < deadline:
         metadata = admin.list_topics(timeout=timeout_s).topics
-        ready = all(
+        if all(
             name in metadata
             and metadata[name].error is None
             and metadata[name].partitions
             and all(p.leader >= 0 and p.error is None for p in metadata[name].partitions.values())
             for name in names
-        )
-        if ready:
-            return
+        ):
+            pending = {TopicPartition(name, p) for name in names for p in metadata[name].partitions}
+            break
         time.sleep(0.1)
-    raise BrokerError(f"topics {names} have no leader after {timeout_s:.0f} s")
+    else:
+        raise BrokerError(f"topics {names} have no leader after {timeout_s:.0f} s")
+    while pending and time.monotonic() < deadline:
+        answers = admin.list_offsets({tp: OffsetSpec.latest() for tp in pending})  # type: ignore[no-untyped-call]
+        for tp, future in answers.items():
+            try:
+                future.result(max(deadline - time.monotonic(), 0.1))
+                pending.discard(tp)
+            except KafkaException:
+                pass
+        if pending:
+            time.sleep(0.1)
+    if pending:
+        example = sorted(pending, key=lambda tp: (tp.topic, tp.partition))[0]
+        raise BrokerError(
+            f"{len(pending)} new partition(s) not served by their leader after {timeout_s:.0f} s "
+            f"(e.g. {example.topic}[{example.partition}])"
+        )
