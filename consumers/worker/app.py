@@ -29,10 +29,15 @@ def create_app(settings: Settings) -> faust.App:
     """Build the worker's Faust app and its agents for ``settings``."""
     topics = Topics(settings.topic_prefix)
     codec = build_codec(settings)
+    # Faust's default is "<id>-data" in the working directory; keep it with the rest of the
+    # state (Faust creates only the last level)
+    datadir = settings.data_dir / "faust" / settings.worker_id
+    datadir.parent.mkdir(parents=True, exist_ok=True)
     app = faust.App(
         settings.worker_id,
         broker=[f"kafka://{host}" for host in settings.bootstrap.split(",")],
         store="memory://",
+        datadir=str(datadir),
         web_enabled=False,
         topic_partitions=settings.topic_partitions,
         topic_replication_factor=settings.topic_replication,

@@ -11,6 +11,7 @@ import time
 import uuid
 from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -257,6 +258,10 @@ def test_skeleton_end_to_end(settings: Settings) -> None:
         # one message id per window update (every current, and the finals so far)
         assert {f"msg_{r['event_id']}" for r in decoded} <= ids <= {f"msg_{r['event_id']}" for r in published}
         assert endpoint_id.startswith("ep_")
+
+        # (e) local state stays under data_dir: nothing in the working directory
+        assert (settings.data_dir / "faust" / settings.worker_id).is_dir()
+        assert not (Path.cwd() / f"{settings.worker_id}-data").exists()
 
         # operators: Prometheus metrics on the store and the gateway
         store_metrics = httpx.get(f"{settings.sql_endpoint}/metrics", timeout=10).text
