@@ -31,13 +31,14 @@ import statistics
 import time
 import zlib
 from collections import defaultdict
+from collections.abc import Callable
 from typing import Any
 
 from oddstream.simulator.model import BOOKMAKERS, MarketSimulator
 from schemas.catalog import KEY_FIELD, Event
 from schemas.topics import TOPIC_OF_EVENT
 from schemas.validation import as_millis
-from streams.evaluation import ForecastScore
+from streams.evaluation import ForecastScore, log_loss
 from streams.processor import Emission, PartitionProcessor
 
 T0 = 1_767_225_600_000
@@ -78,12 +79,15 @@ def _sigmoid(z: float) -> float:
     return 1.0 / (1.0 + math.exp(-z))
 
 
+Row = tuple[str, bool, float, dict[str, float]]  # market, won, true probability at close, forecasts
+
+
 def outcome_report(notices: list[Emission], truth: list[dict[str, Any]]) -> None:
-    winners = {g["market_id"]: g["winner"] for g in truth if g["kind"] == "result"}
-    rows = []
+    results = {g["market_id"]: g for g in truth if g["kind"] == "result"}
+    rows: list[Row] = []
     for e in notices:
         r = e.record
-        if e.event_type != "PredictionMade" or r["market_id"] not in winners:
+        if e.event_type != "PredictionMade" or r["market_id"] not in results:
             continue
         books = {k[4:]: v for k, v in r["features"].items() if k.startswith("dev:")}
         if set(books) != set(BOOKMAKERS):
@@ -92,39 +96,63 @@ def outcome_report(notices: list[Emission], truth: list[dict[str, Any]]) -> None
         probabilities = {"model": r["probability"], "consensus": consensus}
         for bookmaker, dev in books.items():
             probabilities[f"book:{bookmaker}"] = _sigmoid(math.log(consensus / (1 - consensus)) + dev)
-        rows.append((r["market_id"], r["selection_id"] == winners[r["market_id"]], probabilities))
+        result = results[r["market_id"]]
+        won = r["selection_id"] == result["winner"]
+        rows.append((r["market_id"], won, result["true_probabilities"][r["selection_id"]], probabilities))
     scores: dict[str, ForecastScore] = defaultdict(ForecastScore)
-    for _, won, probabilities in rows:
+    expected: dict[str, float] = defaultdict(float)
+    for _, won, p_true, probabilities in rows:
         for name, p in probabilities.items():
             scores[name].add(min(max(p, 0.0), 1.0), won)
+            expected[name] += _expected_log_loss(p, won, p_true) / len(rows)
     print(
         f"\noutcome model: {len(rows):,} forecasts with every bookmaker, "
-        f"{len({m for m, _, _ in rows}):,} markets"
+        f"{len({row[0] for row in rows}):,} markets"
     )
-    print(f"  {'forecaster':<18} {'log loss':>9} {'ECE':>7} {'Brier':>7}")
+    print(f"  {'forecaster':<18} {'log loss':>9} {'expected':>10} {'ECE':>7} {'Brier':>7}")
     for name, s in sorted(scores.items(), key=lambda kv: kv[1].log_loss or 0):
-        print(f"  {name:<18} {s.log_loss:>9.5f} {s.ece:>7.4f} {s.brier:>7.5f}")
+        print(f"  {name:<18} {s.log_loss:>9.5f} {expected[name]:>10.6f} {s.ece:>7.4f} {s.brier:>7.5f}")
+    print(
+        "  (expected = log loss averaged over the winner draw, from the true probabilities at close:\n"
+        "   the same quantity without the noise of which selection happened to win)"
+    )
     books = {n: s for n, s in scores.items() if n.startswith("book:")}
     best = min(books, key=lambda n: books[n].log_loss or 0)
-    for baseline in (best, "consensus"):
-        diff, se = _paired(rows, "model", baseline)
-        print(f"  model - {baseline}: {diff:+.5f} log loss (clustered SE {se:.5f})")
+    best_expected = min(books, key=lambda n: expected[n])
+    for label, loss, baseline in (
+        ("log loss", _realised_log_loss, best),
+        ("log loss", _realised_log_loss, "consensus"),
+        ("expected log loss", _expected_log_loss, best_expected),
+        ("expected log loss", _expected_log_loss, "consensus"),
+    ):
+        diff, se = _paired(rows, "model", baseline, loss)
+        print(f"  model - {baseline}: {diff:+.6f} {label} (clustered SE {se:.6f})")
     model = scores["model"]
     assert model.log_loss is not None and model.ece is not None
     print(
         f"  target log loss <= best bookmaker ({best}): "
         f"{'MET' if model.log_loss <= books[best].log_loss else 'NOT MET'}"
+        f"; expected log loss <= best bookmaker ({best_expected}): "
+        f"{'MET' if expected['model'] <= expected[best_expected] else 'NOT MET'}"
         f"; target ECE <= 0.02: {'MET' if model.ece <= 0.02 else 'NOT MET'} ({model.ece:.4f})"
     )
 
 
-def _paired(rows: list[tuple[str, bool, dict[str, float]]], a: str, b: str) -> tuple[float, float]:
-    """Mean log-loss difference and its standard error with markets as clusters."""
-    from streams.evaluation import log_loss
+def _realised_log_loss(probability: float, won: bool, p_true: float) -> float:
+    return log_loss(probability, won)
 
+
+def _expected_log_loss(probability: float, won: bool, p_true: float) -> float:
+    return p_true * log_loss(probability, True) + (1.0 - p_true) * log_loss(probability, False)
+
+
+def _paired(
+    rows: list[Row], a: str, b: str, loss: Callable[[float, bool, float], float]
+) -> tuple[float, float]:
+    """Mean loss difference and its standard error with markets as clusters."""
     per_market: dict[str, list[float]] = defaultdict(list)
-    for market, won, p in rows:
-        per_market[market].append(log_loss(p[a], won) - log_loss(p[b], won))
+    for market, won, p_true, p in rows:
+        per_market[market].append(loss(p[a], won, p_true) - loss(p[b], won, p_true))
     n = sum(len(v) for v in per_market.values())
     mean = sum(sum(v) for v in per_market.values()) / n
     residuals = [sum(d - mean for d in v) for v in per_market.values()]
