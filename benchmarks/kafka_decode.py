@@ -17,6 +17,7 @@ import os
 import tempfile
 import uuid
 from pathlib import Path
+from typing import Any
 
 from fastavro import schemaless_reader
 
@@ -28,6 +29,7 @@ from oddstream.settings import Settings
 from oddstream.simulator.model import MarketSimulator
 from schemas.catalog import load_catalog
 from schemas.codec import SINGLE_OBJECT_HEADER, Codec
+from schemas.intake import Intake
 from schemas.topics import Topics
 
 
@@ -57,18 +59,22 @@ def main() -> None:
         codec = Codec(catalog)
         schema = catalog.schema("OddsChanged").parsed
 
-        def bare(topic: str, partition: int, offset: int, value: bytes, ts: int) -> object:
+        intake = Intake(codec, Topics(settings.topic_prefix), settings.limits())
+
+        def bare(
+            topic: str, partition: int, offset: int, key: bytes | None, value: bytes, headers: Any, ts: int
+        ) -> object:
             return schemaless_reader(io.BytesIO(value[SINGLE_OBJECT_HEADER:]), schema, None)
 
-        def oddstream_path(topic: str, partition: int, offset: int, value: bytes, ts: int) -> object:
-            event = codec.decode(value)
-            codec.check_decoded(event)
-            return event
+        def oddstream_path(
+            topic: str, partition: int, offset: int, key: bytes | None, value: bytes, headers: Any, ts: int
+        ) -> object:
+            return intake.admit(topic, key, value, headers, ts)  # decode, size, key and value checks
 
         baseline = asyncio.run(consume(bootstrap, [topic], producer.delivered, bare))
         ours = asyncio.run(consume(bootstrap, [topic], producer.delivered, oddstream_path))
         print(f"aiokafka + fastavro (baseline):     {baseline:>10,.0f} events/s")
-        print(f"aiokafka + oddstream decode+checks: {ours:>10,.0f} events/s")
+        print(f"aiokafka + oddstream admission:     {ours:>10,.0f} events/s")
         print(f"ratio oddstream/baseline:           {ours / baseline:>10.3f}")
     finally:
         if broker is not None:

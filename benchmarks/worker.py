@@ -28,6 +28,7 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer
 from confluent_kafka import Consumer, TopicPartition
@@ -40,10 +41,11 @@ from oddstream.settings import Settings
 from oddstream.simulator.run import run_simulation
 from schemas.catalog import load_catalog
 from schemas.codec import SINGLE_OBJECT_HEADER, Codec
+from schemas.intake import Intake
 from schemas.topics import Topics
 from streams.processor import PartitionProcessor
 
-Handle = Callable[[str, int, int, bytes, int], object]
+Handle = Callable[[str, int, int, bytes | None, bytes, Any, int], object]
 
 
 async def consume(bootstrap: str, topics: list[str], expected: int, handle: Handle) -> float:
@@ -60,7 +62,7 @@ async def consume(bootstrap: str, topics: list[str], expected: int, handle: Hand
             batch = await consumer.getmany(timeout_ms=1000, max_records=10_000)
             for tp, records in batch.items():
                 for m in records:
-                    handle(tp.topic, tp.partition, m.offset, m.value, m.timestamp)
+                    handle(tp.topic, tp.partition, m.offset, m.key, m.value, m.headers, m.timestamp)
                 seen += len(records)
         return seen / (time.perf_counter() - started)
     finally:
@@ -139,21 +141,27 @@ def main() -> None:
 
         catalog = load_catalog()
         codec = Codec(catalog)
+        intake = Intake(codec, topics, settings.limits())
 
-        def bare(topic: str, partition: int, offset: int, value: bytes, ts: int) -> object:
+        def bare(
+            topic: str, partition: int, offset: int, key: bytes | None, value: bytes, headers: Any, ts: int
+        ) -> object:
             schema = catalog.by_fingerprint[value[2:SINGLE_OBJECT_HEADER]].parsed
             return schemaless_reader(io.BytesIO(value[SINGLE_OBJECT_HEADER:]), schema, None)
 
         processors: dict[tuple[str, int], PartitionProcessor] = {}
 
-        def analytics(topic: str, partition: int, offset: int, value: bytes, ts: int) -> object:
+        def analytics(
+            topic: str, partition: int, offset: int, key: bytes | None, value: bytes, headers: Any, ts: int
+        ) -> object:
             processor = processors.get((topic, partition))
             if processor is None:
                 processor = processors[(topic, partition)] = PartitionProcessor(
                     settings.window_config(), partition=partition
                 )
-            output = apply_record(processor, codec, offset, value, ts, 0)
-            return messages(output, topics, codec, "bench", (topic, partition, offset), None, value, "bench")
+            origin = (topic, partition, offset)
+            output = apply_record(processor, intake, origin, key, value, headers, ts, 0)
+            return messages(output, topics, codec, "bench", origin, key, value, "bench")
 
         baseline = asyncio.run(consume(bootstrap, sources, total, bare))
         in_process = asyncio.run(consume(bootstrap, sources, total, analytics))

@@ -33,8 +33,16 @@ from gateway.protocol import (
 )
 from oddstream.codecs import build_codec
 from oddstream.errors import EventError
-from oddstream.metrics import GATEWAY_CLIENTS, GATEWAY_DROPPED, GATEWAY_FRAMES, exposition
+from oddstream.metrics import (
+    GATEWAY_CLIENTS,
+    GATEWAY_DROPPED,
+    GATEWAY_FRAMES,
+    PROCESSING_ERRORS,
+    REJECTED_RECORDS,
+    exposition,
+)
 from oddstream.settings import Settings
+from schemas.intake import Intake
 from schemas.jsonable import jsonable
 from schemas.topics import Topics
 
@@ -46,7 +54,7 @@ class Gateway:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.topics = Topics(settings.topic_prefix)
-        self.codec = build_codec(settings)
+        self.intake = Intake(build_codec(settings), self.topics, settings.limits())
         self.hub = Hub(settings.gateway_client_queue)
         self.keys = settings.api_keys()
 
@@ -119,6 +127,15 @@ class Gateway:
                 return
             await connection.send(frame)
 
+    def _fan_out(self, m: Any) -> None:
+        event = self.intake.admit(m.topic, m.key, m.value, m.headers, m.timestamp)
+        data: dict[str, Any] = jsonable(event.record)
+        for channel in channels_of(event.type, event.record):
+            frame = json.dumps(event_message(channel, event.type, m.topic, m.partition, m.offset, data))
+            dropped = self.hub.publish(channel, frame)
+            GATEWAY_FRAMES.inc()
+            GATEWAY_DROPPED.inc(len(dropped))
+
     async def consume(self) -> None:
         consumer = AIOKafkaConsumer(
             *self.topics.windows(),
@@ -135,18 +152,14 @@ class Gateway:
         try:
             async for m in consumer:
                 try:
-                    event = self.codec.decode(m.value)
+                    self._fan_out(m)
                 except EventError as exc:
-                    log.warning("skipping undecodable record %s:%s: %s", m.partition, m.offset, exc.reason)
-                    continue
-                data: dict[str, Any] = jsonable(event.record)
-                for channel in channels_of(event.type, event.record):
-                    frame = json.dumps(
-                        event_message(channel, event.type, m.topic, m.partition, m.offset, data)
-                    )
-                    dropped = self.hub.publish(channel, frame)
-                    GATEWAY_FRAMES.inc()
-                    GATEWAY_DROPPED.inc(len(dropped))
+                    # the store dead-letters bad records of these topics; the gateway skips them
+                    REJECTED_RECORDS.labels(m.topic, type(exc).__name__).inc()
+                    log.warning("skipping %s[%s]@%s: %s", m.topic, m.partition, m.offset, exc.reason)
+                except Exception:  # one record never stops the fan-out
+                    PROCESSING_ERRORS.labels("gateway").inc()
+                    log.exception("skipping %s[%s]@%s: fan-out failed", m.topic, m.partition, m.offset)
         finally:
             await consumer.stop()
 

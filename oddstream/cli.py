@@ -55,6 +55,62 @@ def up(
 
 
 @app.command()
+def status(
+    output: Annotated[str, typer.Option(help="table or json")] = "table",
+) -> None:
+    """Each role of the running `oddstream up`: pid, state, uptime, restarts, consumer lag."""
+    import time
+
+    from oddstream.kafka.lag import group_lag, role_groups
+    from oddstream.stack import status_path
+
+    s = settings()
+    path = status_path(s)
+    if not path.exists():
+        raise OddstreamError(f"no `oddstream up` is running for {s.data_dir} ({path} does not exist)")
+    state = json.loads(path.read_text())
+    groups = role_groups(s)
+    rows = []
+    for role, info in state["roles"].items():
+        alive = info["pid"] is not None and _pid_alive(info["pid"])
+        group = groups.get(role)
+        rows.append(
+            {
+                "role": role,
+                "pid": info["pid"],
+                "state": info["state"] if alive or info["state"] != "running" else "gone",
+                "uptime_s": round(time.time() - info["started"], 1) if alive else None,
+                "restarts": info["restarts"],
+                "last_exit": info["last_exit"],
+                "lag": group_lag(s, *group) if group else None,
+            }
+        )
+    supervisor_alive = _pid_alive(state["supervisor"])
+    if output == "json":
+        typer.echo(json.dumps({"supervisor": state["supervisor"], "alive": supervisor_alive, "roles": rows}))
+        return
+    typer.echo(f"oddstream up (pid {state['supervisor']}, {'running' if supervisor_alive else 'GONE'})")
+    typer.echo(f"{'role':<11} {'pid':>7} {'state':<10} {'uptime':>9} {'restarts':>8} {'lag':>9}")
+    for r in rows:
+        uptime = f"{r['uptime_s']:.0f} s" if r["uptime_s"] is not None else "-"
+        lag = f"{r['lag']:,}" if r["lag"] is not None else "-"
+        pid = r["pid"] or "-"
+        typer.echo(f"{r['role']:<11} {pid:>7} {r['state']:<10} {uptime:>9} {r['restarts']:>8} {lag:>9}")
+
+
+def _pid_alive(pid: int) -> bool:
+    import os
+
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@app.command()
 def simulate(
     events: Annotated[
         int | None, typer.Option(help="Stop after this many events (default: run forever).")

@@ -11,7 +11,10 @@ from third-party libraries are wrapped, with the original kept as
     ├── EventError             one event is bad; carries the reason
     │   ├── InvalidEvent           the record breaks its contract (field, reason)
     │   ├── UnknownEventType       no schema of that name
-    │   └── UndecodableEvent       bytes that are not a known frame or schema
+    │   ├── UndecodableEvent       bytes that are not a known frame or schema
+    │   ├── MalformedRecord        the Kafka record around it: key, headers, topic
+    │   ├── OversizeRecord         the record or a field is over the documented limits
+    │   └── ProcessingFailed       an unexpected error while processing this one record
     ├── InfrastructureError    a dependency failed
     │   ├── BrokerError            Kafka (start, admin, produce, consume)
     │   │   └── DeliveryFailed         a produced record was not acknowledged
@@ -66,6 +69,18 @@ class UnknownEventType(EventError):
 
 class UndecodableEvent(EventError):
     """The bytes are not a known frame, or do not decode with the schema they name."""
+
+
+class MalformedRecord(EventError):
+    """The Kafka record around the event is wrong: its key, its headers, or its topic."""
+
+
+class OversizeRecord(EventError):
+    """The record, or a field of it, is larger than the documented limits."""
+
+
+class ProcessingFailed(EventError):
+    """Processing this one record raised an unexpected error; the reason has a short traceback."""
 
 
 class InfrastructureError(OddstreamError):

@@ -10,6 +10,15 @@ SQL_QUERIES = Counter("oddstream_sql_queries_total", "Read-only SQL queries", ["
 GATEWAY_CLIENTS = Gauge("oddstream_gateway_clients", "Connected WebSocket clients")
 GATEWAY_FRAMES = Counter("oddstream_gateway_frames_total", "Event frames queued to clients")
 GATEWAY_DROPPED = Counter("oddstream_gateway_dropped_clients_total", "Clients dropped for being slow")
+REJECTED_RECORDS = Counter(
+    "oddstream_rejected_records_total", "Input records refused (dead-lettered or skipped)", ["topic", "kind"]
+)
+PROCESSING_ERRORS = Counter(
+    "oddstream_processing_errors_total", "Unexpected exceptions caught at one record", ["stage"]
+)
+HALTED_PARTITIONS = Gauge(
+    "oddstream_worker_halted_partitions", "Source partitions halted by an unacknowledged output"
+)
 WEBHOOK_ATTEMPTS = Counter("oddstream_webhook_attempts_total", "Webhook delivery attempts", ["outcome"])
 
 

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from oddstream.errors import ConfigError
+from schemas.intake import Limits
 from streams.processor import WindowConfig
 
 DEFAULT_DATA_DIR = Path(".oddstream")
@@ -117,6 +118,34 @@ class Settings(BaseSettings):
     worker_checkpoint_interval_s: float = Field(
         default=1.0, gt=0, description="How often the worker snapshots each partition's window state."
     )
+    input_max_skew_ms: int = Field(
+        default=5_000,
+        ge=0,
+        description="An event time further ahead of its record's Kafka timestamp is dead-lettered "
+        "(it would drag the partition's watermark). Keep it below window delay + grace.",
+    )
+    input_max_source_bytes: int = Field(default=64 * 1024, gt=0, description="Largest source record.")
+    input_max_string_chars: int = Field(default=1_024, gt=0, description="Longest string in a source event.")
+    input_max_array_items: int = Field(default=1_024, gt=0, description="Most items of an array or map.")
+    source_retention_ms: int = Field(
+        default=-1,
+        ge=-1,
+        description="retention.ms of the source topics oddstream creates; -1 keeps the log forever, "
+        "so every derived result can be rebuilt by a replay.",
+    )
+    sql_max_execution_s: float = Field(
+        default=30.0, gt=0, description="An analyst's query is cut after this."
+    )
+    sql_max_memory_bytes: int = Field(
+        default=1 << 30, gt=0, description="Memory one analyst's query may use."
+    )
+    sql_max_rows_to_read: int = Field(default=500_000_000, gt=0, description="Rows one query may read.")
+    sql_max_result_rows: int = Field(default=100_000, gt=0, description="Rows one query may return.")
+    sql_max_result_bytes: int = Field(default=64 << 20, gt=0, description="Bytes one query may return.")
+    sql_token: SecretStr | None = Field(
+        default=None,
+        description="Bearer token the SQL endpoint asks for. Required when store_host is not loopback.",
+    )
     log_level: str = Field(default="info", description="debug, info, warn or error.")
 
     @field_validator("topic_prefix")
@@ -126,6 +155,15 @@ class Settings(BaseSettings):
         if not set(value) <= allowed:
             raise ValueError("topic_prefix may hold only letters, digits, '.', '_' and '-'")
         return value
+
+    @model_validator(mode="after")
+    def _sql_endpoint_beyond_loopback_needs_a_token(self) -> Settings:
+        if self.sql_token is None and not is_loopback(self.store_host):
+            raise ValueError(
+                f"store_host {self.store_host!r} listens beyond loopback: set ODDSTREAM_SQL_TOKEN, "
+                "the bearer token the SQL endpoint will ask for"
+            )
+        return self
 
     @property
     def bootstrap(self) -> str:
@@ -152,8 +190,22 @@ class Settings(BaseSettings):
             self.window_size_ms, self.window_delay_ms, self.window_grace_ms, self.window_idle_timeout_ms
         )
 
+    def limits(self) -> Limits:
+        """The bounds every consumer checks input records against (schemas/intake.py)."""
+        return Limits(
+            max_source_bytes=self.input_max_source_bytes,
+            max_string_chars=self.input_max_string_chars,
+            max_array_items=self.input_max_array_items,
+            max_skew_ms=self.input_max_skew_ms,
+        )
+
     def api_keys(self) -> set[str]:
         return {key.get_secret_value() for key in self.gateway_api_keys}
+
+
+def is_loopback(host: str) -> bool:
+    """127.0.0.0/8, ::1 or localhost: reachable from this machine only."""
+    return host == "localhost" or host == "::1" or host.startswith("127.")
 
 
 def load_settings(**overrides: object) -> Settings:

@@ -2,12 +2,15 @@
 
 Starts (or reuses) Kafka, creates topics, then runs store, worker, gateway,
 dispatcher, a demo webhook receiver and the simulator as child processes with
-logs under ``<data_dir>/logs``. Ctrl-C stops them in reverse order, then the
-broker if this command started it.
+logs under ``<data_dir>/logs``. A role that exits is restarted with backoff
+(:mod:`oddstream.supervision`); one that crash-loops stops everything. Ctrl-C (or
+SIGTERM to `up`) sends SIGTERM to every role, newest first, then stops the broker if
+this command started it. `oddstream status` reads ``<data_dir>/run/stack.json``.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -17,18 +20,37 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from infra.broker import LocalKafka, kafka_is_healthy
-from oddstream.errors import BrokerError
+from oddstream.errors import BrokerError, OddstreamError
 from oddstream.kafka.admin import ensure_topics
 from oddstream.settings import Settings
+from oddstream.supervision import GiveUp, RestartPolicy, RoleRestarts
 
 RECEIVER_PORT = 8899
+
+
+STOP_TIMEOUT_S = 10.0  # every role stops within 5 s of SIGTERM (tested); this is the margin
+
+
+@dataclass
+class Child:
+    """One role process under supervision."""
+
+    role: str
+    args: tuple[str, ...]
+    env: dict[str, str]
+    process: subprocess.Popen[bytes] | None = None
+    started: float = 0.0  # time.time() of the current run
+    restart_at: float | None = None  # monotonic time of a scheduled restart
+    history: RoleRestarts = field(default_factory=RoleRestarts)
+    last_exit: int | None = None
 
 
 @dataclass
 class Stack:
     settings: Settings
     broker: LocalKafka | None = None
-    children: list[tuple[str, subprocess.Popen[bytes]]] = field(default_factory=list)
+    children: list[Child] = field(default_factory=list)
+    policy: RestartPolicy = field(default_factory=RestartPolicy)
 
     @property
     def logs(self) -> Path:
@@ -45,17 +67,23 @@ class Stack:
         self.broker.start()
 
     def spawn(self, role: str, *args: str, env: dict[str, str] | None = None) -> None:
+        child = Child(role, args, env or {})
+        self.children.append(child)
+        self._start(child)
+
+    def _start(self, child: Child) -> None:
         self.logs.mkdir(parents=True, exist_ok=True)
-        out = (self.logs / f"{role}.log").open("ab")
-        child_env = {**os.environ, **self.environment(), **(env or {})}
-        process = subprocess.Popen(
-            [sys.executable, "-m", "oddstream", *args],
+        out = (self.logs / f"{child.role}.log").open("ab")
+        child_env = {**os.environ, **self.environment(), **child.env}
+        child.process = subprocess.Popen(
+            [sys.executable, "-m", "oddstream", *child.args],
             stdout=out,
             stderr=subprocess.STDOUT,
             env=child_env,
             start_new_session=True,
         )
-        self.children.append((role, process))
+        child.started, child.restart_at = time.time(), None
+        self.write_status()
 
     def environment(self) -> dict[str, str]:
         s = self.settings
@@ -67,22 +95,87 @@ class Stack:
             "ODDSTREAM_WEBHOOK_ALLOW_PRIVATE_TARGETS": "true",
         }
 
+    def supervise(self) -> None:
+        """Restart roles that exited (with backoff); raise :class:`CrashLoop` when one loops."""
+        now = time.monotonic()
+        for child in self.children:
+            process = child.process
+            if child.restart_at is not None:
+                if now >= child.restart_at:
+                    self._say(child, f"restarting {child.role} (restart #{child.history.restarts})")
+                    self._start(child)
+                continue
+            if process is None or process.poll() is None:
+                continue
+            child.last_exit = process.returncode
+            ran = time.time() - child.started
+            decision = self.policy.on_exit(child.history, now, ran)
+            if isinstance(decision, GiveUp):
+                self._say(child, f"{child.role} exited (code {process.returncode}) and {decision.reason}")
+                raise CrashLoop(f"{child.role} {decision.reason}; see {self.logs / child.role}.log")
+            child.restart_at = now + decision.after_s
+            self._say(
+                child,
+                f"{child.role} exited (code {process.returncode}) after {ran:.1f} s; "
+                f"restarting in {decision.after_s:g} s",
+            )
+            self.write_status()
+
+    def _say(self, child: Child, text: str) -> None:
+        """On the terminal and in the role's own log."""
+        line = f"{time.strftime('%H:%M:%S')} oddstream up: {text}"
+        print(line, flush=True)
+        with (self.logs / f"{child.role}.log").open("a") as fh:
+            fh.write(line + "\n")
+
     def stop(self) -> None:
-        for _role, process in reversed(self.children):
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + 20
-        for role, process in reversed(self.children):
+        """SIGTERM to every role, newest first; SIGKILL to any still running after the timeout."""
+        for child in reversed(self.children):
+            child.restart_at = None
+            if child.process is not None and child.process.poll() is None:
+                child.process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + STOP_TIMEOUT_S
+        for child in reversed(self.children):
+            if child.process is None:
+                continue
             try:
-                process.wait(max(0.1, deadline - time.monotonic()))
+                child.process.wait(max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
-                print(f"{role} did not stop within 20 s; killing it", flush=True)
-                process.kill()
+                print(
+                    f"{child.role} did not stop within {STOP_TIMEOUT_S:g} s of SIGTERM; killing it",
+                    flush=True,
+                )
+                child.process.kill()
+                child.process.wait()
+        status_path(self.settings).unlink(missing_ok=True)
         if self.broker is not None:
             self.broker.stop()
 
-    def exited(self) -> list[str]:
-        return [f"{role} (exit {p.returncode})" for role, p in self.children if p.poll() is not None]
+    def write_status(self) -> None:
+        """What `oddstream status` reads: this supervisor and each role's process."""
+        roles = {}
+        for child in self.children:
+            running = child.process is not None and child.process.poll() is None
+            roles[child.role] = {
+                "pid": child.process.pid if child.process is not None else None,
+                "state": "running" if running else "restarting" if child.restart_at else "exited",
+                "started": child.started,
+                "restarts": child.history.restarts,
+                "last_exit": child.last_exit,
+            }
+        path = status_path(self.settings)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_suffix(".tmp")
+        temporary.write_text(json.dumps({"supervisor": os.getpid(), "roles": roles}, indent=1))
+        temporary.replace(path)
+
+
+class CrashLoop(OddstreamError):
+    """A role exited too often in too short a time; `up` stops everything."""
+
+
+def status_path(settings: Settings) -> Path:
+    return settings.data_dir.resolve() / "run" / "stack.json"
 
 
 def run_stack(settings: Settings, simulate: bool = True) -> None:
@@ -109,13 +202,13 @@ def run_stack(settings: Settings, simulate: bool = True) -> None:
             stack.spawn("simulator", "simulate", "--no-progress")
         print_where_to_look(settings, stack, receiver_url)
         while True:
-            time.sleep(1)
-            gone = stack.exited()
-            if gone:
-                print(f"stopping: {', '.join(gone)} exited; see {stack.logs}", flush=True)
-                raise SystemExit(1)
+            time.sleep(0.5)
+            stack.supervise()
     except KeyboardInterrupt:
         print("\nstopping ...", flush=True)
+    except CrashLoop as exc:
+        print(f"stopping everything: {exc}", flush=True)
+        raise SystemExit(1) from exc
     finally:
         stack.stop()
         print("stopped.", flush=True)

@@ -87,24 +87,32 @@ class Codec:
         schemaless_writer(out, schema.parsed, event.record)
         return out.getvalue()
 
-    def decode(self, data: bytes) -> Event:
-        """Decode either framing into the current schema of the event's type."""
+    def decode(self, data: bytes | None) -> Event:
+        """Decode either framing into the current schema of the event's type.
+
+        The frame must hold exactly one record: trailing bytes are refused, since a
+        record that decodes with bytes to spare was not written by an Avro encoder."""
+        if data is None:
+            raise UndecodableEvent("null value (a tombstone), not an event")
         writer = self._writer_schema(data)
         reader = self._catalog.current.get(writer.event_type)
         if reader is None:
             raise UndecodableEvent(f"no current schema for {writer.event_type!r}")
         header = SINGLE_OBJECT_HEADER if data[:2] == SINGLE_OBJECT_MAGIC else CONFLUENT_HEADER
         same = reader.canonical == writer.canonical
+        body = io.BytesIO(data)
+        body.seek(header)
         try:
-            record = schemaless_reader(
-                io.BytesIO(data[header:]), writer.parsed, None if same else reader.parsed
-            )
+            record = schemaless_reader(body, writer.parsed, None if same else reader.parsed)
         except Exception as exc:  # truncated or corrupt bodies raise many different errors
             raise UndecodableEvent(
-                f"{writer.event_type} body does not decode: {type(exc).__name__}: {exc}"
+                f"{writer.event_type} body does not decode: {type(exc).__name__}: {str(exc)[:200]}"
             ) from exc
         if not isinstance(record, dict):
             raise UndecodableEvent(f"{writer.event_type} body is not a record")
+        extra = len(data) - body.tell()
+        if extra:
+            raise UndecodableEvent(f"{extra} trailing byte(s) after the {writer.event_type} record")
         return Event(writer.event_type, record)
 
     def _writer_schema(self, data: bytes) -> SchemaVersion:

@@ -60,7 +60,9 @@ def _field_of(problem: str) -> str:
 
 
 def check_values(event: Event, now_ms: int | None = None, max_future_ms: int = 300_000) -> None:
-    """The domain rules. ``now_ms`` enables the far-future check (event time vs wall clock)."""
+    """The domain rules. ``now_ms`` enables the far-future check: event time at most
+    ``max_future_ms`` ahead of ``now_ms`` (the record's Kafka timestamp in consumers, the
+    clock in the producer SDK)."""
     record, kind = event.record, event.type
 
     def bad(field: str, problem: str) -> InvalidEvent:
@@ -79,7 +81,11 @@ def check_values(event: Event, now_ms: int | None = None, max_future_ms: int = 3
     if event_ms < EARLIEST_EVENT_MS:
         raise bad("event_time", f"{event_ms} is before 2000-01-01; expected UTC milliseconds")
     if now_ms is not None and event_ms > now_ms + max_future_ms:
-        raise bad("event_time", f"{event_ms} is {(event_ms - now_ms) // 1000} s in the future")
+        raise bad(
+            "event_time",
+            f"{event_ms} is {event_ms - now_ms:,} ms in the future of the record's time {now_ms} "
+            f"(at most {max_future_ms:,} ms ahead is accepted)",
+        )
     for name in ID_FIELDS:
         if name in record and not str(record[name]).strip():
             raise bad(name, "must not be empty")

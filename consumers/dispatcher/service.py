@@ -18,16 +18,18 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from consumers.dispatcher.registry import Endpoint, EndpointRegistry
 from consumers.dispatcher.signing import endpoint_secret, sign
 from consumers.dispatcher.ssrf import check_address, check_url
 from oddstream.codecs import build_codec
-from oddstream.errors import EventError, UnsafeWebhookTarget
-from oddstream.metrics import WEBHOOK_ATTEMPTS
+from oddstream.errors import EventError, MalformedRecord, UnsafeWebhookTarget
+from oddstream.kafka.deadletter import dead_letter_headers, processing_failure
+from oddstream.metrics import PROCESSING_ERRORS, REJECTED_RECORDS, WEBHOOK_ATTEMPTS
 from oddstream.settings import Settings
 from schemas.catalog import Event
+from schemas.intake import Intake
 from schemas.jsonable import jsonable
 from schemas.topics import Topics
 
@@ -48,7 +50,8 @@ class Dispatcher:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.topics = Topics(settings.topic_prefix)
-        self.codec = build_codec(settings)
+        self.intake = Intake(build_codec(settings), self.topics, settings.limits())
+        self._producer: AIOKafkaProducer | None = None
         self.registry = EndpointRegistry()
         self.master = settings.webhook_master_secret.get_secret_value()
         self.log_path = settings.data_dir / "logs" / "webhook-deliveries.jsonl"
@@ -80,7 +83,7 @@ class Dispatcher:
                 batch = await consumer.getmany(timeout_ms=500)
                 for messages in batch.values():
                     for m in messages:
-                        self._apply_registration(m.key, m.value)
+                        await self._apply_registration(m)
         finally:
             await consumer.stop()
 
@@ -88,20 +91,47 @@ class Dispatcher:
     async def _reached(consumer: AIOKafkaConsumer, tp: TopicPartition, end: int) -> bool:
         return bool(await consumer.position(tp) >= end)
 
-    def _apply_registration(self, key: bytes | None, value: bytes | None) -> None:
-        if key is None:
-            return
-        if value is None:
-            self.registry.apply(key.decode(), None)
-            return
+    async def _apply_registration(self, m: Any) -> None:
+        """One record of the registry topic: a registration, a removal (tombstone), or a
+        dead letter with the reason (the registry goes on without it)."""
         try:
-            event = self.codec.decode(value)
+            endpoint_id = registration_key(m.key)
+            if m.value is None:
+                self.registry.apply(endpoint_id, None)
+                return
+            event = self.intake.admit(m.topic, m.key, m.value, m.headers, m.timestamp)
+            if event.record["endpoint_id"] != endpoint_id:
+                raise MalformedRecord(
+                    f"key {endpoint_id[:64]!r} is not the endpoint_id {event.record['endpoint_id'][:64]!r}"
+                )
+            self.registry.apply(endpoint_id, event.record)
         except EventError as exc:
-            log.warning("ignoring bad endpoint registration %r: %s", key, exc.reason)
+            reason = exc.reason
+        except Exception as exc:  # a bug meeting an input: dead letter, go on
+            PROCESSING_ERRORS.labels("dispatcher").inc()
+            reason = processing_failure(exc)
+        else:
             return
-        self.registry.apply(key.decode(), event.record)
+        REJECTED_RECORDS.labels(m.topic, "registration").inc()
+        log.warning("bad endpoint registration %s[%d]@%d: %s", m.topic, m.partition, m.offset, reason)
+        headers = dead_letter_headers(reason, m.topic, m.partition, m.offset, "dispatcher-registry")
+        await self._dead_letters().send_and_wait(
+            self.topics.dead_letter, m.value or b"", key=m.key, headers=headers
+        )
+
+    def _dead_letters(self) -> AIOKafkaProducer:
+        assert self._producer is not None, "the dispatcher's producer starts before the registry is read"
+        return self._producer
 
     async def run(self) -> None:
+        self._producer = AIOKafkaProducer(bootstrap_servers=self.settings.bootstrap, acks="all")
+        await self._producer.start()
+        try:
+            await self._run()
+        finally:
+            await self._producer.stop()
+
+    async def _run(self) -> None:
         caught_up = asyncio.Event()
         registry_task = asyncio.create_task(self.follow_registry(caught_up))
         ready = asyncio.create_task(caught_up.wait())
@@ -140,9 +170,12 @@ class Dispatcher:
                     for messages in batch.values():
                         for m in messages:
                             try:
-                                event = self.codec.decode(m.value)
-                            except EventError as exc:
-                                log.warning("skipping undecodable record: %s", exc.reason)
+                                event = self.intake.admit(m.topic, m.key, m.value, m.headers, m.timestamp)
+                            except EventError as exc:  # the store dead-letters these; skip here
+                                REJECTED_RECORDS.labels(m.topic, type(exc).__name__).inc()
+                                log.warning(
+                                    "skipping %s[%d]@%d: %s", m.topic, m.partition, m.offset, exc.reason
+                                )
                                 continue
                             if event.type not in DELIVERED_TYPES:
                                 continue
@@ -177,9 +210,10 @@ class Dispatcher:
                 self._record(endpoint, message_id, attempt, "refused", None, str(exc), started)
                 self.failed += 1
                 return False
-            except httpx.HTTPError as exc:
+            except (httpx.HTTPError, OSError) as exc:  # OSError: the name does not resolve
                 outcome, status = "network_error", None
-                self._record(endpoint, message_id, attempt, outcome, status, str(exc), started)
+                error = str(exc) or type(exc).__name__
+                self._record(endpoint, message_id, attempt, outcome, status, error, started)
             else:
                 self._record(endpoint, message_id, attempt, outcome, status, "", started)
                 if outcome == "delivered":
@@ -215,6 +249,18 @@ class Dispatcher:
         }
         with Path(self.log_path).open("a") as fh:
             fh.write(json.dumps(entry) + "\n")
+
+
+def registration_key(key: bytes | None) -> str:
+    """The endpoint id a registry record is keyed by (compaction keeps the last per key)."""
+    if key is None:
+        raise MalformedRecord("registry record without a key; it must be keyed by its endpoint_id")
+    if len(key) > 256:
+        raise MalformedRecord(f"registry key of {len(key)} bytes; at most 256")
+    try:
+        return key.decode()
+    except UnicodeDecodeError:
+        raise MalformedRecord(f"registry key is not UTF-8: {key[:32]!r}") from None
 
 
 def _crash_on_failure(task: asyncio.Task[None]) -> None:

@@ -7,11 +7,13 @@ errors in :class:`StoreError`.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import re
 import threading
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
@@ -46,6 +48,13 @@ class Store:
             except Exception as exc:
                 raise StoreError(f"statement failed: {exc}") from exc
 
+    def reader(self, limits: QueryLimits) -> Reader:
+        """A second handle on the same ClickHouse for analysts' queries: read-only, limited.
+
+        It has its own session and lock, so a query never waits for (nor holds up) this
+        store's inserts, and its settings never leak into the writer's session."""
+        return Reader(self.dsn, limits)
+
     def query(self, sql: str, readonly: bool = False) -> tuple[list[str], list[tuple[Any, ...]]]:
         settings = {"readonly": 1} if readonly else None
         with self._lock:
@@ -69,6 +78,96 @@ class Store:
             self._client.close()
         if self._lock_file is not None:
             self._lock_file.close()  # releases the flock
+
+
+@dataclass(frozen=True)
+class QueryLimits:
+    """What one analyst's query may use (docs/operations.md, "SQL endpoint")."""
+
+    max_execution_s: float = 30.0
+    max_memory_bytes: int = 1 << 30
+    max_rows_to_read: int = 500_000_000
+    max_result_rows: int = 100_000
+    max_result_bytes: int = 64 << 20
+    max_threads: int = 1  # embedded: leave the other cores to ingestion
+
+    def settings(self, embedded: bool) -> dict[str, Any]:
+        """Session settings; ``readonly`` last, since it forbids changing any after it."""
+        return {
+            "max_execution_time": self.max_execution_s,
+            "timeout_overflow_mode": "throw",
+            "max_memory_usage": self.max_memory_bytes,
+            "max_rows_to_read": self.max_rows_to_read,
+            "read_overflow_mode": "throw",
+            "max_result_rows": self.max_result_rows,
+            "max_result_bytes": self.max_result_bytes,
+            "result_overflow_mode": "throw",
+            "max_threads": self.max_threads if embedded else 0,
+            # embedded: 1 forbids changing settings at all; a server session keeps 2 (its
+            # driver sends settings per request) and the statement guard refuses SETTINGS
+            "readonly": 1 if embedded else 2,
+        }
+
+
+EXCEEDED = {
+    "TIMEOUT_EXCEEDED": "query exceeded the time limit of {s.max_execution_s:g} s "
+    "(ODDSTREAM_SQL_MAX_EXECUTION_S)",
+    "MEMORY_LIMIT_EXCEEDED": "query exceeded the memory limit of {s.max_memory_bytes:,} bytes "
+    "(ODDSTREAM_SQL_MAX_MEMORY_BYTES)",
+    "TOO_MANY_ROWS": "query exceeded the limit of {s.max_rows_to_read:,} rows read "
+    "(ODDSTREAM_SQL_MAX_ROWS_TO_READ)",
+    "TOO_MANY_ROWS_OR_BYTES": "query exceeded a limit on rows read ({s.max_rows_to_read:,}) or returned "
+    "({s.max_result_rows:,} rows, {s.max_result_bytes:,} bytes)",
+}
+
+
+class Reader:
+    """The analysts' handle: read-only, with :class:`QueryLimits`, reopened after a failure."""
+
+    def __init__(self, dsn: str, limits: QueryLimits) -> None:
+        self.dsn = dsn
+        self.limits = limits
+        self._lock = threading.Lock()
+        self._client = self._open()
+
+    def _open(self) -> Client:
+        embedded = self.dsn.startswith("chdb://")
+        try:
+            return clickhouse_connect.get_client(dsn=self.dsn, settings=self.limits.settings(embedded))
+        except Exception as exc:
+            raise StoreError(f"cannot open a read-only session on {redact(self.dsn)}: {exc}") from exc
+
+    def query(self, sql: str, wait_s: float) -> tuple[list[str], list[tuple[Any, ...]]]:
+        """Run one query; :class:`StoreError` with a plain reason if it fails or is cut."""
+        if not self._lock.acquire(timeout=wait_s):
+            raise QueryBusy(f"another query has been running for over {wait_s:g} s; try again")
+        try:
+            try:
+                result = self._client.query(sql)
+                return list(result.column_names), [tuple(row) for row in result.result_rows]
+            except Exception as exc:
+                text = str(exc)
+                # a failed call can leave an embedded handle unusable: start the next one afresh
+                self._reopen()
+                for code, message in EXCEEDED.items():
+                    if f"({code})" in text:
+                        raise StoreError(message.format(s=self.limits)) from exc
+                raise StoreError(text) from exc
+        finally:
+            self._lock.release()
+
+    def _reopen(self) -> None:
+        with contextlib.suppress(Exception):
+            self._client.close()
+        self._client = self._open()
+
+    def close(self) -> None:
+        with self._lock:
+            self._client.close()
+
+
+class QueryBusy(StoreError):
+    """The read-only session is taken by another query for longer than a caller waits."""
 
 
 def hold_exclusively(path: Path) -> IO[str]:

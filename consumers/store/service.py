@@ -8,19 +8,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import json
 import logging
 from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from consumers.store.clickhouse import Store, migrate, redact
+from consumers.store.clickhouse import QueryBusy, QueryLimits, Store, migrate, redact
 from consumers.store.raw_tables import RAW_EVENT_TYPES, columns, event_type_table, raw_row
 from consumers.store.rows import DEAD_LETTER_COLUMNS, WINDOW_COLUMNS, window_rows
+from consumers.store.sql_guard import QueryRefused, check_query
 from consumers.store.window_rows import DERIVED_COLUMNS, LATE_COLUMNS, final_rows
 from oddstream.codecs import build_codec
 from oddstream.errors import EventError, StoreError
@@ -32,15 +35,39 @@ from oddstream.kafka.deadletter import (
     REASON,
     STAGE,
     dead_letter_headers,
+    processing_failure,
 )
 from oddstream.kafka.late import parse_late_headers
-from oddstream.metrics import SQL_QUERIES, STORE_BATCHES, STORE_ROWS, exposition
+from oddstream.metrics import (
+    PROCESSING_ERRORS,
+    REJECTED_RECORDS,
+    SQL_QUERIES,
+    STORE_BATCHES,
+    STORE_ROWS,
+    exposition,
+)
 from oddstream.settings import Settings
 from schemas.catalog import load_catalog
+from schemas.intake import Intake
 from schemas.jsonable import jsonable
 from schemas.topics import SOURCE_TOPICS, Topics
 
 log = logging.getLogger(__name__)
+
+
+MAX_SQL_BODY_BYTES = 256 * 1024
+
+
+@dataclass
+class Rows:
+    """A table's rows in one batch, each with the Kafka record it came from."""
+
+    values: list[tuple[Any, ...]] = field(default_factory=list)
+    origins: list[Any] = field(default_factory=list)
+
+    def add(self, row: tuple[Any, ...], origin: Any) -> None:
+        self.values.append(row)
+        self.origins.append(origin)
 
 
 class StoreService:
@@ -48,7 +75,9 @@ class StoreService:
         self.settings = settings
         self.topics = Topics(settings.topic_prefix)
         self.codec = build_codec(settings)
+        self.intake = Intake(self.codec, self.topics, settings.limits())
         self.store = Store(settings.clickhouse)
+        self.reader = self.store.reader(query_limits(settings))
         self.rows_written = 0
         self.catalog = load_catalog()
         self._raw_columns = {
@@ -86,67 +115,135 @@ class StoreService:
                 batch = await consumer.getmany(timeout_ms=500, max_records=5000)
                 if not batch:
                     continue
-                rows: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
-                for tp, messages in batch.items():
+                rows: dict[str, Rows] = defaultdict(Rows)
+                refused: list[tuple[Any, str]] = []
+                for messages in batch.values():
                     for m in messages:
-                        if tp.topic == self.topics.dead_letter:
-                            rows["dead_letters"].append(dead_letter_row(m))
-                            continue
-                        if tp.topic == self.topics.late:
-                            rows["late_events"].append(late_row(m))
-                            continue
                         try:
-                            event = self.codec.decode(m.value)
-                            if tp.topic in window_topics:
-                                if event.type == "OddsWindowUpdated":
-                                    rows["odds_windows_1m"].extend(window_rows(event, m.partition, m.offset))
-                                if event.record.get("final", True):  # insights are always final
-                                    for table, more in final_rows(event.type, event.record).items():
-                                        rows[table].extend(more)
-                            else:
-                                # far future = ahead of the record's Kafka timestamp, as in the worker
-                                self.codec.check_decoded(event, now_ms=m.timestamp)
-                                table = event_type_table(event.type)
-                                rows[table].append(raw_row(self.catalog, event, m.partition, m.offset))
+                            self._rows_of(m, window_topics, rows)
                         except EventError as exc:
-                            headers = dead_letter_headers(exc.reason, m.topic, m.partition, m.offset, "store")
-                            await producer.send_and_wait(
-                                self.topics.dead_letter, m.value, key=m.key, headers=headers
-                            )
+                            REJECTED_RECORDS.labels(m.topic, type(exc).__name__).inc()
+                            refused.append((m, exc.reason))
+                        except Exception as exc:  # a bug meeting an input: dead letter, go on
+                            PROCESSING_ERRORS.labels("store").inc()
+                            refused.append((m, processing_failure(exc)))
                 for table, table_rows in rows.items():
-                    await asyncio.to_thread(self.store.insert, table, table_rows, self._columns(table))
-                    STORE_ROWS.labels(table).inc(len(table_rows))
-                    self.rows_written += len(table_rows)
+                    refused += await self._insert(table, table_rows)
+                for m, reason in refused:
+                    headers = dead_letter_headers(reason, m.topic, m.partition, m.offset, "store")
+                    await producer.send_and_wait(
+                        self.topics.dead_letter, m.value or b"", key=m.key, headers=headers
+                    )
                 await consumer.commit()
                 STORE_BATCHES.inc()
         finally:
             await consumer.stop()
             await producer.stop()
 
+    def _rows_of(self, m: Any, window_topics: set[str], rows: dict[str, Rows]) -> None:
+        """Add the rows of one record to ``rows``, or raise an :class:`EventError`."""
+        if m.topic == self.topics.dead_letter:
+            rows["dead_letters"].add(dead_letter_row(m), m)
+            return
+        if m.topic == self.topics.late:
+            rows["late_events"].add(late_row(m), m)
+            return
+        # the same admission as the worker's: far future = ahead of the record's Kafka timestamp
+        event = self.intake.admit(m.topic, m.key, m.value, m.headers, m.timestamp)
+        if m.topic in window_topics:
+            if event.type == "OddsWindowUpdated":
+                for row in window_rows(event, m.partition, m.offset):
+                    rows["odds_windows_1m"].add(row, m)
+            if event.record.get("final", True):  # insights are always final
+                for table, more in final_rows(event.type, event.record).items():
+                    for row in more:
+                        rows[table].add(row, m)
+        else:
+            rows[event_type_table(event.type)].add(raw_row(self.catalog, event, m.partition, m.offset), m)
+
+    async def _insert(self, table: str, rows: Rows) -> list[tuple[Any, str]]:
+        """Insert a table's rows; if ClickHouse refuses the batch, row by row, and return the
+        records whose rows it refuses (they become dead letters). If it refuses every row,
+        the store itself is broken: raise, so the role stops and is restarted."""
+        columns = self._columns(table)
+        try:
+            await asyncio.to_thread(self.store.insert, table, rows.values, columns)
+            self._written(table, len(rows.values))
+            return []
+        except StoreError as exc:
+            log.warning(
+                "ClickHouse refused a batch of %d %s rows (%s); inserting one by one",
+                len(rows.values),
+                table,
+                exc,
+            )
+        refused: dict[int, tuple[Any, str]] = {}
+        for row, origin in zip(rows.values, rows.origins, strict=True):
+            try:
+                await asyncio.to_thread(self.store.insert, table, [row], columns)
+                self._written(table, 1)
+            except StoreError as exc:
+                refused[id(origin)] = (origin, f"ClickHouse refused its {table} row: {str(exc)[:300]}")
+        if len(refused) == len({id(o) for o in rows.origins}) and len(rows.values) > 1:
+            raise StoreError(f"ClickHouse refused every one of {len(rows.values)} {table} rows")
+        return list(refused.values())
+
+    def _written(self, table: str, count: int) -> None:
+        STORE_ROWS.labels(table).inc(count)
+        self.rows_written += count
+
     def http_app(self) -> web.Application:
-        app = web.Application()
+        app = web.Application(client_max_size=MAX_SQL_BODY_BYTES)
         app.router.add_post("/sql", self.handle_sql)
         app.router.add_get("/healthz", self.handle_health)
         app.router.add_get("/metrics", self.handle_metrics)
         return app
 
     async def handle_sql(self, request: web.Request) -> web.Response:
-        """POST a query as text (or JSON {"query": ...}); runs read-only; answers JSON."""
-        body = await request.text()
+        """POST a query as text (or JSON {"query": ...}); one read-only statement, with limits;
+        answers JSON. With a token configured, asks for ``Authorization: Bearer <token>``."""
+        if not self._authorised(request):
+            SQL_QUERIES.labels("unauthorised").inc()
+            return web.json_response(
+                {"error": "missing or wrong bearer token (Authorization: Bearer <ODDSTREAM_SQL_TOKEN>)"},
+                status=401,
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        try:
+            body = await request.text()
+        except web.HTTPRequestEntityTooLarge:
+            return web.json_response({"error": f"query body over {MAX_SQL_BODY_BYTES:,} bytes"}, status=413)
+        except UnicodeDecodeError:
+            return web.json_response({"error": "query body is not UTF-8 text"}, status=400)
         if request.content_type == "application/json":
             try:
                 body = json.loads(body)["query"]
-            except (ValueError, KeyError, TypeError):
+                assert isinstance(body, str)
+            except (ValueError, KeyError, TypeError, AssertionError):
                 return web.json_response({"error": 'expected {"query": "..."}'}, status=400)
-        if not body.strip():
-            return web.json_response({"error": "empty query"}, status=400)
         try:
-            columns, rows = await asyncio.to_thread(self.store.query, body, True)
+            statement = check_query(body)
+        except QueryRefused as exc:
+            SQL_QUERIES.labels("refused").inc()
+            return web.json_response({"error": f"query refused: {exc}"}, status=400)
+        try:
+            columns, rows = await asyncio.to_thread(
+                self.reader.query, statement, self.settings.sql_max_execution_s
+            )
+        except QueryBusy as exc:
+            SQL_QUERIES.labels("busy").inc()
+            return web.json_response({"error": str(exc)}, status=503)
         except StoreError as exc:
             SQL_QUERIES.labels("error").inc()
             return web.json_response({"error": str(exc)}, status=400)
         SQL_QUERIES.labels("ok").inc()
         return web.json_response({"columns": columns, "rows": jsonable([list(r) for r in rows])})
+
+    def _authorised(self, request: web.Request) -> bool:
+        if self.settings.sql_token is None:
+            return True
+        expected = f"Bearer {self.settings.sql_token.get_secret_value()}"
+        return hmac.compare_digest(request.headers.get("Authorization", "").encode(), expected.encode())
 
     async def handle_metrics(self, request: web.Request) -> web.Response:
         body, content_type = exposition()
@@ -219,4 +316,16 @@ async def serve(settings: Settings) -> None:
     finally:
         await runner.cleanup()
         with contextlib.suppress(Exception):
+            service.reader.close()
+        with contextlib.suppress(Exception):
             service.store.close()
+
+
+def query_limits(settings: Settings) -> QueryLimits:
+    return QueryLimits(
+        max_execution_s=settings.sql_max_execution_s,
+        max_memory_bytes=settings.sql_max_memory_bytes,
+        max_rows_to_read=settings.sql_max_rows_to_read,
+        max_result_rows=settings.sql_max_result_rows,
+        max_result_bytes=settings.sql_max_result_bytes,
+    )

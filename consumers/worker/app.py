@@ -85,7 +85,9 @@ def _source_agent(app: faust.App, settings: Settings, codec: Any, topic: str, na
     async def agent(stream: Any) -> None:
         async for event in stream.events():
             m = event.message
-            await analytics.on_record(m.partition, m.offset, m.key, m.value, round(m.timestamp * 1000))
+            await analytics.on_record(
+                m.partition, m.offset, m.key, m.value, m.headers, round(m.timestamp * 1000)
+            )
 
     app.agent(source, name=name)(agent)
     return analytics

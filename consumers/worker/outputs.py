@@ -10,10 +10,12 @@ import time
 from dataclasses import dataclass
 
 from oddstream.errors import EventError
-from oddstream.kafka.deadletter import dead_letter_headers
+from oddstream.kafka.deadletter import dead_letter_headers, processing_failure
 from oddstream.kafka.late import late_headers
+from oddstream.metrics import PROCESSING_ERRORS, REJECTED_RECORDS
 from schemas.catalog import KEY_FIELD, Event
 from schemas.codec import Codec
+from schemas.intake import Headers, Intake
 from schemas.topics import Topics
 from streams.processor import Emission, Late, Output, PartitionProcessor
 
@@ -28,24 +30,36 @@ class Message:
 
 def apply_record(
     processor: PartitionProcessor,
-    codec: Codec,
-    offset: int,
+    intake: Intake,
+    origin: tuple[str, int, int],
+    key: bytes | None,
     value: bytes | None,
+    headers: Headers,
     kafka_ms: int,
     wall_ms: int | None = None,
 ) -> Output:
-    """Decode, check and fold one record. The far-future check compares the event time with
-    the record's Kafka timestamp (not the clock), so a replay rejects exactly what live did."""
+    """Admit (decode and check) and fold one record at ``origin`` (topic, partition, offset).
+
+    The far-future check compares the event time with the record's Kafka timestamp (not the
+    clock), so a replay rejects exactly what live did. A record that is refused, or whose
+    processing raises, is reflected by the processor (its offset is passed) and comes back
+    as ``rejected`` with the reason: one record never stops its partition."""
+    topic, _, offset = origin
     if offset <= processor.offset:
         return Output(duplicate=True)
     try:
-        decoded = codec.decode(value or b"")
-        codec.check_decoded(decoded, now_ms=kafka_ms)
+        event = intake.admit(topic, key, value, headers, kafka_ms)
     except EventError as exc:
         processor.skip(offset)
+        REJECTED_RECORDS.labels(topic, type(exc).__name__).inc()
         return Output(rejected=exc.reason)
     now = wall_ms if wall_ms is not None else int(time.time() * 1000)
-    return processor.process(offset, decoded.type, decoded.record, now)
+    try:
+        return processor.process(offset, event.type, event.record, now)
+    except Exception as exc:  # a bug meeting an input: the record is dead-lettered, the partition goes on
+        processor.skip(offset)
+        PROCESSING_ERRORS.labels("worker").inc()
+        return Output(rejected=processing_failure(exc))
 
 
 def messages(

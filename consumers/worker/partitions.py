@@ -12,7 +12,11 @@ The contract (docs/design/state-and-recovery.md):
   processed again. Faust may resume from a committed offset *beyond* X (it commits on its
   own schedule): that gap is read with a separate consumer before going on. Re-emitted
   results have the same ids and contents, so ClickHouse collapses them;
-* records at or below X (redelivered) are skipped.
+* records at or below X (redelivered) are skipped;
+* a send that fails (the broker refused an output, or the producer could not send it)
+  halts its partition with a logged error: nothing of that partition is processed or
+  snapshotted any more in this process, so its snapshot never moves past a lost output;
+  a restart (or a rebalance) resumes it from its last snapshot.
 """
 
 from __future__ import annotations
@@ -23,14 +27,16 @@ import pickle
 import time
 import zlib
 from collections import defaultdict
-from typing import Any
+from typing import Any, NoReturn
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from faust.types import TP
 
 from consumers.worker.outputs import Message, apply_record, messages, window_message
+from oddstream.metrics import HALTED_PARTITIONS
 from oddstream.settings import Settings
 from schemas.codec import Codec
+from schemas.intake import Headers, Intake
 from schemas.topics import Topics
 from streams.processor import PartitionProcessor, WindowConfig
 
@@ -51,6 +57,10 @@ def load_snapshot(blob: bytes) -> PartitionProcessor:
     return processor
 
 
+class PartitionHalted(Exception):
+    """An output of this partition was not acknowledged; the partition stops here."""
+
+
 class SourceAnalytics:
     """The processors of one source topic's partitions in this worker."""
 
@@ -61,6 +71,7 @@ class SourceAnalytics:
         self.settings = settings
         self.codec = codec
         self.topics = Topics(settings.topic_prefix)
+        self.intake = Intake(codec, self.topics, settings.limits())
         self.topic = topic
         self.table = table
         self.stage = stage
@@ -70,6 +81,8 @@ class SourceAnalytics:
         self._published: dict[int, float] = {}
         self._feeding: dict[int, asyncio.Lock] = defaultdict(asyncio.Lock)  # one feeder per partition
         self._adopted: set[int] = set()
+        self._in_flight: dict[int, list[asyncio.Future[Any]]] = defaultdict(list)
+        self.halted: dict[int, str] = {}  # partition -> why its outputs stopped
         self.gaps_filled = 0
 
     def state_key(self, partition: int) -> bytes:
@@ -78,18 +91,30 @@ class SourceAnalytics:
     # -- the agent's path --------------------------------------------------------
 
     async def on_record(
-        self, partition: int, offset: int, key: bytes | None, value: bytes | None, ts_ms: int
+        self,
+        partition: int,
+        offset: int,
+        key: bytes | None,
+        value: bytes | None,
+        headers: Headers,
+        ts_ms: int,
     ) -> None:
+        if partition in self.halted:
+            return  # its snapshot stays behind this record: a restart processes it again
         async with self._feeding[partition]:
-            processor = self._processor(partition)
-            if offset > processor.offset + 1:
-                await self._fill_gap(processor, partition, processor.offset + 1, offset)
-            await self._apply(processor, partition, offset, key, value, ts_ms)
-            now = time.monotonic()
-            if now - self._published.get(partition, 0.0) >= self.settings.worker_update_interval_ms / 1000:
-                await self._publish_currents(partition, processor)
-            if now - self._checkpointed.get(partition, 0.0) >= self.settings.worker_checkpoint_interval_s:
-                await self.checkpoint(partition)
+            try:
+                processor = self._processor(partition)
+                if offset > processor.offset + 1:
+                    await self._fill_gap(processor, partition, processor.offset + 1, offset)
+                await self._apply(processor, partition, offset, key, value, headers, ts_ms)
+                now = time.monotonic()
+                interval = self.settings.worker_update_interval_ms / 1000
+                if now - self._published.get(partition, 0.0) >= interval:
+                    await self._publish_currents(partition, processor)
+                if now - self._checkpointed.get(partition, 0.0) >= self.settings.worker_checkpoint_interval_s:
+                    await self.checkpoint(partition)
+            except PartitionHalted:
+                pass
 
     async def on_idle(self) -> None:
         """Close the windows of quiet partitions; snapshot what that changed.
@@ -100,16 +125,23 @@ class SourceAnalytics:
         closes windows early."""
         await self._adopt_assigned()
         for partition, processor in list(self.processors.items()):
+            if partition in self.halted:
+                continue
             async with self._feeding[partition]:
-                await self._publish_currents(partition, processor)  # a quiet partition's last updates
-                if not self._caught_up(partition, processor):
-                    continue
-                finals = processor.on_idle(int(time.time() * 1000))
-                if finals:
-                    source = self.settings.worker_id
-                    for emission in finals:
-                        await self._send(window_message(emission, self.topics, self.codec, source))
-                    await self.checkpoint(partition)
+                try:
+                    await self._publish_currents(partition, processor)  # a quiet partition's last updates
+                    if not self._caught_up(partition, processor):
+                        continue
+                    finals = processor.on_idle(int(time.time() * 1000))
+                    if finals:
+                        source = self.settings.worker_id
+                        for emission in finals:
+                            await self._send(
+                                partition, window_message(emission, self.topics, self.codec, source)
+                            )
+                        await self.checkpoint(partition)
+                except PartitionHalted:
+                    pass
 
     async def _adopt_assigned(self) -> None:
         """Read, once per assignment, what a partition's snapshot lacks below the committed offset.
@@ -135,8 +167,11 @@ class SourceAnalytics:
             async with self._feeding[partition]:
                 processor = self._processor(partition)
                 if processor.offset + 1 < end:
-                    await self._fill_gap(processor, partition, processor.offset + 1, end)
-                    await self.checkpoint(partition)
+                    try:
+                        await self._fill_gap(processor, partition, processor.offset + 1, end)
+                        await self.checkpoint(partition)
+                    except PartitionHalted:
+                        pass
 
     async def _committed(self, partitions: list[int]) -> dict[int, int | None]:
         consumer = AIOKafkaConsumer(
@@ -160,7 +195,9 @@ class SourceAnalytics:
         """Send the coalesced current updates (at most one per window per interval)."""
         self._published[partition] = time.monotonic()
         for emission in processor.take_currents():
-            await self._send(window_message(emission, self.topics, self.codec, self.settings.worker_id))
+            await self._send(
+                partition, window_message(emission, self.topics, self.codec, self.settings.worker_id)
+            )
 
     def _highwater(self, partition: int) -> int | None:
         try:
@@ -180,6 +217,9 @@ class SourceAnalytics:
             self._checkpointed.pop(partition, None)
             self._published.pop(partition, None)
             self._adopted.discard(partition)
+            self._in_flight.pop(partition, None)
+            if self.halted.pop(partition, None) is not None:
+                HALTED_PARTITIONS.dec()
 
     async def checkpoint(self, partition: int) -> None:
         """Snapshot a partition's processor. Callers hold the partition's feeding lock, so
@@ -188,7 +228,8 @@ class SourceAnalytics:
         if processor is None:
             return
         blob = dump_snapshot(processor)  # the state at this instant, offset X
-        await self.app.producer.flush()  # every output up to X acknowledged ...
+        await self.app.producer.flush()  # every output up to X sent ...
+        await self._confirm_outputs(partition)  # ... and acknowledged (or the partition halts)
         key = self.state_key(partition)
         self.table.data[key] = blob  # ... before the snapshot can be read back
         await self.table.send_changelog(partition, key, blob)
@@ -213,19 +254,49 @@ class SourceAnalytics:
         offset: int,
         key: bytes | None,
         value: bytes | None,
+        headers: Headers,
         ts_ms: int,
     ) -> None:
-        output = apply_record(processor, self.codec, offset, value, ts_ms)
+        origin = (self.topic, partition, offset)
+        output = apply_record(processor, self.intake, origin, key, value, headers, ts_ms)
         if output.duplicate:
             return
-        origin = (self.topic, partition, offset)
         for message in messages(
             output, self.topics, self.codec, self.settings.worker_id, origin, key, value, self.stage
         ):
-            await self._send(message)
+            await self._send(partition, message)
 
-    async def _send(self, message: Message) -> None:
-        await self.app.producer.send(message.topic, message.key, message.value, None, None, message.headers)
+    async def _send(self, partition: int, message: Message) -> None:
+        """Hand one output to the producer; its acknowledgement is checked before the next snapshot."""
+        try:
+            sent = await self.app.producer.send(
+                message.topic, message.key, message.value, None, None, message.headers
+            )
+        except Exception as exc:  # refused before it left (too large for the producer, closed, ...)
+            self._halt(partition, f"output to {message.topic} not sent: {exc!r}")
+        self._in_flight[partition].append(sent)
+
+    async def _confirm_outputs(self, partition: int) -> None:
+        """Every output handed over since the last snapshot was acknowledged, or halt."""
+        sent, self._in_flight[partition] = self._in_flight[partition], []
+        results = await asyncio.gather(*sent, return_exceptions=True)
+        failed = [r for r in results if isinstance(r, BaseException)]
+        if failed:
+            self._halt(partition, f"{len(failed)} output(s) not acknowledged, first: {failed[0]!r}")
+
+    def _halt(self, partition: int, reason: str) -> NoReturn:
+        processor = self.processors.get(partition)
+        at = processor.offset if processor is not None else -1
+        if partition not in self.halted:
+            HALTED_PARTITIONS.inc()
+        self.halted[partition] = reason
+        log.error(
+            "%s[%d] HALTED at offset %d: %s. No snapshot moves past this; the partition's records are "
+            "not processed by this worker any more. Fix the cause, then restart the worker: it resumes "
+            "from the last snapshot and loses nothing.",
+            self.topic, partition, at, reason,
+        )  # fmt: skip
+        raise PartitionHalted(reason)
 
     async def _fill_gap(self, processor: PartitionProcessor, partition: int, start: int, end: int) -> None:
         """Process records [start, end) that Faust will not deliver again (committed past the snapshot)."""
@@ -243,7 +314,7 @@ class SourceAnalytics:
                 for m in batch.get(tp, []):
                     if m.offset >= end:
                         break
-                    await self._apply(processor, partition, m.offset, m.key, m.value, m.timestamp)
+                    await self._apply(processor, partition, m.offset, m.key, m.value, m.headers, m.timestamp)
         finally:
             await consumer.stop()
         self.gaps_filled += 1

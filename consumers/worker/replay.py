@@ -39,6 +39,8 @@ from consumers.worker.outputs import apply_record
 from oddstream.codecs import build_codec
 from oddstream.errors import OddstreamError, StoreError
 from oddstream.settings import Settings
+from schemas.intake import Intake
+from schemas.topics import Topics
 from streams.processor import Emission, Output, PartitionProcessor
 
 TIME_FIELDS = ("window_start", "window_end", "open_time", "last_time", "event_time", "starts_at")
@@ -67,7 +69,7 @@ def replay(settings: Settings, name: str, show_progress: bool = True) -> tuple[R
         raise OddstreamError(f"replay name {name!r}: use letters, digits and '_'")
     target = _fresh_store(settings, name)
     migrate(target)
-    codec = build_codec(settings)
+    intake = Intake(build_codec(settings), Topics(settings.topic_prefix), settings.limits())
     rebuilt = Rebuilt(redacted(target.dsn))
     pending: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
 
@@ -99,8 +101,9 @@ def replay(settings: Settings, name: str, show_progress: bool = True) -> tuple[R
                 (topic, partition), PartitionProcessor(settings.window_config(), partition=partition)
             )
             output: Output = apply_record(
-                processor, codec, offset, message.value(), message.timestamp()[1], 0
-            )
+                processor, intake, (topic, partition, offset), message.key(), message.value(),
+                message.headers(), message.timestamp()[1], 0,
+            )  # fmt: skip
             processor.discard_currents()
             rebuilt.records += 1
             rebuilt.rejected += output.rejected is not None

@@ -9,14 +9,37 @@ from confluent_kafka.admin import AdminClient, NewTopic, OffsetSpec  # type: ign
 
 from oddstream.errors import BrokerError
 from oddstream.settings import Settings
-from schemas.topics import Topics
+from schemas.topics import SOURCE_TOPICS, Topics
 
 
 def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> list[str]:
-    """Create every missing oddstream topic; return the names created."""
+    """Create every missing oddstream topic; return the names created.
+
+    Source topics (bets, odds, system, users) are the source of truth, so they keep
+    their records for ``source_retention_ms`` (default -1: forever) and get the broker's
+    append time as record timestamp, which the consumers' far-future check compares event
+    times with: a producer cannot choose it. Topics that exist already are left as they
+    are (docs/operations.md says how to change them)."""
     topics = Topics(settings.topic_prefix)
     compacted = topics.compacted()
-    return create_missing(settings, {name: name in compacted for name in topics.all()}, timeout_s)
+    sources = {topics.name(s) for s in SOURCE_TOPICS}
+    created = create_missing(
+        settings,
+        {n: n in compacted for n in topics.all() if n in sources},
+        timeout_s,
+        source_config(settings),
+    )
+    others = {n: n in compacted for n in topics.all() if n not in sources}
+    return created + create_missing(settings, others, timeout_s)
+
+
+def source_config(settings: Settings) -> dict[str, str]:
+    """Topic configs of the source topics oddstream creates."""
+    return {
+        "retention.ms": str(settings.source_retention_ms),
+        "retention.bytes": "-1",
+        "message.timestamp.type": "LogAppendTime",
+    }
 
 
 def create_missing(

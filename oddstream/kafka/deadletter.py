@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import traceback
+from pathlib import Path
+
 REASON = "oddstream.dlq.reason"
 ORIGIN_TOPIC = "oddstream.dlq.topic"
 ORIGIN_PARTITION = "oddstream.dlq.partition"
@@ -20,3 +23,10 @@ def dead_letter_headers(
         (ORIGIN_OFFSET, str(offset).encode()),
         (STAGE, stage.encode()),
     ]
+
+
+def processing_failure(exc: BaseException, frames: int = 3) -> str:
+    """A dead-letter reason for an unexpected exception: its type, text and last frames."""
+    where = traceback.extract_tb(exc.__traceback__)[-frames:]
+    trace = " <- ".join(f"{Path(f.filename).name}:{f.lineno} {f.name}" for f in reversed(where))
+    return f"processing failed: {type(exc).__name__}: {str(exc)[:300]} (at {trace})"

@@ -1,0 +1,48 @@
+"""Consumer lag of oddstream's consumer groups: records in the log not yet committed by a group."""
+
+from __future__ import annotations
+
+from confluent_kafka import ConsumerGroupTopicPartitions, KafkaException, TopicPartition
+from confluent_kafka.admin import AdminClient, OffsetSpec  # type: ignore[attr-defined]
+
+from oddstream.settings import Settings
+from schemas.topics import SOURCE_TOPICS, Topics
+
+
+def role_groups(settings: Settings) -> dict[str, tuple[str, list[str]]]:
+    """role -> (consumer group, topics it consumes) for the roles that commit offsets."""
+    topics = Topics(settings.topic_prefix)
+    sources = [topics.name(s) for s in SOURCE_TOPICS]
+    return {
+        "worker": (settings.worker_id, [topics.odds, topics.bets, topics.name("system")]),
+        "store": (
+            f"{settings.topic_prefix}store",
+            [*topics.windows(), *topics.insights(), topics.dead_letter, topics.late, *sources],
+        ),
+        "dispatcher": (f"{settings.topic_prefix}dispatcher", [topics.odds_window_1m, topics.alerts]),
+    }
+
+
+def group_lag(settings: Settings, group: str, topics: list[str], timeout_s: float = 10.0) -> int | None:
+    """Sum over the topics' partitions of (end offset - committed offset); None if the group
+    has committed nothing yet. A partition without a commit counts from its start."""
+    admin = AdminClient({"bootstrap.servers": settings.bootstrap})
+    try:
+        metadata = admin.list_topics(timeout=timeout_s).topics
+        partitions = [TopicPartition(t, p) for t in topics if t in metadata for p in metadata[t].partitions]
+        if not partitions:
+            return None
+        request = [ConsumerGroupTopicPartitions(group, partitions)]
+        committed = admin.list_consumer_group_offsets(request)[group].result(timeout_s)
+        ends = admin.list_offsets({tp: OffsetSpec.latest() for tp in partitions})  # type: ignore[no-untyped-call]
+    except KafkaException:
+        return None
+    positions = {(tp.topic, tp.partition): tp.offset for tp in committed.topic_partitions}
+    if all(offset < 0 for offset in positions.values()):
+        return None
+    lag = 0
+    for tp, future in ends.items():
+        end = future.result(timeout_s).offset
+        done = positions.get((tp.topic, tp.partition), -1)
+        lag += max(end - max(done, 0), 0)
+    return lag
