@@ -140,8 +140,11 @@ class Settings(BaseSettings):
         default=1 << 30, gt=0, description="Memory one analyst's query may use."
     )
     sql_max_rows_to_read: int = Field(default=500_000_000, gt=0, description="Rows one query may read.")
-    sql_max_result_rows: int = Field(default=100_000, gt=0, description="Rows one query may return.")
-    sql_max_result_bytes: int = Field(default=64 << 20, gt=0, description="Bytes one query may return.")
+    sql_max_result_rows: int = Field(default=1_000_000, gt=0, description="Rows one query may return.")
+    sql_max_result_bytes: int = Field(default=256 << 20, gt=0, description="Bytes one query may return.")
+    sql_max_threads: int = Field(
+        default=1, ge=1, description="Threads one query may use (embedded: the rest stay with ingestion)."
+    )
     sql_token: SecretStr | None = Field(
         default=None,
         description="Bearer token the SQL endpoint asks for. Required when store_host is not loopback.",

@@ -87,8 +87,8 @@ class QueryLimits:
     max_execution_s: float = 30.0
     max_memory_bytes: int = 1 << 30
     max_rows_to_read: int = 500_000_000
-    max_result_rows: int = 100_000
-    max_result_bytes: int = 64 << 20
+    max_result_rows: int = 1_000_000
+    max_result_bytes: int = 256 << 20
     max_threads: int = 1  # embedded: leave the other cores to ingestion
 
     def settings(self, embedded: bool) -> dict[str, Any]:

@@ -328,4 +328,5 @@ def query_limits(settings: Settings) -> QueryLimits:
         max_rows_to_read=settings.sql_max_rows_to_read,
         max_result_rows=settings.sql_max_result_rows,
         max_result_bytes=settings.sql_max_result_bytes,
+        max_threads=settings.sql_max_threads,
     )

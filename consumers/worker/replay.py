@@ -10,8 +10,15 @@ late events into a fresh namespace:
 * a ClickHouse server: a new database ``oddstream_replay_<name>`` on that server.
 
 At the end of the input every window still open is closed (a bounded input has no
-future), so a replay may hold finals for windows that are still open live: those are
-reported, not counted as differences.
+future). Against a running stack, live goes on past the replay's input, so the comparison
+draws a horizon (:class:`Horizon`): per source topic, the newest event time the replay saw
+on its slowest partition, minus the window delay and grace. A row whose window ended (or
+whose event time lies) before the horizon is *settled*: the same log gives the same row
+live and replayed, and any difference is reported as one (exit 1), naming the table and
+the row. A row after the horizon, or a late event past the replay's end offsets, may
+still change live: it is counted as "open", not as a difference. Before comparing, the
+replay waits (up to ``wait_s``) until the live worker and store have caught up with its
+input, so a lagging stack is not mistaken for a lossy one.
 """
 
 from __future__ import annotations
@@ -38,6 +45,7 @@ from consumers.worker.app import ANALYSED_SOURCES
 from consumers.worker.outputs import apply_record
 from oddstream.codecs import build_codec
 from oddstream.errors import OddstreamError, StoreError
+from oddstream.kafka.lag import committed_offsets, end_offsets
 from oddstream.settings import Settings
 from schemas.intake import Intake
 from schemas.topics import Topics
@@ -51,16 +59,58 @@ TIME_COLUMNS = {
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 COMPARED_TABLES = (*DERIVED_COLUMNS, "late_events")
 Rows = set[tuple[Any, ...]]
+LIVE_PAGE_ROWS = 50_000
 
 
 @dataclass
 class Rebuilt:
-    """What one replay wrote."""
+    """What one replay wrote, and where its input ended."""
 
     target: str
     records: int = 0
     rejected: int = 0
     rows: dict[str, int] = field(default_factory=dict)
+    ends: dict[tuple[str, int], int] = field(default_factory=dict)  # (topic, partition) -> end offset
+    newest: dict[tuple[str, int], int] = field(default_factory=dict)  # -> newest event time seen
+
+
+# the source topic whose partitions' time decides whether a table's row is settled
+TOPIC_OF_TABLE = {
+    "market_windows_1m": "odds", "market_books_1m": "odds", "price_windows_1m": "odds",
+    "predictions": "odds", "value_signals": "odds", "model_metrics": "odds", "model_drift": "odds",
+    "bet_windows_1m": "bets", "user_window_parts_1m": "bets",
+    "service_windows_1m": "system", "route_windows_1m": "system",
+}  # fmt: skip
+TIME_COLUMN = {"predictions": "prediction_time"}  # insights: the column that dates a row
+
+
+@dataclass(frozen=True)
+class Horizon:
+    """Which rows the replay's input settles: see the module docstring."""
+
+    prefix: str
+    margin_ms: int  # window delay + grace: what may still arrive for a time after the newest
+    ends: dict[tuple[str, int], int]
+    cutoff: dict[str, int]  # topic suffix -> the slowest partition's newest event time - margin
+
+    @classmethod
+    def of(cls, rebuilt: Rebuilt, settings: Settings) -> Horizon:
+        margin = settings.window_delay_ms + settings.window_grace_ms
+        cutoff = {}
+        for suffix in ANALYSED_SOURCES:
+            times = [t for (topic, _), t in rebuilt.newest.items() if topic == settings.topic_prefix + suffix]
+            cutoff[suffix] = min(times) - margin if times else -(2**62)
+        return cls(settings.topic_prefix, margin, dict(rebuilt.ends), cutoff)
+
+    def settled(self, table: str, columns: list[str], row: list[Any]) -> bool:
+        named = dict(zip(columns, row, strict=True))
+        if table == "late_events":
+            end = self.ends.get((named["origin_topic"], named["origin_partition"]))
+            return end is not None and named["origin_offset"] < end
+        suffix = TOPIC_OF_TABLE.get(table)
+        cutoff = self.cutoff[suffix] if suffix else min(self.cutoff.values())  # alerts: any topic
+        when = named.get("window_end", named.get(TIME_COLUMN.get(table, "event_time")))
+        return isinstance(when, int) and when <= cutoff
 
 
 def replay(settings: Settings, name: str, show_progress: bool = True) -> tuple[Rebuilt, Store]:
@@ -117,7 +167,9 @@ def replay(settings: Settings, name: str, show_progress: bool = True) -> tuple[R
             if rebuilt.records % 20_000 == 0:
                 flush_rows()
             progress.advance(task)
-        for processor in processors.values():
+        rebuilt.ends = dict(ends)
+        for (topic, partition), processor in processors.items():
+            rebuilt.newest[(topic, partition)] = max(e.max_event_ms for e in processor.engines.values())
             collect(processor.flush())
         flush_rows()
     return rebuilt, target
@@ -127,32 +179,61 @@ def replay(settings: Settings, name: str, show_progress: bool = True) -> tuple[R
 class Comparison:
     table: str
     equal: int
-    only_replayed: int  # windows final in the replay, still open live
-    only_live: int
-    different: int
+    only_replayed: int  # settled rows the live table lacks
+    only_live: int  # settled rows the replay lacks
+    different: int  # settled rows whose values differ
+    open: int = 0  # unsettled rows that differ or are on one side only (still changing live)
+    examples: list[str] = field(default_factory=list)  # the first differences, by key
 
     @property
     def ok(self) -> bool:
-        return self.only_live == 0 and self.different == 0
+        return self.only_live == 0 and self.different == 0 and self.only_replayed == 0
 
 
-def compare(replayed: Callable[[str], list[Any]], live: Callable[[str], list[Any]]) -> list[Comparison]:
-    """Table by table: rows equal, only in the replay, only live, and keys whose values differ."""
+def compare(
+    replayed: Callable[[str], list[Any]],
+    live: Callable[[str], list[Any]],
+    horizon: Horizon | None = None,
+) -> list[Comparison]:
+    """Table by table: settled rows equal, only in the replay, only live, or different; rows
+    past the ``horizon`` are compared too, but a mismatch there counts as open."""
     out = []
     for table in COMPARED_TABLES:
-        key_length, query = comparison_query(table)
-        a = {tuple(r[:key_length]): tuple(r[key_length:]) for r in _normal(replayed(query))}
-        b = {tuple(r[:key_length]): tuple(r[key_length:]) for r in _normal(live(query))}
-        both = set(a) & set(b)
-        different = sum(1 for k in both if a[k] != b[k])
-        out.append(
-            Comparison(table, len(both) - different, len(set(a) - set(b)), len(set(b) - set(a)), different)
-        )
+        key_length, query, columns = comparison_query(table)
+        a = {tuple(r[:key_length]): r for r in _normal(replayed(query))}
+        b = {tuple(r[:key_length]): r for r in _normal(live(query))}
+        result = Comparison(table, 0, 0, 0, 0)
+        for key in sorted(set(a) | set(b), key=str):
+            mine, theirs = a.get(key), b.get(key)
+            if mine == theirs:
+                result.equal += 1
+                continue
+            row = mine if mine is not None else theirs
+            assert row is not None
+            if horizon is not None and not horizon.settled(table, columns, row):
+                result.open += 1
+                continue
+            if theirs is None:
+                result.only_replayed += 1
+                what = "missing live"
+            elif mine is None:
+                result.only_live += 1
+                what = "only live"
+            else:
+                result.different += 1
+                what = "differs: " + ", ".join(
+                    f"{c} {x!r} live {y!r}" for c, x, y in zip(columns, mine, theirs, strict=True) if x != y
+                )
+            if len(result.examples) < 5:
+                shown = ", ".join(f"{c}={v}" for c, v in zip(columns[:key_length], key, strict=True))
+                result.examples.append(f"{table} ({shown}) {what}")
+        out.append(result)
     return out
 
 
-def comparison_query(table: str) -> tuple[int, str]:
-    """(number of key columns, SELECT) of a table's comparable columns (times as ms, ids as text)."""
+def comparison_query(table: str) -> tuple[int, str, list[str]]:
+    """(number of key columns, SELECT, column names) of a table's comparable columns (times
+    as ms, ids as text)."""
     if table == "late_events":
         columns = [c for c in LATE_COLUMNS if c != "original"]
         keys = 4
@@ -170,16 +251,41 @@ def comparison_query(table: str) -> tuple[int, str]:
         else c
         for c in columns
     ]
-    return keys, f"SELECT {', '.join(rendered)} FROM {table} FINAL ORDER BY {', '.join(rendered[:keys])}"
+    select = f"SELECT {', '.join(rendered)} FROM {table} FINAL ORDER BY {', '.join(rendered[:keys])}"
+    return keys, select, columns
 
 
 def digests(read: Callable[[str], list[Any]]) -> dict[str, str]:
     """table -> SHA-256 of its comparable rows in key order: equal digests, identical tables."""
     out = {}
     for table in COMPARED_TABLES:
-        _, query = comparison_query(table)
+        _, query, _ = comparison_query(table)
         out[table] = hashlib.sha256(json.dumps(_normal(read(query))).encode()).hexdigest()[:16]
     return out
+
+
+def wait_for_live(settings: Settings, ends: dict[tuple[str, int], int], wait_s: float) -> str | None:
+    """Wait until the live worker has committed the replay's input and the store has
+    committed what the worker wrote by then; None when it has, else why not."""
+    deadline = time.monotonic() + wait_s
+    behind = 0
+    while time.monotonic() < deadline:
+        committed = committed_offsets(settings, settings.worker_id, list(ends))
+        behind = sum(max(end - max(committed.get(tp, -1), 0), 0) for tp, end in ends.items())
+        if behind == 0:
+            break
+        time.sleep(0.5)
+    else:
+        return f"the live worker is {behind:,} records behind the replay's input after {wait_s:g} s"
+    topics = Topics(settings.topic_prefix)
+    derived = end_offsets(settings, [*topics.windows(), *topics.insights(), topics.late])
+    while time.monotonic() < deadline:
+        committed = committed_offsets(settings, f"{settings.topic_prefix}store", list(derived))
+        behind = sum(max(end - max(committed.get(tp, -1), 0), 0) for tp, end in derived.items())
+        if behind == 0:
+            return None
+        time.sleep(0.5)
+    return f"the live store is {behind:,} records behind the worker's output after {wait_s:g} s"
 
 
 def store_reader(store: Store) -> Callable[[str], list[Any]]:
@@ -191,11 +297,22 @@ def live_reader(settings: Settings) -> Callable[[str], list[Any]]:
     if not settings.clickhouse_is_embedded:
         return store_reader(Store(settings.clickhouse))
 
+    headers = {}
+    if settings.sql_token is not None:
+        headers["Authorization"] = f"Bearer {settings.sql_token.get_secret_value()}"
+
     def query(sql: str) -> list[Any]:
-        response = httpx.post(f"{settings.sql_endpoint}/sql", content=sql, timeout=300)
-        if response.status_code != 200:
-            raise OddstreamError(f"live query failed: {response.text}")
-        return list(response.json()["rows"])
+        # in pages, so a large table stays within the endpoint's result limits
+        rows: list[Any] = []
+        while True:
+            page = f"{sql} LIMIT {LIVE_PAGE_ROWS} OFFSET {len(rows)}"
+            response = httpx.post(f"{settings.sql_endpoint}/sql", content=page, headers=headers, timeout=300)
+            if response.status_code != 200:
+                raise OddstreamError(f"live query failed: {response.text}")
+            got = response.json()["rows"]
+            rows += got
+            if len(got) < LIVE_PAGE_ROWS:
+                return rows
 
     try:
         httpx.get(f"{settings.sql_endpoint}/healthz", timeout=5)

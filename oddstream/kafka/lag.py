@@ -23,6 +23,28 @@ def role_groups(settings: Settings) -> dict[str, tuple[str, list[str]]]:
     }
 
 
+def committed_offsets(
+    settings: Settings, group: str, partitions: list[tuple[str, int]], timeout_s: float = 10.0
+) -> dict[tuple[str, int], int]:
+    """(topic, partition) -> the group's committed offset (-1 where it committed nothing)."""
+    admin = AdminClient({"bootstrap.servers": settings.bootstrap})
+    request = [ConsumerGroupTopicPartitions(group, [TopicPartition(t, p) for t, p in partitions])]
+    try:
+        answer = admin.list_consumer_group_offsets(request)[group].result(timeout_s)
+    except KafkaException:
+        return {tp: -1 for tp in partitions}
+    return {(tp.topic, tp.partition): tp.offset for tp in answer.topic_partitions}
+
+
+def end_offsets(settings: Settings, topics: list[str], timeout_s: float = 10.0) -> dict[tuple[str, int], int]:
+    """(topic, partition) -> its end offset, for every partition of ``topics``."""
+    admin = AdminClient({"bootstrap.servers": settings.bootstrap})
+    metadata = admin.list_topics(timeout=timeout_s).topics
+    partitions = [TopicPartition(t, p) for t in topics if t in metadata for p in metadata[t].partitions]
+    answers = admin.list_offsets({tp: OffsetSpec.latest() for tp in partitions})  # type: ignore[no-untyped-call]
+    return {(tp.topic, tp.partition): future.result(timeout_s).offset for tp, future in answers.items()}
+
+
 def group_lag(settings: Settings, group: str, topics: list[str], timeout_s: float = 10.0) -> int | None:
     """Sum over the topics' partitions of (end offset - committed offset); None if the group
     has committed nothing yet. A partition without a commit counts from its start."""
