@@ -81,6 +81,9 @@ class Settings(BaseSettings):
         default=False,
         description="Allow webhook URLs on loopback or private networks (local development only).",
     )
+    webhook_receiver_port: int = Field(
+        default=8899, description="Port of the demo webhook receiver `oddstream up` runs on 127.0.0.1."
+    )
     webhook_max_attempts: int = Field(default=5, ge=1, description="Delivery attempts per webhook.")
     webhook_timeout_s: float = Field(default=5.0, gt=0, description="Timeout of one webhook POST.")
     simulator_seed: int = Field(default=7, description="Seed of the market simulator.")

@@ -25,9 +25,6 @@ from oddstream.kafka.admin import ensure_topics
 from oddstream.settings import Settings
 from oddstream.supervision import GiveUp, RestartPolicy, RoleRestarts
 
-RECEIVER_PORT = 8899
-
-
 STOP_TIMEOUT_S = 10.0  # every role stops within 5 s of SIGTERM (tested); this is the margin
 
 
@@ -190,14 +187,15 @@ def run_stack(settings: Settings, simulate: bool = True) -> None:
         stack.spawn("worker", "worker")
         stack.spawn("gateway", "gateway")
         stack.spawn("dispatcher", "dispatcher")
-        receiver_url = f"http://127.0.0.1:{RECEIVER_PORT}/hooks/oddstream"
+        port = settings.webhook_receiver_port
+        receiver_url = f"http://127.0.0.1:{port}/hooks/oddstream"
         _endpoint_id, secret = register_endpoint(
             settings.model_copy(update={"webhook_allow_private_targets": True}),
             receiver_url,
             ["OddsWindowUpdated", "AlertChanged"],
             endpoint_id="ep_local_demo",
         )
-        stack.spawn("receiver", "webhook", "listen", "--port", str(RECEIVER_PORT), "--secret", secret)
+        stack.spawn("receiver", "webhook", "listen", "--port", str(port), "--secret", secret)
         if simulate:
             stack.spawn("simulator", "simulate", "--no-progress")
         print_where_to_look(settings, stack, receiver_url)

@@ -54,13 +54,13 @@ def analytics_settings(settings: Settings) -> Settings:
     return settings.model_copy(update={"window_idle_timeout_ms": 3_000, "worker_checkpoint_interval_s": 0.5})
 
 
-def simulate(settings: Settings) -> None:
+def simulate(settings: Settings, events: int = EVENTS) -> None:
     """100k events over ~8 minutes of event time ending minutes ago; 3 % delivered up to 90 s late."""
-    span_ms = int(EVENTS / settings.simulator_rate * 1000)
+    span_ms = int(events / settings.simulator_rate * 1000)
     start = int(time.time() * 1000) - span_ms - 180_000
     sent = run_simulation(
         settings,
-        events=EVENTS,
+        events=events,
         realtime=False,
         start_ms=start,
         show_progress=False,
@@ -68,7 +68,7 @@ def simulate(settings: Settings) -> None:
         max_delay_ms=90_000,
         ground_truth=settings.data_dir / "truth.jsonl",
     )
-    assert sent == EVENTS
+    assert sent == events
 
 
 def stored(query: Callable[[str], list[list[Any]]], topics: Topics) -> dict[str, Any]:
@@ -135,12 +135,12 @@ def mismatches(want: dict[str, Any], got: dict[str, Any]) -> list[str]:
     return problems
 
 
-def check_exact(settings: Settings, roles: list[Role]) -> dict[str, Any]:
+def check_exact(settings: Settings, roles: list[Role], events: int = EVENTS) -> dict[str, Any]:
     """Wait until the worker is done, then require stored == recomputed; return the oracle."""
     query = sql(settings)
     topics = Topics(settings.topic_prefix)
     counted = " + ".join(f"(SELECT count() FROM {t} FINAL)" for t in RAW_TABLES)
-    wait_for("raw events in ClickHouse", lambda: query(f"SELECT {counted}")[0][0] == EVENTS, 300, roles)
+    wait_for("raw events in ClickHouse", lambda: query(f"SELECT {counted}")[0][0] == events, 300, roles)
     sources = [topics.odds, topics.bets, topics.name("system")]
     wait_for(
         "the worker to catch up",
