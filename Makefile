@@ -3,7 +3,7 @@ PYTHON ?= python3.11
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: run test install deps lint typecheck test-pure test-integration bench-core bench-kafka bench-worker bench-quality clean
+.PHONY: run test install deps lint typecheck test-pure test-integration bench-core bench-kafka bench-worker bench-quality bench-sql clean
 
 run: install                 ## install, then run the whole stack with the simulator
 	$(BIN)/oddstream up
@@ -47,6 +47,9 @@ bench-worker: install      ## analytics worker events/s vs bare aiokafka+fastavr
 
 bench-quality: install     ## model and alert quality vs the simulator's ground truth, models' us/event (not a test)
 	$(BIN)/python -m benchmarks.quality
+
+bench-sql: install         ## the store's sink rate while an analyst's heavy query runs vs without (not a test)
+	$(BIN)/python -m benchmarks.sql_isolation
 
 clean:
 	rm -rf $(VENV) .oddstream .pytest_cache .mypy_cache .ruff_cache

@@ -96,6 +96,7 @@ def test_a_future_stamped_event_cannot_drag_the_watermark(settings: Settings) ->
     roles = [Role(settings, "store"), Role(settings, "worker")]
     now = int(time.time() * 1000)
     try:
+        wait_for("the store's endpoint", lambda: _answers(settings), 90, roles)
         with EventProducer(settings) as producer:
             producer.publish("MarketStatusChanged", {
                 "event_id": str(uuid.uuid4()), "event_time": now - 20_000, "source": "test",

@@ -236,7 +236,7 @@ def test_skeleton_end_to_end(settings: Settings) -> None:
         assert sql(settings, "SELECT count() FROM dead_letters FINAL")[0][0] == 9  # per origin and stage
         assert sql(settings, "SELECT count() FROM odds_changed FINAL")[0][0] == len(rows) + 1  # + mZ
         refused = httpx.post(f"{settings.sql_endpoint}/sql", content="DROP TABLE odds_windows_1m", timeout=30)
-        assert refused.status_code == 400 and "readonly" in refused.text.lower()
+        assert refused.status_code == 400 and "read-only" in refused.text.lower()
 
         # (c) WebSocket: updates for the subscribed market only, with their stream position
         frames = [json.loads(ws.recv(10)) for _ in range(3)]
