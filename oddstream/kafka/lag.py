@@ -46,8 +46,8 @@ def end_offsets(settings: Settings, topics: list[str], timeout_s: float = 10.0) 
 
 
 def group_lag(settings: Settings, group: str, topics: list[str], timeout_s: float = 10.0) -> int | None:
-    """Sum over the topics' partitions of (end offset - committed offset); None if the group
-    has committed nothing yet. A partition without a commit counts from its start."""
+    """Sum over the topics' partitions of (end offset - committed offset); None if Kafka
+    cannot say. A partition without a commit counts from offset 0."""
     admin = AdminClient({"bootstrap.servers": settings.bootstrap})
     try:
         metadata = admin.list_topics(timeout=timeout_s).topics
@@ -60,8 +60,6 @@ def group_lag(settings: Settings, group: str, topics: list[str], timeout_s: floa
     except KafkaException:
         return None
     positions = {(tp.topic, tp.partition): tp.offset for tp in committed.topic_partitions}
-    if all(offset < 0 for offset in positions.values()):
-        return None
     lag = 0
     for tp, future in ends.items():
         end = future.result(timeout_s).offset

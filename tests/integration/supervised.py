@@ -93,15 +93,22 @@ def _text(path: Path) -> str:
     return path.read_text(errors="replace") if path.exists() else ""
 
 
-def wait_exit(pid: int, timeout_s: float) -> float | None:
-    """Seconds until ``pid`` is gone, or None if it outlived ``timeout_s``."""
+def stop_times(pids: dict[str, int], timeout_s: float) -> dict[str, float | None]:
+    """Seconds from now until each process is gone (None: it outlived ``timeout_s``), polled
+    together, so each role's time is its own."""
     started = time.monotonic()
-    while time.monotonic() - started < timeout_s:
-        try:
-            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except (FileNotFoundError, ProcessLookupError, IndexError):
-            state = "gone"
-        if state in ("gone", "Z", "X"):  # a zombie has exited; `up` reaps it on its next round
-            return time.monotonic() - started
-        time.sleep(0.05)
-    return None
+    took: dict[str, float | None] = dict.fromkeys(pids)
+    while time.monotonic() - started < timeout_s and any(t is None for t in took.values()):
+        for role, pid in pids.items():
+            if took[role] is None and _exited(pid):
+                took[role] = time.monotonic() - started
+        time.sleep(0.02)
+    return took
+
+
+def _exited(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return True
+    return state in ("Z", "X")  # a zombie has exited; `up` reaps it on its next round

@@ -195,6 +195,7 @@ def test_bad_records_and_killed_roles_stop_nothing_and_lose_nothing(settings: Se
         )
     finally:
         up.stop()
+    assert "did not stop" not in up.output(), up.output()[-2000:]  # every role stopped on SIGTERM
 
 
 def _after(check: Callable[[], bool], what: str) -> None:
