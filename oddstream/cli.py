@@ -213,6 +213,7 @@ def replay(
     if lagging:
         typer.echo(f"note: {lagging}; rows it has not written yet show as differences", err=True)
     horizon = r.Horizon.of(rebuilt, s)
+    typer.echo(f"  horizon (rows settled up to, per source topic): {horizon.describe()}")
     results = r.compare(r.store_reader(target), r.live_reader(s), horizon)
     for c in results:
         verdict = "equal" if c.ok else "DIFFERENT"

@@ -72,6 +72,7 @@ class Rebuilt:
     rows: dict[str, int] = field(default_factory=dict)
     ends: dict[tuple[str, int], int] = field(default_factory=dict)  # (topic, partition) -> end offset
     newest: dict[tuple[str, int], int] = field(default_factory=dict)  # -> newest event time seen
+    owner: dict[tuple[str, str], int] = field(default_factory=dict)  # (topic, market or service) -> partition
 
 
 # the source topic whose partitions' time decides whether a table's row is settled
@@ -82,33 +83,61 @@ TOPIC_OF_TABLE = {
     "service_windows_1m": "system", "route_windows_1m": "system",
 }  # fmt: skip
 TIME_COLUMN = {"predictions": "prediction_time"}  # insights: the column that dates a row
+ENTITY_COLUMNS = ("market_id", "service")  # what a table's rows are about, and so their partition
 
 
 @dataclass(frozen=True)
 class Horizon:
-    """Which rows the replay's input settles: see the module docstring."""
+    """Which rows the replay's input settles: see the module docstring.
+
+    A row belongs to the source partition that produced it: the one the replay saw its
+    market or service on (user partials, model metrics and alerts name their partition).
+    It is settled if its time lies at least the window delay + grace before the newest
+    event time the replay read from that partition. A row of a market or service the
+    replay never saw is measured against the topic's slowest partition."""
 
     prefix: str
     margin_ms: int  # window delay + grace: what may still arrive for a time after the newest
     ends: dict[tuple[str, int], int]
-    cutoff: dict[str, int]  # topic suffix -> the slowest partition's newest event time - margin
+    newest: dict[tuple[str, int], int]
+    owner: dict[tuple[str, str], int]
 
     @classmethod
     def of(cls, rebuilt: Rebuilt, settings: Settings) -> Horizon:
         margin = settings.window_delay_ms + settings.window_grace_ms
-        cutoff = {}
-        for suffix in ANALYSED_SOURCES:
-            times = [t for (topic, _), t in rebuilt.newest.items() if topic == settings.topic_prefix + suffix]
-            cutoff[suffix] = min(times) - margin if times else -(2**62)
-        return cls(settings.topic_prefix, margin, dict(rebuilt.ends), cutoff)
+        return cls(
+            settings.topic_prefix, margin, dict(rebuilt.ends), dict(rebuilt.newest), dict(rebuilt.owner)
+        )
+
+    def cutoff(self, suffix: str | None, partition: int | None = None) -> int:
+        """Rows up to this time are settled: of one partition, or the slowest of a topic (or
+        of every source topic when ``suffix`` is None)."""
+        times = [
+            t
+            for (topic, p), t in self.newest.items()
+            if (suffix is None or topic == self.prefix + suffix) and (partition is None or p == partition)
+        ]
+        return min(times) - self.margin_ms if times else -(2**62)
+
+    def describe(self) -> str:
+        """The slowest partition's cutoff of each source topic."""
+        return ", ".join(
+            f"{suffix} {_dt(ms).isoformat(timespec='milliseconds') if ms > 0 else 'nothing'}"
+            for suffix in ANALYSED_SOURCES
+            for ms in [self.cutoff(suffix)]
+        )
 
     def settled(self, table: str, columns: list[str], row: list[Any]) -> bool:
         named = dict(zip(columns, row, strict=True))
         if table == "late_events":
             end = self.ends.get((named["origin_topic"], named["origin_partition"]))
             return end is not None and named["origin_offset"] < end
-        suffix = TOPIC_OF_TABLE.get(table)
-        cutoff = self.cutoff[suffix] if suffix else min(self.cutoff.values())  # alerts: any topic
+        suffix = TOPIC_OF_TABLE.get(table)  # None: alerts, from any source topic
+        partition = named.get("source_partition")
+        if partition is None and suffix is not None:
+            entity = next((named[c] for c in ENTITY_COLUMNS if c in named), None)
+            partition = self.owner.get((self.prefix + suffix, str(entity)))
+        cutoff = self.cutoff(suffix, partition)
         when = named.get("window_end", named.get(TIME_COLUMN.get(table, "event_time")))
         return isinstance(when, int) and when <= cutoff
 
@@ -130,8 +159,11 @@ def replay(settings: Settings, name: str, show_progress: bool = True) -> tuple[R
             rebuilt.rows[table] = rebuilt.rows.get(table, 0) + len(rows)
         pending.clear()
 
-    def collect(emissions: list[Emission]) -> None:
+    def collect(emissions: list[Emission], topic: str, partition: int) -> None:
         for e in emissions:
+            entity = next((e.record[c] for c in ENTITY_COLUMNS if c in e.record), None)
+            if entity is not None:
+                rebuilt.owner[(topic, str(entity))] = partition
             if e.final:
                 for table, rows in final_rows(e.event_type, _with_datetimes(e.record)).items():
                     pending[table].extend(rows)
@@ -157,7 +189,7 @@ def replay(settings: Settings, name: str, show_progress: bool = True) -> tuple[R
             processor.discard_currents()
             rebuilt.records += 1
             rebuilt.rejected += output.rejected is not None
-            collect(output.emissions)
+            collect(output.emissions, topic, partition)
             for late in output.late:
                 start, end = late.missed[0]
                 pending["late_events"].append(
@@ -170,7 +202,7 @@ def replay(settings: Settings, name: str, show_progress: bool = True) -> tuple[R
         rebuilt.ends = dict(ends)
         for (topic, partition), processor in processors.items():
             rebuilt.newest[(topic, partition)] = max(e.max_event_ms for e in processor.engines.values())
-            collect(processor.flush())
+            collect(processor.flush(), topic, partition)
         flush_rows()
     return rebuilt, target
 

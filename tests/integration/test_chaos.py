@@ -162,6 +162,7 @@ def test_bad_records_and_killed_roles_stop_nothing_and_lose_nothing(settings: Se
         simulation.join(600)
         assert not simulation.is_alive(), "the simulation did not finish"
 
+        _after(lambda: _raw_count(settings) > 0, "the restarted store answering")
         check_exact(settings, [], EVENTS)  # every final table equals the recomputation from the raw events
 
         status = up.status()

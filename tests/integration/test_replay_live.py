@@ -106,11 +106,15 @@ def test_replay_of_a_running_stack_is_equal_and_one_altered_row_is_named(setting
         assert f"market_id={market}" in named[0] and f"bookmaker={bookmaker}" in named[0]
         assert "high" in named[0] and "version" in named[0]
         table_line = next(
-            line for line in altered.stdout.splitlines() if line.strip().startswith("price_windows_1m")
+            line
+            for line in altered.stdout.splitlines()
+            if line.strip().startswith("price_windows_1m") and "only replayed" in line
         )
         assert "DIFFERENT" in table_line and "1 differ" in table_line
         others = [
-            line for line in altered.stdout.splitlines() if " open" in line and "price_windows_1m" not in line
+            line
+            for line in altered.stdout.splitlines()
+            if "only replayed" in line and "price_windows_1m" not in line
         ]
         assert all("0 differ, 0 only live, 0 only replayed" in line for line in others)
     finally:
