@@ -244,7 +244,10 @@ def sql(
         import httpx
 
         try:
-            response = httpx.post(f"{s.sql_endpoint}/sql", content=query, timeout=60)
+            headers = {}
+            if s.sql_token is not None:
+                headers["Authorization"] = f"Bearer {s.sql_token.get_secret_value()}"
+            response = httpx.post(f"{s.sql_endpoint}/sql", content=query, headers=headers, timeout=120)
         except httpx.HTTPError as exc:
             raise OddstreamError(
                 f"the store is not reachable at {s.sql_endpoint} ({exc}); is `oddstream up` running?"

@@ -28,7 +28,12 @@ def compose() -> dict[str, Any]:
 def test_docker_compose_config_accepts_the_file() -> None:
     binary = shutil.which("docker-compose")
     assert binary, "docker-compose is needed for this check: `make deps` installs Debian's docker-compose"
-    env = {**os.environ, "CLICKHOUSE_PASSWORD": "x", "ODDSTREAM_WEBHOOK_MASTER_SECRET": "y"}
+    env = {
+        **os.environ,
+        "CLICKHOUSE_PASSWORD": "x",
+        "ODDSTREAM_WEBHOOK_MASTER_SECRET": "y",
+        "ODDSTREAM_SQL_TOKEN": "z",
+    }
     result = subprocess.run(
         [binary, "-f", str(COMPOSE), "config", "-q"], capture_output=True, text=True, env=env
     )
@@ -73,4 +78,7 @@ def test_published_ports_match_the_settings() -> None:
     assert services["gateway"]["ports"] == [f"{defaults.gateway_port}:{defaults.gateway_port}"]
     assert services["gateway"]["environment"]["ODDSTREAM_GATEWAY_PORT"] == str(defaults.gateway_port)
     assert services["store"]["environment"]["ODDSTREAM_STORE_PORT"] == str(defaults.store_port)
+    # the SQL endpoint is not published open: loopback only, and it asks for a token
+    assert services["store"]["ports"] == [f"127.0.0.1:{defaults.store_port}:{defaults.store_port}"]
+    assert services["store"]["environment"]["ODDSTREAM_SQL_TOKEN"].startswith("${ODDSTREAM_SQL_TOKEN:?")
     assert services["worker"]["environment"]["ODDSTREAM_TOPIC_PREFIX"] == defaults.topic_prefix
