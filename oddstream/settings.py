@@ -152,6 +152,12 @@ class Settings(BaseSettings):
         default=None,
         description="Bearer token the SQL endpoint asks for. Required when store_host is not loopback.",
     )
+    worker_stall_timeout_s: float = Field(
+        default=120.0,
+        gt=0,
+        description="A source partition with records waiting and no progress for this long makes the "
+        "worker dump its tasks and exit (code 3) for a restart.",
+    )
     log_level: str = Field(default="info", description="debug, info, warn or error.")
 
     @field_validator("topic_prefix")

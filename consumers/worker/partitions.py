@@ -83,6 +83,7 @@ class SourceAnalytics:
         self._adopted: set[int] = set()
         self._in_flight: dict[int, list[asyncio.Future[Any]]] = defaultdict(list)
         self.halted: dict[int, str] = {}  # partition -> why its outputs stopped
+        self._progress: dict[int, tuple[int, float]] = {}  # partition -> (offset, since when) for stalls
         self.gaps_filled = 0
 
     def state_key(self, partition: int) -> bytes:
@@ -210,6 +211,26 @@ class SourceAnalytics:
         highwater = self._highwater(partition)
         return highwater is not None and processor.offset + 1 >= highwater
 
+    def stalled(self, timeout_s: float) -> list[str]:
+        """Partitions with records waiting whose processing has not moved for ``timeout_s``.
+
+        Takes no lock: a partition stuck while holding its feeding lock is exactly what this
+        must still see. A halted partition is stopped on purpose and not counted."""
+        now = time.monotonic()
+        found = []
+        for partition, processor in list(self.processors.items()):
+            offset, since = self._progress.get(partition, (None, now))
+            if offset != processor.offset:
+                self._progress[partition] = (processor.offset, now)
+                continue
+            waiting = (self._highwater(partition) or 0) - processor.offset - 1
+            if waiting > 0 and partition not in self.halted and now - since > timeout_s:
+                found.append(
+                    f"{self.topic}[{partition}] at offset {processor.offset}, {waiting} record(s) waiting, "
+                    f"no progress for {now - since:.0f} s"
+                )
+        return found
+
     def forget(self, partitions: set[int]) -> None:
         """Partitions revoked: their state lives on in the changelog for the next owner."""
         for partition in partitions:
@@ -218,6 +239,7 @@ class SourceAnalytics:
             self._published.pop(partition, None)
             self._adopted.discard(partition)
             self._in_flight.pop(partition, None)
+            self._progress.pop(partition, None)
             if self.halted.pop(partition, None) is not None:
                 HALTED_PARTITIONS.dec()
 

@@ -55,6 +55,23 @@ class Role:
         return self.log.read_text(errors="replace")[-4000:]
 
 
+class RestartingRole(Role):
+    """A role restarted when it exits with ``restart_code``, as `oddstream up` would: the
+    worker's stall watchdog exits with 3 for exactly that (consumers/worker/app.py)."""
+
+    def __init__(self, settings: Settings, *args: str, restart_code: int = 3) -> None:
+        super().__init__(settings, *args)
+        self.settings, self.args, self.restart_code = settings, args, restart_code
+        self.restarts = 0
+
+    def alive(self) -> bool:
+        if self.process.poll() == self.restart_code:
+            self.restarts += 1
+            print(f"\n{self.args[0]} exited with {self.restart_code}; restarting it (#{self.restarts})")
+            Role.__init__(self, self.settings, *self.args)
+        return self.process.poll() is None
+
+
 def wait_for(what: str, check: Callable[[], Any], timeout_s: float, roles: Sequence[Role] = ()) -> Any:
     """Poll ``check`` until it returns something truthy; fail with the roles' logs if it does not."""
     deadline = time.monotonic() + timeout_s

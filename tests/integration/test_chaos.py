@@ -168,7 +168,8 @@ def test_bad_records_and_killed_roles_stop_nothing_and_lose_nothing(settings: Se
         status = up.status()
         assert {r["role"] for r in status["roles"] if r["state"] == "running"} == set(ROLES), status
         restarts = {r["role"]: r["restarts"] for r in status["roles"]}
-        assert restarts["worker"] == 1 and restarts["store"] == 1, restarts
+        # one each for the kills (a stalled worker restarting itself would add one: see app.py)
+        assert restarts["worker"] >= 1 and restarts["store"] == 1, restarts
         assert all(restarts[r] == 0 for r in ROLES if r not in ("worker", "store")), restarts
 
         letters = sql(settings)(

@@ -22,7 +22,7 @@ from oddstream.simulator.run import run_simulation
 from schemas.topics import Topics
 from tests.integration import window_oracle as oracle
 from tests.integration.kafka_read import group_lag
-from tests.integration.roles import Role, environment, wait_for
+from tests.integration.roles import RestartingRole, Role, environment, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e, pytest.mark.timeout(900)]
 EVENTS = 100_000
@@ -162,7 +162,7 @@ def check_exact(settings: Settings, roles: list[Role], events: int = EVENTS) -> 
 def test_final_windows_equal_a_recomputation_from_the_raw_events(settings: Settings) -> None:
     settings = analytics_settings(settings)
     ensure_topics(settings)
-    roles = [Role(settings, "store"), Role(settings, "worker")]
+    roles = [Role(settings, "store"), RestartingRole(settings, "worker")]
     try:
         simulate(settings)
         want = check_exact(settings, roles)
@@ -276,7 +276,7 @@ def test_three_sigkills_lose_nothing_and_count_nothing_twice(settings: Settings)
             time.sleep(rng.uniform(1.0, 4.0))
             worker.process.send_signal(signal.SIGKILL)
             worker.process.wait()
-        last = Role(settings, "worker")
+        last = RestartingRole(settings, "worker")
         workers.append(last)
         check_exact(settings, [store, last])
         log = last.log.read_text(errors="replace")
