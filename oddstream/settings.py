@@ -152,6 +152,12 @@ class Settings(BaseSettings):
         default=None,
         description="Bearer token the SQL endpoint asks for. Required when store_host is not loopback.",
     )
+    worker_metrics_host: str = Field(
+        default="127.0.0.1", description="Bind address of the worker's /metrics."
+    )
+    worker_metrics_port: int = Field(
+        default=8126, ge=0, description="Port of the worker's Prometheus /metrics (0: none)."
+    )
     worker_stall_timeout_s: float = Field(
         default=120.0,
         gt=0,

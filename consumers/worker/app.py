@@ -16,6 +16,7 @@ from typing import Any
 
 import faust
 from mode.utils import logging as mode_logging
+from prometheus_client import start_http_server
 
 from consumers.worker.partitions import SourceAnalytics
 from oddstream.codecs import build_codec
@@ -122,5 +123,8 @@ def run_worker(settings: Settings) -> None:
     # topic shows in metadata (PartitionsMismatch: "0 partitions"); create them first,
     # with room for a partition's snapshot.
     create_missing(settings, changelog_topics(app), config={"max.message.bytes": str(SNAPSHOT_MAX_BYTES)})
+    if settings.worker_metrics_port:
+        # dead letters, processing errors and halted partitions of this worker, for Prometheus
+        start_http_server(settings.worker_metrics_port, addr=settings.worker_metrics_host)
     worker = faust.Worker(app, loglevel=settings.log_level, quiet=True)
     worker.execute_from_commandline()
