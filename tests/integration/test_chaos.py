@@ -192,6 +192,11 @@ def test_bad_records_and_killed_roles_stop_nothing_and_lose_nothing(settings: Se
             "store",
             "dispatcher-registry",
         } <= stages
+        metrics = httpx.get(f"http://127.0.0.1:{settings.worker_metrics_port}/metrics", timeout=10).text
+        refused = [
+            line for line in metrics.splitlines() if line.startswith("oddstream_rejected_records_total{")
+        ]
+        assert sum(float(line.split()[-1]) for line in refused) > 0, "the worker counts what it refuses"
         print(
             f"\n{len(chaos.landed)} bad records, {len(letters)} dead letters, restarts {json.dumps(restarts)}"
         )
