@@ -161,7 +161,13 @@ def test_a_refused_output_halts_its_partition_before_any_snapshot_passes_it(sett
                 "market_id": "mH", "status": "OPEN", "reason": None,
             })  # fmt: skip
             producer.flush()
-            time.sleep(3)  # the status change is snapshotted on its own
+            changelog = f"{settings.worker_id}-odds-analytics-state-changelog"
+            wait_for(  # the status change is snapshotted on its own, before any quote
+                "the status change's snapshot",
+                lambda: _has_records(settings, changelog),
+                120,
+                [worker],
+            )
             for n in range(5):
                 producer.publish("OddsChanged", {
                     "event_id": str(uuid.uuid4()), "event_time": now - 10_000 + n, "source": "test",
@@ -174,7 +180,6 @@ def test_a_refused_output_halts_its_partition_before_any_snapshot_passes_it(sett
         odds = [(m.partition() or 0, m.offset() or 0) for m in read_all(settings.bootstrap, topics.odds)]
         partition = odds[0][0]
         first_quote = min(offset for p, offset in odds if p == partition and offset > 0)
-        changelog = f"{settings.worker_id}-odds-analytics-state-changelog"
         key = f"{topics.odds}:{partition}".encode()
         snapshots = [
             load_snapshot(m.value() or b"") for m in read_all(settings.bootstrap, changelog) if m.key() == key
@@ -203,6 +208,13 @@ def test_source_topics_keep_their_log_forever_with_broker_timestamps(settings: S
         derived = ConfigResource("topic", topics.odds_window_1m)
         config = admin.describe_configs([derived])[derived].result(30)
         assert config["message.timestamp.type"].value == "CreateTime"  # outputs are ours: untouched
+
+
+def _has_records(settings: Settings, topic: str) -> bool:
+    admin = AdminClient({"bootstrap.servers": settings.bootstrap})
+    if topic not in admin.list_topics(timeout=10).topics:
+        return False
+    return bool(read_all(settings.bootstrap, topic, timeout_s=2))
 
 
 def _one(settings: Settings, query: str) -> bool:
