@@ -141,8 +141,10 @@ class PartitionProcessor:
     offset: int = -1
     markets: dict[str, str] = field(default_factory=dict)  # market_id -> latest status
     engines: dict[str, WindowEngine[Any, Any, Any]] = field(default_factory=dict)
-    # windows updated since the last take_currents(): current updates are coalesced
+    # windows updated and not yet sent as a current update (see take_currents)
     _pending: dict[tuple[str, Any, int], WindowResult[Any, Any]] = field(default_factory=dict)
+    # wall-clock ms of each open window's last current update (the throttle's memory)
+    _sent_at: dict[tuple[str, Any, int], int] = field(default_factory=dict)
     predictor_config: PredictorConfig = field(default_factory=PredictorConfig)
     detector_config: DetectorConfig = field(default_factory=DetectorConfig)
     predictor: Predictor | None = None
@@ -258,16 +260,34 @@ class PartitionProcessor:
         """Finals of windows a quiet partition's watermark has passed (see WindowEngine.on_idle)."""
         return [self._final(kind, r) for kind, e in self.engines.items() for r in e.on_idle(wall_ms)]
 
-    def take_currents(self) -> list[Emission]:
-        """The latest current update of every window changed since the last call, oldest first.
+    def take_currents(self, wall_ms: int = 0, interval_ms: int = 0) -> list[Emission]:
+        """The current updates due now, oldest change first: a throttle with a leading edge.
 
-        Updates are coalesced: a window changed by ten events since the last call yields one
-        update (its newest version). A window that closed meanwhile yields only its final."""
-        pending, self._pending = self._pending, {}
-        return [self._emission(kind, result) for (kind, _, _), result in pending.items()]
+        A window changed since its last update is due if it has had no update for
+        ``interval_ms`` (or never had one): the first update of a window leaves at once,
+        later ones at most once per interval, each the newest version (ten changes within an
+        interval make one update). A window that is not due stays pending for a later call,
+        so its last change is never lost; a window that closed meanwhile yields only its
+        final. ``interval_ms`` 0 takes every pending update."""
+        if not self._pending:
+            return []
+        if interval_ms <= 0:
+            due, self._pending = self._pending, {}
+            return [self._emission(kind, result) for (kind, _, _), result in due.items()]
+        sent_at = self._sent_at
+        due = {}
+        for slot, result in self._pending.items():
+            last = sent_at.get(slot)
+            if last is None or wall_ms - last >= interval_ms:
+                due[slot] = result
+        for slot in due:
+            del self._pending[slot]
+            sent_at[slot] = wall_ms
+        return [self._emission(kind, result) for (kind, _, _), result in due.items()]
 
     def resumed(self, wall_ms: int) -> None:
         """Restored from a snapshot: the silence before now was a restart, not a quiet market."""
+        self.__dict__.setdefault("_sent_at", {})  # snapshots written before the throttle had it
         for engine in self.engines.values():
             if engine.last_arrival_ms is not None:
                 engine.last_arrival_ms = wall_ms
@@ -275,10 +295,15 @@ class PartitionProcessor:
     def discard_currents(self) -> None:
         """Forget pending current updates (a replay writes finals only)."""
         self._pending.clear()
+        self._sent_at.clear()
 
     def flush(self) -> list[Emission]:
         """Finals of every open window (the end of a bounded input)."""
         return [self._final(kind, r) for kind, e in self.engines.items() for r in e.flush()]
+
+    @property
+    def has_pending_currents(self) -> bool:
+        return bool(self._pending)
 
     @property
     def late_events(self) -> dict[str, int]:
@@ -300,7 +325,9 @@ class PartitionProcessor:
             out.late.append(Late(kind, late.event_ms, late.watermark, late.missed))
 
     def _final(self, kind: str, result: WindowResult[Any, Any]) -> Emission:
-        self._pending.pop((kind, result.key, result.start), None)  # the final supersedes it
+        slot = (kind, result.key, result.start)
+        self._pending.pop(slot, None)  # the final supersedes it
+        self._sent_at.pop(slot, None)  # closed: the throttle forgets it
         return self._emission(kind, result)
 
     def _emission(self, kind: str, result: WindowResult[Any, Any]) -> Emission:

@@ -22,12 +22,13 @@ The contract (docs/design/state-and-recovery.md):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import pickle
 import time
 import zlib
 from collections import defaultdict
-from typing import Any, NoReturn
+from typing import Any, NamedTuple, NoReturn
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from faust.types import TP
@@ -57,6 +58,26 @@ def load_snapshot(blob: bytes) -> PartitionProcessor:
     return processor
 
 
+class SourceRecord(NamedTuple):
+    """One record of a source topic as the agent hands it over."""
+
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: Headers
+    ts_ms: int
+
+
+class Snapshot(NamedTuple):
+    """A partition's state at one offset, with the sends of the outputs it covers."""
+
+    partition: int
+    processor: PartitionProcessor
+    blob: bytes
+    sent: list[asyncio.Future[Any]]
+
+
 class PartitionHalted(Exception):
     """An output of this partition was not acknowledged; the partition stops here."""
 
@@ -78,7 +99,8 @@ class SourceAnalytics:
         self.config: WindowConfig = settings.window_config()
         self.processors: dict[int, PartitionProcessor] = {}
         self._checkpointed: dict[int, float] = {}
-        self._published: dict[int, float] = {}
+        # snapshots waiting for their outputs' acknowledgements, written in order by one task
+        self._snapshots: asyncio.Queue[Snapshot] = asyncio.Queue()
         self._feeding: dict[int, asyncio.Lock] = defaultdict(asyncio.Lock)  # one feeder per partition
         self._adopted: set[int] = set()
         self._in_flight: dict[int, list[asyncio.Future[Any]]] = defaultdict(list)
@@ -91,31 +113,45 @@ class SourceAnalytics:
 
     # -- the agent's path --------------------------------------------------------
 
-    async def on_record(
-        self,
-        partition: int,
-        offset: int,
-        key: bytes | None,
-        value: bytes | None,
-        headers: Headers,
-        ts_ms: int,
-    ) -> None:
-        if partition in self.halted:
-            return  # its snapshot stays behind this record: a restart processes it again
-        async with self._feeding[partition]:
-            try:
-                processor = self._processor(partition)
-                if offset > processor.offset + 1:
-                    await self._fill_gap(processor, partition, processor.offset + 1, offset)
-                await self._apply(processor, partition, offset, key, value, headers, ts_ms)
-                now = time.monotonic()
-                interval = self.settings.worker_update_interval_ms / 1000
-                if now - self._published.get(partition, 0.0) >= interval:
+    async def on_batch(self, records: list[SourceRecord]) -> None:
+        """Process a batch of records (any partitions, each partition's in offset order).
+
+        Per partition: fill a gap Faust will not deliver, fold every record, send what is
+        due (outputs, current updates past the throttle), and hand a snapshot to the writer
+        when one is due. Nothing here waits for Kafka's acknowledgements: the snapshot
+        writer does, before it writes (see :meth:`checkpoint`)."""
+        by_partition: dict[int, list[SourceRecord]] = defaultdict(list)
+        for record in records:
+            by_partition[record.partition].append(record)
+        for partition, batch in by_partition.items():
+            if partition in self.halted:
+                continue  # its snapshot stays behind these records: a restart processes them again
+            async with self._feeding[partition]:
+                with contextlib.suppress(PartitionHalted):
+                    await self._feed_batch(partition, batch)
+
+    async def _feed_batch(self, partition: int, batch: list[SourceRecord]) -> None:
+        processor = self._processor(partition)
+        wall_ms = int(time.time() * 1000)
+        for r in batch:
+            if r.offset > processor.offset + 1:
+                await self._fill_gap(processor, partition, processor.offset + 1, r.offset)
+            await self._apply(processor, partition, r.offset, r.key, r.value, r.headers, r.ts_ms, wall_ms)
+        await self._publish_currents(partition, processor)
+        if (
+            time.monotonic() - self._checkpointed.get(partition, 0.0)
+            >= self.settings.worker_checkpoint_interval_s
+        ):
+            self.checkpoint(partition)
+
+    async def publish_due_currents(self) -> None:
+        """The throttle's trailing edge: send updates that were held back and are due now."""
+        for partition, processor in list(self.processors.items()):
+            if partition in self.halted or not processor.has_pending_currents:
+                continue
+            async with self._feeding[partition]:
+                with contextlib.suppress(PartitionHalted):
                     await self._publish_currents(partition, processor)
-                if now - self._checkpointed.get(partition, 0.0) >= self.settings.worker_checkpoint_interval_s:
-                    await self.checkpoint(partition)
-            except PartitionHalted:
-                pass
 
     async def on_idle(self) -> None:
         """Close the windows of quiet partitions; snapshot what that changed.
@@ -140,7 +176,7 @@ class SourceAnalytics:
                             await self._send(
                                 partition, window_message(emission, self.topics, self.codec, source)
                             )
-                        await self.checkpoint(partition)
+                        self.checkpoint(partition)
                 except PartitionHalted:
                     pass
 
@@ -170,7 +206,7 @@ class SourceAnalytics:
                 if processor.offset + 1 < end:
                     try:
                         await self._fill_gap(processor, partition, processor.offset + 1, end)
-                        await self.checkpoint(partition)
+                        self.checkpoint(partition)
                     except PartitionHalted:
                         pass
 
@@ -193,9 +229,10 @@ class SourceAnalytics:
         return processor
 
     async def _publish_currents(self, partition: int, processor: PartitionProcessor) -> None:
-        """Send the coalesced current updates (at most one per window per interval)."""
-        self._published[partition] = time.monotonic()
-        for emission in processor.take_currents():
+        """Send the current updates that are due (the first at once, then at most one per
+        window per ``worker_update_interval_ms``)."""
+        now = int(time.time() * 1000)
+        for emission in processor.take_currents(now, self.settings.worker_update_interval_ms):
             await self._send(
                 partition, window_message(emission, self.topics, self.codec, self.settings.worker_id)
             )
@@ -236,26 +273,57 @@ class SourceAnalytics:
         for partition in partitions:
             self.processors.pop(partition, None)
             self._checkpointed.pop(partition, None)
-            self._published.pop(partition, None)
             self._adopted.discard(partition)
             self._in_flight.pop(partition, None)
             self._progress.pop(partition, None)
             if self.halted.pop(partition, None) is not None:
                 HALTED_PARTITIONS.dec()
 
-    async def checkpoint(self, partition: int) -> None:
-        """Snapshot a partition's processor. Callers hold the partition's feeding lock, so
-        snapshots of one partition are written in order."""
+    def checkpoint(self, partition: int) -> None:
+        """Take a partition's snapshot now (offset X) and queue it for the writer.
+
+        Callers hold the partition's feeding lock. The snapshot carries the sends of every
+        output up to X; :meth:`write_snapshots` waits for their acknowledgements before it
+        writes the snapshot, so processing goes on meanwhile and a snapshot still never runs
+        ahead of what downstream received."""
         processor = self.processors.get(partition)
         if processor is None:
             return
-        blob = dump_snapshot(processor)  # the state at this instant, offset X
-        await self.app.producer.flush()  # every output up to X sent ...
-        await self._confirm_outputs(partition)  # ... and acknowledged (or the partition halts)
-        key = self.state_key(partition)
-        self.table.data[key] = blob  # ... before the snapshot can be read back
-        await self.table.send_changelog(partition, key, blob)
+        sent, self._in_flight[partition] = self._in_flight[partition], []
+        self._snapshots.put_nowait(Snapshot(partition, processor, dump_snapshot(processor), sent))
         self._checkpointed[partition] = time.monotonic()
+
+    async def write_snapshots(self) -> None:
+        """The snapshot writer (a task of the app): one at a time, in the order taken.
+
+        A snapshot is written once every output it covers was acknowledged; if any was not,
+        its partition halts and neither it nor any later snapshot of that partition is
+        written. A snapshot of a partition revoked meanwhile is dropped (the new owner's
+        snapshots count; an older one in the changelog is safe, only slower to resume)."""
+        while True:
+            snapshot = await self._snapshots.get()
+            try:
+                await self._write(snapshot)
+            except PartitionHalted:
+                pass
+            finally:
+                self._snapshots.task_done()
+
+    async def snapshots_written(self) -> None:
+        """Wait until every snapshot queued so far was written (or dropped)."""
+        await self._snapshots.join()
+
+    async def _write(self, snapshot: Snapshot) -> None:
+        partition = snapshot.partition
+        results = await asyncio.gather(*snapshot.sent, return_exceptions=True)
+        if self.processors.get(partition) is not snapshot.processor or partition in self.halted:
+            return  # revoked (or restored anew) meanwhile, or halted by an earlier snapshot
+        failed = [r for r in results if isinstance(r, BaseException)]
+        if failed:
+            self._halt(partition, f"{len(failed)} output(s) not acknowledged, first: {failed[0]!r}")
+        key = self.state_key(partition)
+        self.table.data[key] = snapshot.blob
+        await self.table.send_changelog(partition, key, snapshot.blob)
 
     # -- internals -----------------------------------------------------------------
 
@@ -278,9 +346,10 @@ class SourceAnalytics:
         value: bytes | None,
         headers: Headers,
         ts_ms: int,
+        wall_ms: int | None = None,
     ) -> None:
         origin = (self.topic, partition, offset)
-        output = apply_record(processor, self.intake, origin, key, value, headers, ts_ms)
+        output = apply_record(processor, self.intake, origin, key, value, headers, ts_ms, wall_ms)
         if output.duplicate:
             return
         for message in messages(
@@ -297,14 +366,6 @@ class SourceAnalytics:
         except Exception as exc:  # refused before it left (too large for the producer, closed, ...)
             self._halt(partition, f"output to {message.topic} not sent: {exc!r}")
         self._in_flight[partition].append(sent)
-
-    async def _confirm_outputs(self, partition: int) -> None:
-        """Every output handed over since the last snapshot was acknowledged, or halt."""
-        sent, self._in_flight[partition] = self._in_flight[partition], []
-        results = await asyncio.gather(*sent, return_exceptions=True)
-        failed = [r for r in results if isinstance(r, BaseException)]
-        if failed:
-            self._halt(partition, f"{len(failed)} output(s) not acknowledged, first: {failed[0]!r}")
 
     def _halt(self, partition: int, reason: str) -> NoReturn:
         processor = self.processors.get(partition)
