@@ -3,7 +3,7 @@ PYTHON ?= python3.11
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: run test install deps lint typecheck test-pure test-integration bench-core bench-kafka bench-worker bench-quality bench-sql clean
+.PHONY: run test install deps lint typecheck test-pure test-integration bench-core bench-kafka bench-worker bench-quality bench-sql bench-peers clean
 
 run: install                 ## install, then run the whole stack with the simulator
 	$(BIN)/oddstream up
@@ -48,8 +48,17 @@ bench-worker: install      ## analytics worker events/s vs bare aiokafka+fastavr
 bench-quality: install     ## model and alert quality vs the simulator's ground truth, models' us/event (not a test)
 	$(BIN)/python -m benchmarks.quality
 
+bench-peers: install $(VENV)-peers/.installed  ## the Faust worker next to Quix Streams and Bytewax, one backlog (not a test)
+	$(BIN)/python -m benchmarks.peers
+
+$(VENV)-peers/.installed: benchmarks/peers/requirements.txt
+	$(PYTHON) -m venv $(VENV)-peers
+	$(VENV)-peers/bin/pip install -q --upgrade pip
+	$(VENV)-peers/bin/pip install -q -r benchmarks/peers/requirements.txt
+	touch $@
+
 bench-sql: install         ## the store's sink rate while an analyst's heavy query runs vs without (not a test)
 	$(BIN)/python -m benchmarks.sql_isolation
 
 clean:
-	rm -rf $(VENV) .oddstream .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(VENV)-peers .oddstream .pytest_cache .mypy_cache .ruff_cache
