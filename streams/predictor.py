@@ -108,12 +108,48 @@ def market_view(quotes: dict[tuple[str, str], tuple[float, int]]) -> MarketView 
     if not prices:
         return None
     fair = {b: _fair(selections, tuple([book[s] for s in selections])) for b, book in prices.items()}
+    return _summary(selections, prices, fair)
+
+
+def view_after_quote(
+    view: MarketView | None,
+    quotes: dict[tuple[str, str], tuple[float, int]],
+    bookmaker: str,
+    selection: str,
+) -> MarketView | None:
+    """``market_view(quotes)`` after one quote, from the view before it: only the quoting
+    bookmaker's book is looked at again (the same numbers, in the same order, as a full
+    rebuild). A quote for a selection the view does not have rebuilds the view."""
+    if view is None or selection not in view.selections:
+        return market_view(quotes)
+    selections = view.selections
+    book = {}
+    for s in selections:
+        quote = quotes.get((bookmaker, s))
+        if quote is None:
+            return view  # its book is incomplete, as it was before this quote: nothing changed
+        book[s] = quote[0]
+    prices = dict(view.prices)
+    fair = dict(view.fair)
+    new = bookmaker not in prices
+    prices[bookmaker] = book
+    fair[bookmaker] = _fair(selections, tuple(book.values()))
+    if new:
+        prices = dict(sorted(prices.items()))
+        fair = {b: fair[b] for b in prices}
+    return _summary(selections, prices, fair)
+
+
+def _summary(
+    selections: tuple[str, ...], prices: dict[str, dict[str, float]], fair: dict[str, dict[str, float]]
+) -> MarketView:
     sums = dict.fromkeys(selections, 0.0)
     margin = 0.0
     for b, f in fair.items():
+        book = prices[b]
         for s in selections:
             sums[s] += f[s]
-            margin += 1.0 / prices[b][s]
+            margin += 1.0 / book[s]
     total = sum(sums.values())
     consensus = {s: v / total for s, v in sums.items()}
     return MarketView(selections, prices, fair, consensus, margin / len(prices) - 1.0)
@@ -125,6 +161,9 @@ class Predictor:
     partition: int = -1
     now_ms: int = 0
     quotes: dict[str, dict[tuple[str, str], tuple[float, int]]] = field(default_factory=dict)
+    views: dict[str, MarketView | None] = field(
+        default_factory=dict
+    )  # market_view(quotes[m]), kept up to date
     opened_ms: dict[str, int] = field(default_factory=dict)
     open_markets: set[str] = field(default_factory=set)
     last_forecast_ms: dict[str, int] = field(default_factory=dict)
@@ -171,8 +210,9 @@ class Predictor:
             return out  # an older quote arriving late: the book already has a newer one
         book[(bookmaker, selection)] = (odds, event_ms)
         if market not in self.open_markets:
+            self.views.pop(market, None)  # not kept while closed: rebuilt when it reopens
             return out
-        view = market_view(book)
+        view = self.views[market] = view_after_quote(self.views.get(market), book, bookmaker, selection)
         if view is None or bookmaker not in view.prices or len(view.prices) < self.config.min_books:
             return out  # too few complete books to say what the market thinks
         if self.now_ms - self.last_forecast_ms.get(market, -(10**15)) >= self.config.interval_ms:
@@ -210,7 +250,7 @@ class Predictor:
 
     def _forget(self, market: str) -> None:
         """A resulted market's state goes (its forecasts were taken out to learn from)."""
-        for name in (self.quotes, self.opened_ms, self.last_forecast_ms):
+        for name in (self.quotes, self.views, self.opened_ms, self.last_forecast_ms):
             name.pop(market, None)
         self.open_markets.discard(market)
         self.signalled = {k: v for k, v in self.signalled.items() if k[0] != market}
@@ -332,7 +372,9 @@ class Predictor:
         while self.moves and self.moves[0].event_ms + self.config.horizon_ms <= self.now_ms:
             f = self.moves.popleft()
             book = self.quotes.get(f.market_id)
-            view = market_view(book) if book and f.market_id in self.open_markets else None
+            view = None
+            if book and f.market_id in self.open_markets:
+                view = self.views[f.market_id] if f.market_id in self.views else market_view(book)
             if view is None or f.selection_id not in view.consensus:
                 continue  # the market closed or broke up before the horizon: no label
             actual = 100.0 * math.log(f.consensus / view.consensus[f.selection_id])  # fair price change

@@ -150,6 +150,7 @@ class PartitionProcessor:
     predictor: Predictor | None = None
     detectors: Detectors | None = None
     insights: bool = True  # False: windows only (benchmarks measure the models' cost this way)
+    currents: bool = True  # False: finals only, no current updates kept (a replay)
 
     def __post_init__(self) -> None:
         if self.predictor is None:
@@ -288,6 +289,8 @@ class PartitionProcessor:
     def resumed(self, wall_ms: int) -> None:
         """Restored from a snapshot: the silence before now was a restart, not a quiet market."""
         self.__dict__.setdefault("_sent_at", {})  # snapshots written before the throttle had it
+        if self.predictor is not None:  # ... or before the predictor kept its market views
+            self.predictor.__dict__.setdefault("views", {})
         for engine in self.engines.values():
             if engine.last_arrival_ms is not None:
                 engine.last_arrival_ms = wall_ms
@@ -315,10 +318,12 @@ class PartitionProcessor:
 
     def _feed(self, out: Output, kind: str, key: Any, event_ms: int, value: Any, wall_ms: int) -> None:
         result = self.engines[kind].process(key, event_ms, value, wall_ms)
-        for update in result.updates:
-            slot = (kind, update.key, update.start)
-            self._pending.pop(slot, None)  # re-inserted last: the order of take_currents()
-            self._pending[slot] = update
+        if self.currents:
+            pending = self._pending
+            for update in result.updates:
+                slot = (kind, update.key, update.start)
+                pending.pop(slot, None)  # re-inserted last: the order of take_currents()
+                pending[slot] = update
         out.emissions.extend(self._final(kind, r) for r in result.finals)
         if result.late is not None:
             late = result.late

@@ -60,6 +60,8 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 COMPARED_TABLES = (*DERIVED_COLUMNS, "late_events")
 Rows = set[tuple[Any, ...]]
 LIVE_PAGE_ROWS = 50_000
+READ_BATCH = 2_000  # records per consume() call
+PROGRESS_EVERY = 1_000  # records per progress bar update
 
 
 @dataclass
@@ -180,13 +182,13 @@ def replay(settings: Settings, name: str, show_progress: bool = True) -> tuple[R
             topic, partition, offset = message.topic(), message.partition(), message.offset()
             assert topic is not None and partition is not None and offset is not None
             processor = processors.get((topic, partition)) or processors.setdefault(
-                (topic, partition), PartitionProcessor(settings.window_config(), partition=partition)
+                (topic, partition),
+                PartitionProcessor(settings.window_config(), partition=partition, currents=False),
             )
             output: Output = apply_record(
                 processor, intake, (topic, partition, offset), message.key(), message.value(),
                 message.headers(), message.timestamp()[1], 0,
             )  # fmt: skip
-            processor.discard_currents()
             rebuilt.records += 1
             rebuilt.rejected += output.rejected is not None
             collect(output.emissions, topic, partition)
@@ -196,9 +198,11 @@ def replay(settings: Settings, name: str, show_progress: bool = True) -> tuple[R
                     (topic, partition, offset, late.kind, _dt(late.event_ms), _dt(late.watermark), _dt(start),
                      _dt(end), message.value() or b"")
                 )  # fmt: skip
-            if rebuilt.records % 20_000 == 0:
-                flush_rows()
-            progress.advance(task)
+            if rebuilt.records % PROGRESS_EVERY == 0:
+                progress.advance(task, PROGRESS_EVERY)
+                if rebuilt.records % 20_000 == 0:
+                    flush_rows()
+        progress.update(task, completed=rebuilt.records)
         rebuilt.ends = dict(ends)
         for (topic, partition), processor in processors.items():
             rebuilt.newest[(topic, partition)] = max(e.max_event_ms for e in processor.engines.values())
@@ -410,21 +414,22 @@ def _read(settings: Settings, ends: dict[tuple[str, int], int]) -> Iterator[Any]
         consumer.assign([TopicPartition(t, p, 0) for t, p in ends])
         idle_since = time.monotonic()
         while remaining:
-            message = consumer.poll(1.0)
-            if message is None:
+            batch = consumer.consume(num_messages=READ_BATCH, timeout=1.0)
+            if not batch:
                 if time.monotonic() - idle_since > 60:
                     raise OddstreamError(f"replay stalled with {len(remaining)} partitions unread")
                 continue
             idle_since = time.monotonic()
-            if message.error():
-                raise OddstreamError(f"replay read failed: {message.error()}")
-            key = (message.topic(), message.partition())
-            end = remaining.get(key)  # type: ignore[arg-type]
-            if end is None or message.offset() >= end:  # type: ignore[operator]
-                continue
-            yield message
-            if message.offset() + 1 >= end:  # type: ignore[operator]
-                del remaining[key]  # type: ignore[arg-type]
+            for message in batch:
+                if message.error():
+                    raise OddstreamError(f"replay read failed: {message.error()}")
+                key = (message.topic(), message.partition())
+                end = remaining.get(key)  # type: ignore[arg-type]
+                if end is None or message.offset() >= end:  # type: ignore[operator]
+                    continue
+                yield message
+                if message.offset() + 1 >= end:  # type: ignore[operator]
+                    del remaining[key]  # type: ignore[arg-type]
     finally:
         consumer.close()
 

@@ -9,6 +9,8 @@ import random
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from consumers.worker.partitions import dump_snapshot, load_snapshot
 from oddstream.simulator.model import MarketSimulator, disorder
@@ -16,7 +18,7 @@ from schemas.catalog import Event
 from schemas.validation import as_millis
 from streams.evaluation import ForecastScore, log_loss
 from streams.models import MODELS
-from streams.predictor import Predictor, PredictorConfig, logit
+from streams.predictor import Predictor, PredictorConfig, logit, market_view, view_after_quote
 from streams.processor import Emission, PartitionProcessor
 
 pytestmark = pytest.mark.pure
@@ -165,3 +167,26 @@ def test_forecast_scores_are_exact_running_sums() -> None:
     assert score.roc_auc == pytest.approx(4 / 6, abs=0.05)  # 4 of the 6 (won, lost) pairs ordered
     with pytest.raises(ValueError, match="probability"):
         score.add(1.5, True)
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["betfair", "bet365", "unibet", "pinnacle"]),
+            st.sampled_from(["home", "draw", "away", "other"]),
+            st.floats(min_value=1.01, max_value=50.0),
+        ),
+        max_size=60,
+    )
+)
+def test_a_market_view_kept_up_to_date_quote_by_quote_equals_one_built_from_scratch(
+    quotes: list[tuple[str, str, float]],
+) -> None:
+    book: dict[tuple[str, str], tuple[float, int]] = {}
+    view = None
+    for t, (bookmaker, selection, odds) in enumerate(quotes):
+        book[(bookmaker, selection)] = (odds, t)
+        view = view_after_quote(view, book, bookmaker, selection)
+        assert view == market_view(book)  # the same floats, not approximately
+        if view is not None:
+            assert list(view.prices) == sorted(view.prices) == list(view.fair)
