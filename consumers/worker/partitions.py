@@ -133,10 +133,13 @@ class SourceAnalytics:
     async def _feed_batch(self, partition: int, batch: list[SourceRecord]) -> None:
         processor = self._processor(partition)
         wall_ms = int(time.time() * 1000)
+        every_change = self.settings.worker_update_interval_ms <= 0
         for r in batch:
             if r.offset > processor.offset + 1:
                 await self._fill_gap(processor, partition, processor.offset + 1, r.offset)
             await self._apply(processor, partition, r.offset, r.key, r.value, r.headers, r.ts_ms, wall_ms)
+            if every_change:  # an update per change, none coalesced within the batch
+                await self._publish_currents(partition, processor)
         await self._publish_currents(partition, processor)
         if (
             time.monotonic() - self._checkpointed.get(partition, 0.0)
