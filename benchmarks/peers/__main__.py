@@ -139,7 +139,7 @@ def confluent_decode(bootstrap: str, topic: str, count: int, catalog: Any) -> fl
     started = 0.0
     try:
         while seen < count:
-            batch = consumer.consume(num_messages=10_000, timeout=1.0)
+            batch = consumer.consume(num_messages=2_000, timeout=0.1)  # returns at whichever comes first
             if batch and not started:
                 started = time.perf_counter()
             for m in batch:
@@ -194,7 +194,8 @@ def worker_run(settings: Settings, count: int, codec: Codec, data: Path) -> tupl
                 if not r["final"]:
                     last = max(last, ts)
                 elif event.type == "PriceWindowUpdated":
-                    key = (r["market_id"], r["window_start"], f"{r['selection_id']}|{r['bookmaker']}")
+                    start = int(r["window_start"].timestamp() * 1000)
+                    key = (r["market_id"], start, f"{r['selection_id']}|{r['bookmaker']}")
                     finals[key] = (r["open"], r["high"], r["low"], r["last"])
     finally:
         consumer.close()
