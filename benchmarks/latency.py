@@ -236,7 +236,8 @@ def main() -> None:
                         store_port=free_port(), gateway_port=free_port(), worker_metrics_port=free_port(),
                         webhook_receiver_port=free_port(), worker_id=f"lat-{run}")  # fmt: skip
     ensure_topics(settings)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ODDSTREAM_")}
+    # the roles' own knobs (ODDSTREAM_WORKER_*, ...) pass through; where things run is set here
+    env = dict(os.environ)
     roles = {
         "kafka_bootstrap_servers": bootstrap,
         "topic_prefix": settings.topic_prefix,

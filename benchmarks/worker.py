@@ -8,7 +8,9 @@ consume-and-decode loop over the same records, measured in the same run.
    every record with its writer schema - nothing else.
 3. The analytics path in process: the same read, then the worker's per-record code
    (decode, checks, windows, result encoding), without producing.
-4. The real worker (``oddstream worker``, Faust) as a process: events per second from its
+4. ``oddstream replay`` (in process): the same records through the same handling, the
+   final rows written to a fresh chDB namespace.
+5. The real worker (``oddstream worker``, Faust) as a process: events per second from its
    first output record to its last current update (Kafka timestamps of the outputs), so
    start-up and the idle close at the end are not counted.
 
@@ -35,6 +37,7 @@ from confluent_kafka import Consumer, TopicPartition
 from fastavro import schemaless_reader
 
 from consumers.worker.outputs import apply_record, messages
+from consumers.worker.replay import replay
 from infra.broker import LocalKafka, free_port
 from oddstream.kafka.admin import ensure_topics
 from oddstream.settings import Settings
@@ -165,6 +168,9 @@ def main() -> None:
 
         baseline = asyncio.run(consume(bootstrap, sources, total, bare))
         in_process = asyncio.run(consume(bootstrap, sources, total, analytics))
+        started = time.perf_counter()
+        rebuilt, _ = replay(settings, "bench", show_progress=False)
+        replay_rate = rebuilt.records / (time.perf_counter() - started)
 
         # the worker's own knobs (ODDSTREAM_WORKER_*) pass through, nothing else of ODDSTREAM_*
         env = {
@@ -192,6 +198,8 @@ def main() -> None:
         print(f"aiokafka + fastavro decode (baseline):      {baseline:>9,.0f} events/s")
         print(f"analytics path in process (no produce):     {in_process:>9,.0f} events/s   "
               f"ratio {in_process / baseline:.3f}")  # fmt: skip
+        print(f"oddstream replay (to a fresh chDB):         {replay_rate:>9,.0f} events/s   "
+              f"ratio {replay_rate / baseline:.3f}   (goal >= 30,000 and >= 0.3)")  # fmt: skip
         print(f"oddstream worker (Faust, real outputs):     {faust_rate:>9,.0f} events/s   "
               f"ratio {faust_rate / baseline:.3f}   ({n / total:.2f} output records per event)")  # fmt: skip
     finally:
