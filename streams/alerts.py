@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Literal
 
 Severity = Literal["info", "warning", "critical"]
@@ -34,7 +35,12 @@ SEVERITY_RANK = {"info": 0, "warning": 1, "critical": 2}
 
 def fingerprint(rule: str, labels: Mapping[str, str]) -> str:
     """Stable id of an alert: the rule and its labels, whatever their order."""
-    canonical = "\x1f".join([rule, *(f"{k}={labels[k]}" for k in sorted(labels))])
+    return _fingerprint(rule, tuple(labels.items()))
+
+
+@lru_cache(maxsize=65_536)  # detectors repeat the same few label sets on every event
+def _fingerprint(rule: str, items: tuple[tuple[str, str], ...]) -> str:
+    canonical = "\x1f".join([rule, *(f"{k}={v}" for k, v in sorted(items))])
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 

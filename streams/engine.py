@@ -113,6 +113,8 @@ class WindowEngine(Generic[K, V, A]):
     def process(self, key: K, event_ms: int, value: V, processing_ms: int) -> Processed[K, A]:
         """Fold one event; return its current updates, any finals it caused, and lateness."""
         self.last_arrival_ms = processing_ms
+        if type(self.shape) is TumblingWindow:
+            return self._process_tumbling(key, event_ms, value)
         candidates = self._windows_of(key, event_ms)
         missed = tuple(w for w in candidates if self._closed(w) and (key, w) not in self._open)
         joined = [w for w in candidates if w not in missed]
@@ -135,6 +137,27 @@ class WindowEngine(Generic[K, V, A]):
             self.max_event_ms = max(self.max_event_ms, event_ms)
             self.watermark = max(self.watermark, self.max_event_ms - self.delay_ms)
         return Processed(updates, self._close_ready(), late)
+
+    def _process_tumbling(self, key: K, event_ms: int, value: V) -> Processed[K, A]:
+        """:meth:`process` for tumbling windows (one window per event), without the general
+        path's lists: the same results (tests/pure/test_windows.py compares both)."""
+        size = self.shape.size_ms
+        start = event_ms - event_ms % size
+        window = (start, start + size)
+        slot = self._open.get((key, window))
+        if slot is None:
+            if window[1] + self.grace_ms <= self.watermark:  # closed, and not open: late
+                self.late_events += 1
+                return Processed([], self._close_ready(), LateEvent(key, event_ms, self.watermark, (window,)))
+            slot = self._open[(key, window)] = _Open(self.aggregator.zero(), 0)
+            self._next_close = min(self._next_close, window[1] + self.grace_ms)
+        slot.aggregate = self.aggregator.add(slot.aggregate, value, event_ms)
+        slot.version += 1
+        update = WindowResult(key, start, window[1], slot.aggregate, slot.version, False)
+        if event_ms > self.max_event_ms:
+            self.max_event_ms = event_ms
+            self.watermark = max(self.watermark, event_ms - self.delay_ms)
+        return Processed([update], self._close_ready(), None)
 
     def on_idle(self, processing_ms: int) -> list[WindowResult[K, A]]:
         """Advance the idle mark with the processing clock after ``idle_timeout_ms`` of silence."""

@@ -181,3 +181,33 @@ def test_sliding_windows_end_at_each_event() -> None:
     finals = sorted((f.start, f.end, f.aggregate.count) for f in engine.flush())
     # events at 0 and 5 closed as they passed (delay 0, grace 0); here: the window ending at 12
     assert finals[-1] == (3, 13, 2)
+
+
+@given(
+    st.integers(1, 500),
+    event_lists,
+    st.integers(0, 100),
+    st.integers(0, 100),
+    st.randoms(use_true_random=False),
+)
+def test_the_tumbling_fast_path_gives_what_the_general_path_gives(
+    size: int, raw: list[tuple[str, int, int]], delay: int, grace: int, rnd: random.Random
+) -> None:
+    """A tumbling window is a hopping one with hop = size; the engine takes a shortcut for
+    tumbling windows, and every result, final, lateness and watermark must be the same."""
+    events = [(k, t, n, amount) for n, (k, t, amount) in enumerate(raw)]
+    rnd.shuffle(events)  # any disorder, late events included
+    fast: WindowEngine[str, tuple[int, int], Stats] = WindowEngine(
+        TumblingWindow(size), StatsAggregator(), delay, grace
+    )
+    general: WindowEngine[str, tuple[int, int], Stats] = WindowEngine(
+        HoppingWindow(size, size), StatsAggregator(), delay, grace
+    )
+    for key, t, n, amount in events:
+        assert fast.process(key, t, (n, amount), 0) == general.process(key, t, (n, amount), 0)
+        assert (fast.watermark, fast.max_event_ms, fast.late_events) == (
+            general.watermark,
+            general.max_event_ms,
+            general.late_events,
+        )
+    assert fast.flush() == general.flush()
