@@ -9,8 +9,10 @@ a finished aggregate by its properties.
 from __future__ import annotations
 
 import math
+from bisect import bisect_right
 from dataclasses import dataclass, replace
 from itertools import pairwise
+from typing import Any
 
 from streams.market import implied_probability, velocity_per_minute
 
@@ -184,15 +186,11 @@ class UserAggregator:
         t = float(
             (event_ms - self.origin_ms) % self.period_ms if self.period_ms else event_ms - self.origin_ms
         )
-        return replace(
-            agg,
-            bets=agg.bets + 1,
-            staked=agg.staked + value.stake,
-            sum_t=agg.sum_t + t,
-            sum_tt=agg.sum_tt + t * t,
-            sum_s=agg.sum_s + value.stake,
-            sum_ts=agg.sum_ts + t * value.stake,
-        )
+        a = agg  # a bet: every field given, in order (dataclasses.replace costs 6 us)
+        return UserStats(
+            a.bets + 1, a.staked + value.stake, a.settled, a.won, a.clv_sum, a.clv_count,
+            a.sum_t + t, a.sum_tt + t * t, a.sum_s + value.stake, a.sum_ts + t * value.stake,
+        )  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -237,10 +235,16 @@ class SystemAggregator:
 
     def add(self, agg: SystemStats, value: ApiCall | None, event_ms: int) -> SystemStats:
         if value is None:  # a heartbeat
-            return replace(agg, heartbeats=tuple(sorted((*agg.heartbeats, event_ms))))
-        return replace(
-            agg,
-            calls=agg.calls + 1,
-            errors=agg.errors + int(value.status >= 500),
-            latencies=tuple(sorted((*agg.latencies, value.latency_ms))),
+            return SystemStats(agg.calls, agg.errors, agg.latencies, _inserted(agg.heartbeats, event_ms))
+        return SystemStats(
+            agg.calls + 1,
+            agg.errors + int(value.status >= 500),
+            _inserted(agg.latencies, value.latency_ms),
+            agg.heartbeats,
         )
+
+
+def _inserted(values: tuple[Any, ...], value: Any) -> tuple[Any, ...]:
+    """``values`` (sorted) with ``value`` in its place: what sorting them all again gives."""
+    at = bisect_right(values, value)
+    return (*values[:at], value, *values[at:])
