@@ -123,8 +123,13 @@ class Intake:
 
 def check_sizes(event: Event, limits: Limits) -> None:
     """Strings and arrays of a source event within their limits (nested ones too)."""
+    longest = limits.max_string_chars
     for name, value in event.record.items():
-        _check_size(event.type, name, value, limits)
+        if type(value) is str:  # the common case, checked here without a call
+            if len(value) > longest:
+                _check_size(event.type, name, value, limits)
+        elif isinstance(value, str | list | dict):
+            _check_size(event.type, name, value, limits)
 
 
 def _check_size(event_type: str, name: str, value: Any, limits: Limits) -> None:

@@ -73,10 +73,12 @@ def check_values(event: Event, now_ms: int | None = None, max_future_ms: int = 3
             raise bad(name, f"must be a finite number, got {value}")
         if isinstance(value, Decimal) and not value.is_finite():
             raise bad(name, f"must be a finite amount, got {value}")
-    try:
-        uuid.UUID(str(record.get("event_id")))
-    except ValueError:
-        raise bad("event_id", f"must be a UUID, got {record.get('event_id')!r}") from None
+    event_id = record.get("event_id")
+    if not isinstance(event_id, uuid.UUID):  # the decoder makes UUIDs of the uuid logical type
+        try:
+            uuid.UUID(str(event_id))
+        except ValueError:
+            raise bad("event_id", f"must be a UUID, got {event_id!r}") from None
     event_ms = as_millis(record["event_time"])
     if event_ms < EARLIEST_EVENT_MS:
         raise bad("event_time", f"{event_ms} is before 2000-01-01; expected UTC milliseconds")
