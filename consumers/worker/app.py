@@ -18,7 +18,6 @@ import faust
 from mode.utils import logging as mode_logging
 from prometheus_client import start_http_server
 
-from consumers.worker.inbox import BatchingConsumer, Inbox
 from consumers.worker.partitions import SourceAnalytics, SourceRecord
 from oddstream.codecs import build_codec
 from oddstream.kafka.admin import create_missing
@@ -29,8 +28,6 @@ log = logging.getLogger(__name__)
 ANALYSED_SOURCES = ("odds", "bets", "system")
 SNAPSHOT_MAX_BYTES = 16 * 1024 * 1024
 STALLED_EXIT_CODE = 3
-# an inbox holds at most this many records; a batch is what it holds when the last is done
-BATCH_MAX_RECORDS = 2_000
 
 
 def create_app(settings: Settings) -> faust.App:
@@ -41,7 +38,7 @@ def create_app(settings: Settings) -> faust.App:
     # state (Faust creates only the last level)
     datadir = settings.data_dir / "faust" / settings.worker_id
     datadir.parent.mkdir(parents=True, exist_ok=True)
-    app = WorkerApp(
+    app = faust.App(
         settings.worker_id,
         broker=[f"kafka://{host}" for host in settings.bootstrap.split(",")],
         store="memory://",
@@ -103,60 +100,25 @@ def create_app(settings: Settings) -> faust.App:
     return app
 
 
-class WorkerApp(faust.App):
-    """The worker's Faust app: its consumer hands the source topics' records to inboxes."""
-
-    inboxes: dict[str, Inbox]
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        self.inboxes = {}
-        super().__init__(*args, **kwargs)
-
-    def _new_consumer(self) -> BatchingConsumer:
-        return BatchingConsumer(
-            self.transport,
-            callback=self.topics.on_message,
-            loop=self.loop,
-            on_partitions_revoked=self._on_partitions_revoked,
-            on_partitions_assigned=self._on_partitions_assigned,
-            beacon=self.beacon,
-            inboxes=self.inboxes,
-        )
-
-
-def _source_agent(app: WorkerApp, settings: Settings, codec: Any, topic: str, name: str) -> SourceAnalytics:
-    """The analytics of one source topic: its snapshot table, its inbox and the task that
-    drains the inbox a batch at a time (consumers/worker/inbox.py)."""
+def _source_agent(app: faust.App, settings: Settings, codec: Any, topic: str, name: str) -> SourceAnalytics:
+    """The analytics of one source topic: its snapshot table and its agent."""
+    source = app.topic(topic, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
     table: Any = app.Table(
         f"{name}-state", partitions=settings.topic_partitions, key_type=bytes, value_type=bytes
     )
     table.key_serializer = table.value_serializer = "raw"  # snapshots are our own bytes
     analytics = SourceAnalytics(app, settings, codec, topic, table, stage=name)
-    inbox = app.inboxes[topic] = Inbox(BATCH_MAX_RECORDS)
-    app.topics.add(
-        app.topic(topic, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
-    )
 
-    async def drain_inbox() -> None:
-        ack = app.consumer.ack
-        try:
-            while True:
-                batch = await inbox.take()
-                await analytics.on_batch(
-                    [
-                        SourceRecord(
-                            m.partition, m.offset, m.key, m.value, m.headers, round(m.timestamp * 1000)
-                        )
-                        for m in batch
-                    ]
-                )
-                for message in batch:  # processed (or halted): Faust may commit past them
-                    ack(message)
-        except Exception as exc:  # not one record's fault (those are dead letters): restart the worker
-            log.exception("%s stopped", name)
-            await app.crash(exc)
+    async def agent(stream: Any) -> None:
+        # one record at a time: Faust acks it when the next is asked for (see
+        # docs/design/worker-throughput.md for the batched delivery that was tried)
+        async for event in stream.events():
+            m = event.message
+            await analytics.on_batch(
+                [SourceRecord(m.partition, m.offset, m.key, m.value, m.headers, round(m.timestamp * 1000))]
+            )
 
-    app.task(drain_inbox)
+    app.agent(source, name=name)(agent)
     return analytics
 
 

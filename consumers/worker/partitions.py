@@ -43,6 +43,9 @@ from streams.processor import PartitionProcessor, WindowConfig
 
 log = logging.getLogger(__name__)
 SNAPSHOT_FORMAT = b"OSP1"
+# how often a busy partition looks for current updates that are due (a window's first update
+# waits at most this long; the throttle's interval decides the rest)
+CURRENTS_LOOK_S = 0.01
 
 
 def dump_snapshot(processor: PartitionProcessor) -> bytes:
@@ -99,6 +102,7 @@ class SourceAnalytics:
         self.config: WindowConfig = settings.window_config()
         self.processors: dict[int, PartitionProcessor] = {}
         self._checkpointed: dict[int, float] = {}
+        self._looked_at: dict[int, float] = {}  # when due current updates were last looked for
         # snapshots waiting for their outputs' acknowledgements, written in order by one task
         self._snapshots: asyncio.Queue[Snapshot] = asyncio.Queue()
         self._feeding: dict[int, asyncio.Lock] = defaultdict(asyncio.Lock)  # one feeder per partition
@@ -140,7 +144,10 @@ class SourceAnalytics:
             await self._apply(processor, partition, r.offset, r.key, r.value, r.headers, r.ts_ms, wall_ms)
             if every_change:  # an update per change, none coalesced within the batch
                 await self._publish_currents(partition, processor)
-        await self._publish_currents(partition, processor)
+        now = time.monotonic()
+        if now - self._looked_at.get(partition, 0.0) >= CURRENTS_LOOK_S:  # not on every record
+            self._looked_at[partition] = now
+            await self._publish_currents(partition, processor)
         if (
             time.monotonic() - self._checkpointed.get(partition, 0.0)
             >= self.settings.worker_checkpoint_interval_s
@@ -276,6 +283,7 @@ class SourceAnalytics:
         for partition in partitions:
             self.processors.pop(partition, None)
             self._checkpointed.pop(partition, None)
+            self._looked_at.pop(partition, None)
             self._adopted.discard(partition)
             self._in_flight.pop(partition, None)
             self._progress.pop(partition, None)
