@@ -13,7 +13,6 @@ import argparse
 import asyncio
 import io
 import itertools
-import os
 import tempfile
 import uuid
 from pathlib import Path
@@ -21,8 +20,8 @@ from typing import Any
 
 from fastavro import schemaless_reader
 
+from benchmarks.kafka import kafka_for_benchmark
 from benchmarks.worker import consume
-from infra.broker import LocalKafka, free_port
 from oddstream.kafka.admin import ensure_topics
 from oddstream.producer import EventProducer
 from oddstream.settings import Settings
@@ -38,12 +37,7 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=200_000)
     args = parser.parse_args()
 
-    broker = None
-    bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
-    if not bootstrap:
-        broker = LocalKafka(Path(tempfile.mkdtemp(prefix="oddstream-bench-")) / "kafka", port=free_port())
-        broker.start()
-        bootstrap = broker.bootstrap
+    bootstrap, broker = kafka_for_benchmark(Path(tempfile.mkdtemp(prefix="oddstream-bench-")))
     try:
         settings = Settings(kafka_bootstrap_servers=bootstrap, topic_prefix=f"bench{uuid.uuid4().hex[:8]}.")
         ensure_topics(settings)

@@ -36,7 +36,8 @@ from typing import Any
 import httpx
 from websockets.asyncio.client import connect
 
-from infra.broker import LocalKafka, free_port
+from benchmarks.kafka import kafka_for_benchmark
+from infra.broker import free_port
 from oddstream.kafka.admin import ensure_topics
 from oddstream.producer import EventProducer
 from oddstream.settings import Settings
@@ -225,12 +226,7 @@ def main() -> None:
     args = parser.parse_args()
     rates = [int(r) for r in args.rates.split(",")]
     work = Path(tempfile.mkdtemp(prefix="oddstream-latency-"))
-    broker = None
-    bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
-    if not bootstrap:
-        broker = LocalKafka(work / "kafka", port=free_port())
-        broker.start()
-        bootstrap = broker.bootstrap
+    bootstrap, broker = kafka_for_benchmark(work)
     run = uuid.uuid4().hex[:8]
     settings = Settings(kafka_bootstrap_servers=bootstrap, topic_prefix=f"lat{run}.", data_dir=work / "data",
                         store_port=free_port(), gateway_port=free_port(), worker_metrics_port=free_port(),

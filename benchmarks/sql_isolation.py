@@ -30,7 +30,8 @@ from pathlib import Path
 
 import httpx
 
-from infra.broker import LocalKafka, free_port
+from benchmarks.kafka import kafka_for_benchmark
+from infra.broker import free_port
 from oddstream.kafka.admin import ensure_topics
 from oddstream.settings import Settings
 from oddstream.simulator.run import run_simulation
@@ -48,12 +49,7 @@ def main() -> None:
     parser.add_argument("--phase-s", type=float, default=5.0)
     args = parser.parse_args()
     data = Path(tempfile.mkdtemp(prefix="oddstream-bench-"))
-    broker = None
-    bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
-    if not bootstrap:
-        broker = LocalKafka(data / "kafka", port=free_port())
-        broker.start()
-        bootstrap = broker.bootstrap
+    bootstrap, broker = kafka_for_benchmark(data)
     store = None
     try:
         settings = Settings(

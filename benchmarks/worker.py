@@ -36,9 +36,9 @@ from aiokafka import AIOKafkaConsumer
 from confluent_kafka import Consumer, TopicPartition
 from fastavro import schemaless_reader
 
+from benchmarks.kafka import kafka_for_benchmark
 from consumers.worker.outputs import apply_record, messages
 from consumers.worker.replay import replay
-from infra.broker import LocalKafka, free_port
 from oddstream.kafka.admin import ensure_topics
 from oddstream.settings import Settings
 from oddstream.simulator.run import run_simulation
@@ -124,13 +124,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--events", type=int, default=100_000)
     args = parser.parse_args()
-    broker = None
-    bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
     data = Path(tempfile.mkdtemp(prefix="oddstream-bench-"))
-    if not bootstrap:
-        broker = LocalKafka(data / "kafka", port=free_port())
-        broker.start()
-        bootstrap = broker.bootstrap
+    bootstrap, broker = kafka_for_benchmark(data)
     try:
         settings = Settings(kafka_bootstrap_servers=bootstrap, topic_prefix=f"bench{uuid.uuid4().hex[:8]}.",
                             data_dir=data, worker_id=f"bench-{uuid.uuid4().hex[:8]}")  # fmt: skip

@@ -34,9 +34,9 @@ from typing import Any
 from confluent_kafka import Consumer, Producer
 from fastavro import schemaless_reader
 
+from benchmarks.kafka import kafka_for_benchmark
 from benchmarks.worker import committed, consume, end_offsets
 from consumers.worker.outputs import apply_record, messages
-from infra.broker import LocalKafka, free_port
 from oddstream.kafka.admin import ensure_topics
 from oddstream.settings import Settings
 from oddstream.simulator.run import run_simulation
@@ -208,13 +208,8 @@ def main() -> None:
     args = parser.parse_args()
     if not PEERS_PYTHON.exists():
         raise SystemExit(f"{PEERS_PYTHON} is missing: run `make bench-peers` (it builds .venv-peers)")
-    broker = None
-    bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
     work = Path(tempfile.mkdtemp(prefix="oddstream-peers-"))
-    if not bootstrap:
-        broker = LocalKafka(work / "kafka", port=free_port())
-        broker.start()
-        bootstrap = broker.bootstrap
+    bootstrap, broker = kafka_for_benchmark(work)
     try:
         run = uuid.uuid4().hex[:8]
         sim = Settings(kafka_bootstrap_servers=bootstrap, topic_prefix=f"sim{run}.", data_dir=work)
