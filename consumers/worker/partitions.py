@@ -140,7 +140,9 @@ class SourceAnalytics:
         every_change = self.settings.worker_update_interval_ms <= 0
         for r in batch:
             if r.offset > processor.offset + 1:
-                await self._fill_gap(processor, partition, processor.offset + 1, r.offset)
+                start = processor.offset + 1
+                await self._fill_gap(processor, partition, start, r.offset)
+                await self._passed_over(partition, start, r.offset)
             await self._apply(processor, partition, r.offset, r.key, r.value, r.headers, r.ts_ms, wall_ms)
             if every_change:  # an update per change, none coalesced within the batch
                 await self._publish_currents(partition, processor)
@@ -153,6 +155,19 @@ class SourceAnalytics:
             >= self.settings.worker_checkpoint_interval_s
         ):
             self.checkpoint(partition)
+
+    async def _passed_over(self, partition: int, start: int, end: int) -> None:
+        """Faust delivered ``end`` without the records in [start, end) (it resumed past them or
+        skipped them), and they were just processed from the log. Faust will never ack them,
+        and its commit stops at the first offset it has no ack for: a partition committed no
+        further, ever, and a group that never catches up (seen after SIGKILL restarts). Tell
+        its consumer they are a gap, as it does for offsets the log itself leaves out.
+        Offsets at or below the committed one are ignored by it."""
+        try:
+            await self.app.consumer._add_gap(TP(self.topic, partition), start, end - 1)
+        except Exception as exc:  # bookkeeping only: a commit that stays behind re-reads records
+            log.warning("%s[%d]: could not mark offsets %d..%d as passed over: %r",
+                        self.topic, partition, start, end - 1, exc)  # fmt: skip
 
     async def publish_due_currents(self) -> None:
         """The throttle's trailing edge: send updates that were held back and are due now."""
