@@ -295,11 +295,6 @@ class PartitionProcessor:
             if engine.last_arrival_ms is not None:
                 engine.last_arrival_ms = wall_ms
 
-    def discard_currents(self) -> None:
-        """Forget pending current updates (a replay writes finals only)."""
-        self._pending.clear()
-        self._sent_at.clear()
-
     def flush(self) -> list[Emission]:
         """Finals of every open window (the end of a bounded input)."""
         return [self._final(kind, r) for kind, e in self.engines.items() for r in e.flush()]

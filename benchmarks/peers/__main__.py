@@ -52,12 +52,18 @@ WINDOW_MS = 60_000
 Windows = dict[tuple[str, int, str], tuple[float, float, float, float]]  # (market, start, sel|bk) -> ohlc
 
 
+def from_start(bootstrap: str, topics: list[str], **config: Any) -> Consumer:
+    """A consumer of ``topics`` from offset 0, in a group of its own."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-{uuid.uuid4().hex}",
+                         "auto.offset.reset": "earliest", "enable.auto.commit": False, **config})  # fmt: skip
+    consumer.subscribe(topics)
+    return consumer
+
+
 def copy_topic(bootstrap: str, source: str, target: str, count: int) -> None:
     """Every record of ``source`` to the same partition of ``target``, in order."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"copy-{uuid.uuid4().hex}",
-                         "auto.offset.reset": "earliest", "enable.auto.commit": False})  # fmt: skip
+    consumer = from_start(bootstrap, [source])
     producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "linger.ms": 20})
-    consumer.subscribe([source])
     copied = 0
     try:
         while copied < count:
@@ -77,9 +83,7 @@ def copy_topic(bootstrap: str, source: str, target: str, count: int) -> None:
 
 def reference(bootstrap: str, topic: str, count: int, codec: Codec) -> Windows:
     """The windows every system should close, from the decoded records in log order."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"ref-{uuid.uuid4().hex}",
-                         "auto.offset.reset": "earliest", "enable.auto.commit": False})  # fmt: skip
-    consumer.subscribe([topic])
+    consumer = from_start(bootstrap, [topic])
     out: Windows = {}
     seen = 0
     try:
@@ -131,10 +135,7 @@ def run_peer(app: str, bootstrap: str, topic: str, count: int, schemas: Path, wo
 
 
 def confluent_decode(bootstrap: str, topic: str, count: int, catalog: Any) -> float:
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bare-{uuid.uuid4().hex}",
-                         "auto.offset.reset": "earliest", "enable.auto.commit": False,
-                         "fetch.max.bytes": 64 * 1024 * 1024})  # fmt: skip
-    consumer.subscribe([topic])
+    consumer = from_start(bootstrap, [topic], **{"fetch.max.bytes": 64 * 1024 * 1024})
     seen = 0
     started = 0.0
     try:
@@ -175,9 +176,7 @@ def worker_run(settings: Settings, count: int, codec: Codec, data: Path) -> tupl
     finally:
         worker.terminate()
         worker.wait(30)
-    consumer = Consumer({"bootstrap.servers": settings.bootstrap, "group.id": f"out-{uuid.uuid4().hex}",
-                         "auto.offset.reset": "earliest", "enable.auto.commit": False})  # fmt: skip
-    consumer.subscribe(topics.windows())
+    consumer = from_start(settings.bootstrap, topics.windows())
     first, last = 2**62, 0
     finals: Windows = {}
     quiet = time.monotonic()

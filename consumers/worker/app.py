@@ -18,7 +18,7 @@ import faust
 from mode.utils import logging as mode_logging
 from prometheus_client import start_http_server
 
-from consumers.worker.partitions import SourceAnalytics, SourceRecord
+from consumers.worker.partitions import SourceAnalytics
 from oddstream.codecs import build_codec
 from oddstream.kafka.admin import create_missing
 from oddstream.settings import Settings
@@ -114,8 +114,8 @@ def _source_agent(app: faust.App, settings: Settings, codec: Any, topic: str, na
         # docs/design/worker-throughput.md for the batched delivery that was tried)
         async for event in stream.events():
             m = event.message
-            await analytics.on_batch(
-                [SourceRecord(m.partition, m.offset, m.key, m.value, m.headers, round(m.timestamp * 1000))]
+            await analytics.on_record(
+                m.partition, m.offset, m.key, m.value, m.headers, round(m.timestamp * 1000)
             )
 
     app.agent(source, name=name)(agent)

@@ -61,17 +61,6 @@ def load_snapshot(blob: bytes) -> PartitionProcessor:
     return processor
 
 
-class SourceRecord(NamedTuple):
-    """One record of a source topic as the agent hands it over."""
-
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    headers: Headers
-    ts_ms: int
-
-
 class Snapshot(NamedTuple):
     """A partition's state at one offset, with the sends of the outputs it covers."""
 
@@ -117,44 +106,37 @@ class SourceAnalytics:
 
     # -- the agent's path --------------------------------------------------------
 
-    async def on_batch(self, records: list[SourceRecord]) -> None:
-        """Process a batch of records (any partitions, each partition's in offset order).
-
-        Per partition: fill a gap Faust will not deliver, fold every record, send what is
-        due (outputs, current updates past the throttle), and hand a snapshot to the writer
-        when one is due. Nothing here waits for Kafka's acknowledgements: the snapshot
-        writer does, before it writes (see :meth:`checkpoint`)."""
-        by_partition: dict[int, list[SourceRecord]] = defaultdict(list)
-        for record in records:
-            by_partition[record.partition].append(record)
-        for partition, batch in by_partition.items():
-            if partition in self.halted:
-                continue  # its snapshot stays behind these records: a restart processes them again
-            async with self._feeding[partition]:
-                with contextlib.suppress(PartitionHalted):
-                    await self._feed_batch(partition, batch)
-
-    async def _feed_batch(self, partition: int, batch: list[SourceRecord]) -> None:
-        processor = self._processor(partition)
-        wall_ms = int(time.time() * 1000)
-        every_change = self.settings.worker_update_interval_ms <= 0
-        for r in batch:
-            if r.offset > processor.offset + 1:
-                start = processor.offset + 1
-                await self._fill_gap(processor, partition, start, r.offset)
-                await self._passed_over(partition, start, r.offset)
-            await self._apply(processor, partition, r.offset, r.key, r.value, r.headers, r.ts_ms, wall_ms)
-            if every_change:  # an update per change, none coalesced within the batch
-                await self._publish_currents(partition, processor)
-        now = time.monotonic()
-        if now - self._looked_at.get(partition, 0.0) >= CURRENTS_LOOK_S:  # not on every record
-            self._looked_at[partition] = now
-            await self._publish_currents(partition, processor)
-        if (
-            time.monotonic() - self._checkpointed.get(partition, 0.0)
-            >= self.settings.worker_checkpoint_interval_s
-        ):
-            self.checkpoint(partition)
+    async def on_record(
+        self,
+        partition: int,
+        offset: int,
+        key: bytes | None,
+        value: bytes | None,
+        headers: Headers,
+        ts_ms: int,
+    ) -> None:
+        """Fold one record of the partition; send what is due (its outputs, current updates
+        past the throttle) and queue a snapshot when one is due. Nothing here waits for
+        Kafka's acknowledgements: the snapshot writer does, before it writes."""
+        if partition in self.halted:
+            return  # its snapshot stays behind this record: a restart processes it again
+        async with self._feeding[partition]:
+            with contextlib.suppress(PartitionHalted):
+                processor = self._processor(partition)
+                if offset > processor.offset + 1:
+                    start = processor.offset + 1
+                    await self._fill_gap(processor, partition, start, offset)
+                    await self._passed_over(partition, start, offset)
+                await self._apply(processor, partition, offset, key, value, headers, ts_ms)
+                now = time.monotonic()
+                # every change at interval 0; else due updates looked for at most every 10 ms
+                if self.settings.worker_update_interval_ms <= 0 or (
+                    now - self._looked_at.get(partition, 0.0) >= CURRENTS_LOOK_S
+                ):
+                    self._looked_at[partition] = now
+                    await self._publish_currents(partition, processor)
+                if now - self._checkpointed.get(partition, 0.0) >= self.settings.worker_checkpoint_interval_s:
+                    self.checkpoint(partition)
 
     async def _passed_over(self, partition: int, start: int, end: int) -> None:
         """Faust delivered ``end`` without the records in [start, end) (it resumed past them or
@@ -335,10 +317,6 @@ class SourceAnalytics:
             finally:
                 self._snapshots.task_done()
 
-    async def snapshots_written(self) -> None:
-        """Wait until every snapshot queued so far was written (or dropped)."""
-        await self._snapshots.join()
-
     async def _write(self, snapshot: Snapshot) -> None:
         partition = snapshot.partition
         results = await asyncio.gather(*snapshot.sent, return_exceptions=True)
@@ -372,10 +350,9 @@ class SourceAnalytics:
         value: bytes | None,
         headers: Headers,
         ts_ms: int,
-        wall_ms: int | None = None,
     ) -> None:
         origin = (self.topic, partition, offset)
-        output = apply_record(processor, self.intake, origin, key, value, headers, ts_ms, wall_ms)
+        output = apply_record(processor, self.intake, origin, key, value, headers, ts_ms)
         if output.duplicate:
             return
         for message in messages(
