@@ -33,6 +33,7 @@ from gateway.protocol import (
 )
 from oddstream.codecs import build_codec
 from oddstream.errors import EventError
+from oddstream.kafka.registry import learn_schema_ids
 from oddstream.metrics import (
     GATEWAY_CLIENTS,
     GATEWAY_DROPPED,
@@ -151,6 +152,7 @@ class Gateway:
         log.info("gateway consuming %s", ", ".join([*self.topics.windows(), *self.topics.insights()]))
         try:
             async for m in consumer:
+                await learn_schema_ids(self.intake.codec, (m.value,), "gateway")
                 try:
                     self._fan_out(m)
                 except EventError as exc:

@@ -24,8 +24,10 @@ app = typer.Typer(
 )
 webhook_app = typer.Typer(help="Webhook endpoints: register one, or run a local receiver.")
 broker_app = typer.Typer(help="The local single-node Kafka broker (KRaft), for development.")
+registry_app = typer.Typer(help="A local Schema Registry (Apicurio 2.6, Confluent API), for development.")
 app.add_typer(webhook_app, name="webhook")
 app.add_typer(broker_app, name="broker")
+app.add_typer(registry_app, name="registry")
 
 
 def settings() -> Settings:
@@ -46,12 +48,19 @@ def prepare(s: Settings) -> None:
 @app.command()
 def up(
     simulate: Annotated[bool, typer.Option(help="Also run the market simulator.")] = True,
+    schema_registry: Annotated[
+        bool,
+        typer.Option(
+            help="Write Confluent frames through a Schema Registry: ODDSTREAM_SCHEMA_REGISTRY_URL's, "
+            "or a local Apicurio registry started (and stopped) with the stack."
+        ),
+    ] = False,
 ) -> None:
     """Start everything on this machine: Kafka (unless KAFKA_BOOTSTRAP_SERVERS is set), embedded
     ClickHouse, worker, gateway, dispatcher, a demo webhook receiver and the simulator."""
     from oddstream.stack import run_stack
 
-    run_stack(settings(), simulate=simulate)
+    run_stack(settings(), simulate=simulate, schema_registry=schema_registry)
 
 
 @app.command()
@@ -331,6 +340,43 @@ def broker_start() -> None:
         pass
     finally:
         broker.stop()
+
+
+@registry_app.command("fetch")
+def registry_fetch() -> None:
+    """Fetch Apicurio Registry with Maven (cached in ~/.m2) and unpack it, without starting it."""
+    from infra.registry import LocalRegistry
+
+    s = settings()
+    runner = LocalRegistry(Path(s.data_dir) / "registry", port=s.local_registry_port).runner()
+    typer.echo(f"Apicurio Registry ready: {runner}")
+
+
+@registry_app.command("start")
+def registry_start() -> None:
+    """Start the local registry in the foreground (Ctrl-C stops it). Schemas are kept in
+    <data_dir>/registry/db, so ids survive a restart."""
+    import time
+
+    from infra.registry import LocalRegistry
+
+    s = settings()
+    if s.schema_registry_url:
+        typer.echo(f"ODDSTREAM_SCHEMA_REGISTRY_URL names {s.schema_registry_url}; not starting one")
+        return
+    registry = LocalRegistry(Path(s.data_dir) / "registry", port=s.local_registry_port)
+    registry.start()
+    typer.echo(
+        f"Schema Registry (Confluent API) on {registry.url}; logs in {registry.log_file}\n"
+        f"use it with: export ODDSTREAM_SCHEMA_REGISTRY_URL={registry.url}"
+    )
+    try:
+        while registry.running:
+            time.sleep(1)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        registry.stop()
 
 
 def _run(coro: Coroutine[Any, Any, None]) -> None:

@@ -18,7 +18,8 @@ from third-party libraries are wrapped, with the original kept as
     ├── InfrastructureError    a dependency failed
     │   ├── BrokerError            Kafka (start, admin, produce, consume)
     │   │   └── DeliveryFailed         a produced record was not acknowledged
-    │   ├── SchemaRegistryError    the Confluent Schema Registry
+    │   ├── SchemaRegistryError    the Schema Registry refused a request
+    │   │   └── RegistryUnavailable    it could not be reached (or answered 5xx)
     │   └── StoreError             ClickHouse
     └── WebhookError           a webhook endpoint or delivery
         └── UnsafeWebhookTarget    the URL points at a forbidden address
@@ -102,7 +103,14 @@ class DeliveryFailed(BrokerError):
 
 
 class SchemaRegistryError(InfrastructureError):
-    """The Confluent Schema Registry refused or failed a request."""
+    """The Schema Registry refused or failed a request (the message names the subject)."""
+
+
+class RegistryUnavailable(SchemaRegistryError):
+    """The Schema Registry could not be reached, or answered with a server error.
+
+    Nothing was decided about the record: consumers wait and try again (never
+    dead-letter for this), producers raise it to the caller."""
 
 
 class StoreError(InfrastructureError):

@@ -19,6 +19,10 @@ PROCESSING_ERRORS = Counter(
 HALTED_PARTITIONS = Gauge(
     "oddstream_worker_halted_partitions", "Source partitions halted by an unacknowledged output"
 )
+REGISTRY_WAITS = Counter(
+    "oddstream_schema_registry_waits_total",
+    "Times a consumer waited for an unavailable Schema Registry before decoding",
+)
 WEBHOOK_ATTEMPTS = Counter("oddstream_webhook_attempts_total", "Webhook delivery attempts", ["outcome"])
 
 

@@ -50,7 +50,13 @@ class Settings(BaseSettings):
     topic_replication: int = Field(default=1, ge=1, description="Replication factor of new topics.")
     schema_registry_url: str | None = Field(
         default=None,
-        description="Confluent Schema Registry. Unset: Avro single-object encoding with the repo's schemas.",
+        description="A Schema Registry's Confluent API (Confluent's, or Apicurio's .../apis/ccompat/v7): "
+        "producers register and write Confluent frames. Unset: Avro single-object encoding.",
+    )
+    local_registry_port: int = Field(
+        default=8081,
+        description="Port of the local Apicurio registry `oddstream registry start` and "
+        "`oddstream up --schema-registry` run when no registry URL is set.",
     )
     clickhouse_dsn: str | None = Field(
         default=None,

@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from infra.broker import LocalKafka, kafka_is_healthy
-from oddstream.errors import BrokerError, OddstreamError
+from infra.registry import LocalRegistry, registry_is_healthy
+from oddstream.errors import BrokerError, OddstreamError, SchemaRegistryError
 from oddstream.kafka.admin import ensure_topics
 from oddstream.settings import Settings
 from oddstream.supervision import GiveUp, RestartPolicy, RoleRestarts
@@ -46,6 +47,7 @@ class Child:
 class Stack:
     settings: Settings
     broker: LocalKafka | None = None
+    registry: LocalRegistry | None = None
     children: list[Child] = field(default_factory=list)
     policy: RestartPolicy = field(default_factory=RestartPolicy)
 
@@ -62,6 +64,20 @@ class Stack:
             return  # a local broker from an earlier run is still up: reuse it
         self.broker = LocalKafka(self.settings.data_dir / "kafka", port=self.settings.local_kafka_port)
         self.broker.start()
+
+    def start_registry(self) -> None:
+        """The registry named by the settings (it must answer), or a local one: reused if one
+        answers on the local port, else started, and stopped with the stack."""
+        url = self.settings.schema_registry_url
+        if url:
+            if not registry_is_healthy(url, 10):
+                raise SchemaRegistryError(f"the Schema Registry at {url} does not answer GET /subjects")
+            return
+        local = LocalRegistry(self.settings.data_dir / "registry", port=self.settings.local_registry_port)
+        if not registry_is_healthy(local.url):
+            local.start()
+            self.registry = local
+        self.settings = self.settings.model_copy(update={"schema_registry_url": local.url})
 
     def spawn(self, role: str, *args: str, env: dict[str, str] | None = None) -> None:
         child = Child(role, args, env or {})
@@ -84,13 +100,16 @@ class Stack:
 
     def environment(self) -> dict[str, str]:
         s = self.settings
-        return {
+        env = {
             "ODDSTREAM_DATA_DIR": str(s.data_dir.resolve()),
             "ODDSTREAM_KAFKA_BOOTSTRAP_SERVERS": s.bootstrap,
             "ODDSTREAM_TOPIC_PREFIX": s.topic_prefix,
             "ODDSTREAM_CLICKHOUSE_DSN": s.clickhouse,
             "ODDSTREAM_WEBHOOK_ALLOW_PRIVATE_TARGETS": "true",
         }
+        if s.schema_registry_url:
+            env["ODDSTREAM_SCHEMA_REGISTRY_URL"] = s.schema_registry_url
+        return env
 
     def supervise(self) -> None:
         """Restart roles that exited (with backoff); raise :class:`CrashLoop` when one loops."""
@@ -145,6 +164,8 @@ class Stack:
                 child.process.kill()
                 child.process.wait()
         status_path(self.settings).unlink(missing_ok=True)
+        if self.registry is not None:
+            self.registry.stop()
         if self.broker is not None:
             self.broker.stop()
 
@@ -175,7 +196,7 @@ def status_path(settings: Settings) -> Path:
     return settings.data_dir.resolve() / "run" / "stack.json"
 
 
-def run_stack(settings: Settings, simulate: bool = True) -> None:
+def run_stack(settings: Settings, simulate: bool = True, schema_registry: bool = False) -> None:
     from consumers.dispatcher.endpoints import register_endpoint
 
     stack = Stack(settings)
@@ -183,6 +204,10 @@ def run_stack(settings: Settings, simulate: bool = True) -> None:
     stack.start_broker()
     ensure_topics(settings)
     try:
+        if schema_registry or settings.schema_registry_url:
+            print("starting the Schema Registry ...", flush=True)
+            stack.start_registry()
+            settings = stack.settings
         stack.spawn("store", "store")
         stack.spawn("worker", "worker")
         stack.spawn("gateway", "gateway")
@@ -215,11 +240,15 @@ def run_stack(settings: Settings, simulate: bool = True) -> None:
 def print_where_to_look(settings: Settings, stack: Stack, receiver_url: str) -> None:
     s = settings
     kafka = f"{s.bootstrap} (local broker, data in {stack.broker.data_dir})" if stack.broker else s.bootstrap
+    framing = (
+        f"Confluent frames, registry {s.schema_registry_url}" if s.schema_registry_url else "single-object"
+    )
     subscribe = '{"op":"subscribe","channels":["markets"]}'
     print(
         f"""
 oddstream is up.
   Kafka               {kafka}
+  Avro framing        {framing}
   WebSocket           ws://{s.gateway_host}:{s.gateway_port}/ws   send {subscribe}
   SQL (read-only)     oddstream sql "SELECT count() FROM odds_windows_1m"   ({s.sql_endpoint}/sql)
   Webhook receiver    {receiver_url}  deliveries: {stack.logs / "webhook-received.jsonl"}

@@ -85,7 +85,7 @@ def _check(reader: Schema, writer: Schema, rn: Names, wn: Names, path: str, out:
         for branch in writer:
             if rk == "union":
                 if not any(_matches(r, branch, rn, wn) for r in reader):
-                    out.append(f"{here}: writer branch {_kind(_deref(branch, wn))} has no reader branch")
+                    _explain_branch(reader, branch, rn, wn, path, out)
             else:
                 _check(reader, branch, rn, wn, path, out)
         return
@@ -114,6 +114,27 @@ def _check(reader: Schema, writer: Schema, rn: Names, wn: Names, path: str, out:
         _check(reader["values"], writer["values"], rn, wn, f"{path}{{}}", out)
     elif rk == "fixed" and reader["size"] != writer["size"]:
         out.append(f"{here}: fixed size {writer['size']} read as {reader['size']}")
+
+
+def _explain_branch(
+    reader: list[Schema], branch: Schema, rn: Names, wn: Names, path: str, out: list[str]
+) -> None:
+    """Why no reader branch reads a writer branch: the problems of the reader branch of the
+    same name (a changed record, say which field), or that there is none."""
+    written = _deref(branch, wn)
+    name = _short_name(written)
+    if name is not None:
+        for candidate in reader:
+            if _short_name(_deref(candidate, rn)) == name:
+                _check(candidate, branch, rn, wn, f"{path}.{name}" if path else name, out)
+                return
+    out.append(f"{path or '<root>'}: writer branch {name or _kind(written)} has no reader branch")
+
+
+def _short_name(schema: Schema) -> str | None:
+    if isinstance(schema, dict) and schema.get("type") in ("record", "enum", "fixed"):
+        return str(schema["name"]).rsplit(".", 1)[-1]
+    return None
 
 
 def _check_record(reader: Schema, writer: Schema, rn: Names, wn: Names, path: str, out: list[str]) -> None:

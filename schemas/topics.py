@@ -32,6 +32,10 @@ TOPIC_OF_EVENT: dict[str, str] = {
 }
 
 SOURCE_TOPICS = ("bets", "odds", "system", "users")
+# what the worker writes (the webhook registry's records come from the CLI and API)
+DERIVED_TYPES = tuple(
+    t for t, suffix in TOPIC_OF_EVENT.items() if suffix not in SOURCE_TOPICS and t != "WebhookEndpoint"
+)
 WINDOW_EVENT_TYPES = (
     "OddsWindowUpdated",
     "PriceWindowUpdated",

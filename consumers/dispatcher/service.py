@@ -26,6 +26,7 @@ from consumers.dispatcher.ssrf import check_address, check_url
 from oddstream.codecs import build_codec
 from oddstream.errors import EventError, MalformedRecord, UnsafeWebhookTarget
 from oddstream.kafka.deadletter import dead_letter_headers, processing_failure
+from oddstream.kafka.registry import learn_schema_ids
 from oddstream.metrics import PROCESSING_ERRORS, REJECTED_RECORDS, WEBHOOK_ATTEMPTS
 from oddstream.settings import Settings
 from schemas.catalog import Event
@@ -81,6 +82,8 @@ class Dispatcher:
                     caught_up.set()
                     log.info("webhook registry loaded: %d endpoint(s)", len(self.registry))
                 batch = await consumer.getmany(timeout_ms=500)
+                values = (m.value for ms in batch.values() for m in ms)
+                await learn_schema_ids(self.intake.codec, values, "dispatcher (endpoints)")
                 for messages in batch.values():
                     for m in messages:
                         await self._apply_registration(m)
@@ -166,6 +169,8 @@ class Dispatcher:
             ) as http:
                 while True:
                     batch = await consumer.getmany(timeout_ms=500, max_records=500)
+                    values = (m.value for ms in batch.values() for m in ms)
+                    await learn_schema_ids(self.intake.codec, values, "dispatcher")
                     jobs = []
                     for messages in batch.values():
                         for m in messages:

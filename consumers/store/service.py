@@ -38,6 +38,7 @@ from oddstream.kafka.deadletter import (
     processing_failure,
 )
 from oddstream.kafka.late import parse_late_headers
+from oddstream.kafka.registry import learn_schema_ids
 from oddstream.metrics import (
     PROCESSING_ERRORS,
     REJECTED_RECORDS,
@@ -115,6 +116,7 @@ class StoreService:
                 batch = await consumer.getmany(timeout_ms=500, max_records=5000)
                 if not batch:
                     continue
+                await learn_schema_ids(self.codec, (m.value for ms in batch.values() for m in ms), "store")
                 rows: dict[str, Rows] = defaultdict(Rows)
                 refused: list[tuple[Any, str]] = []
                 for messages in batch.values():

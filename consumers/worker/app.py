@@ -21,8 +21,9 @@ from prometheus_client import start_http_server
 from consumers.worker.partitions import SourceAnalytics
 from oddstream.codecs import build_codec
 from oddstream.kafka.admin import create_missing
+from oddstream.kafka.registry import register_subjects
 from oddstream.settings import Settings
-from schemas.topics import Topics
+from schemas.topics import DERIVED_TYPES, Topics
 
 log = logging.getLogger(__name__)
 ANALYSED_SOURCES = ("odds", "bets", "system")
@@ -110,6 +111,7 @@ def _source_agent(app: faust.App, settings: Settings, codec: Any, topic: str, na
     analytics = SourceAnalytics(app, settings, codec, topic, table, stage=name)
 
     async def agent(stream: Any) -> None:
+        await register_subjects(codec, Topics(settings.topic_prefix), DERIVED_TYPES, name)
         # one record at a time: Faust acks it when the next is asked for (see
         # docs/design/worker-throughput.md for the batched delivery that was tried)
         async for event in stream.events():

@@ -34,9 +34,10 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from faust.types import TP
 
 from consumers.worker.outputs import Message, apply_record, messages, window_message
+from oddstream.kafka.registry import learn_schema_ids
 from oddstream.metrics import HALTED_PARTITIONS
 from oddstream.settings import Settings
-from schemas.codec import Codec
+from schemas.codec import CONFLUENT_MAGIC, Codec
 from schemas.intake import Headers, Intake
 from schemas.topics import Topics
 from streams.processor import PartitionProcessor, WindowConfig
@@ -352,6 +353,8 @@ class SourceAnalytics:
         ts_ms: int,
     ) -> None:
         origin = (self.topic, partition, offset)
+        if value is not None and value[:1] == CONFLUENT_MAGIC:
+            await learn_schema_ids(self.codec, (value,), f"worker {self.topic}[{partition}]@{offset}")
         output = apply_record(processor, self.intake, origin, key, value, headers, ts_ms)
         if output.duplicate:
             return
