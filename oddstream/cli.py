@@ -34,7 +34,8 @@ def settings() -> Settings:
     s = load_settings()
     level = {"warn": "WARNING", "crit": "CRITICAL"}.get(s.log_level, s.log_level.upper())
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request is noise in `sql`
+    for noisy in ("httpx", "httpx2"):  # one line per request (`sql`, the registry client) is noise
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     return s
 
 

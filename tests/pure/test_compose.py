@@ -82,3 +82,22 @@ def test_published_ports_match_the_settings() -> None:
     assert services["store"]["ports"] == [f"127.0.0.1:{defaults.store_port}:{defaults.store_port}"]
     assert services["store"]["environment"]["ODDSTREAM_SQL_TOKEN"].startswith("${ODDSTREAM_SQL_TOKEN:?")
     assert services["worker"]["environment"]["ODDSTREAM_TOPIC_PREFIX"] == defaults.topic_prefix
+
+
+def test_the_registry_service_and_the_local_registry_agree() -> None:
+    """Same Apicurio release, same Confluent API path, same compatibility and id settings."""
+    from infra.registry import APICURIO_VERSION, CCOMPAT_PATH, REGISTRY_SETTINGS
+    from oddstream.kafka.registry import COMPATIBILITY
+
+    service = compose()["services"]["schema-registry"]
+    image, _, tag = service["image"].rpartition(":")
+    assert image.startswith("apicurio/apicurio-registry-") and tag == APICURIO_VERSION
+    env = service["environment"]
+    assert {k: env[k] for k in REGISTRY_SETTINGS} == REGISTRY_SETTINGS
+    assert env["REGISTRY_RULES_GLOBAL_COMPATIBILITY"] == COMPATIBILITY  # what oddstream sets per subject
+    port = env["QUARKUS_HTTP_PORT"]
+    assert service["ports"] == [f"127.0.0.1:{port}:{port}"]
+    assert Settings().local_registry_port == int(port)
+    for role in ROLES:
+        url = compose()["services"][role]["environment"]["ODDSTREAM_SCHEMA_REGISTRY_URL"]
+        assert url == f"http://schema-registry:{port}{CCOMPAT_PATH}"
