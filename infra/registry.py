@@ -1,13 +1,14 @@
 """A real Schema Registry on this machine: Apicurio Registry 2.6, without Docker.
 
 Maven fetches Apicurio's distribution (``io.apicurio:apicurio-registry-app``,
-classifier ``all``, a tar.gz of about 142 MB) into ~/.m2 once; it is unpacked under
-the data directory and started with Java 17. Its storage is an H2 database *file*
-under the data directory (not the distribution's in-memory default), so schema ids
-survive a restart: the ids in the records on the topics keep meaning the same schema.
-It serves the Confluent-compatible API at ``/apis/ccompat/v7`` (register, get by id,
-subjects, versions, per-subject compatibility, HTTP 409 on an incompatible schema),
-which is all oddstream and Confluent's clients use.
+classifier ``all``, a tar.gz of about 142 MB) into ~/.m2 once; it is unpacked once per
+machine under ~/.cache/oddstream (``$XDG_CACHE_HOME``) and started with Java 17. Its
+storage is an H2 database *file* under the data directory (not the distribution's
+in-memory default), so schema ids survive a restart: the ids in the records on the
+topics keep meaning the same schema. It serves the Confluent-compatible API at
+``/apis/ccompat/v7`` (register, get by id, subjects, versions, per-subject
+compatibility, HTTP 409 on an incompatible schema), which is all oddstream and
+Confluent's clients use.
 
 Example::
 
@@ -52,11 +53,19 @@ def registry_is_healthy(url: str, timeout_s: float = 2.0) -> bool:
         return False
 
 
+def default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "oddstream" / "apicurio-registry"
+
+
 class LocalRegistry:
     """One Apicurio Registry process on 127.0.0.1:``port``, state in ``data_dir``."""
 
-    def __init__(self, data_dir: Path, port: int = 8081, heap: str = "384m") -> None:
+    def __init__(
+        self, data_dir: Path, port: int = 8081, heap: str = "384m", cache_dir: Path | None = None
+    ) -> None:
         self.data_dir = data_dir.resolve()
+        self.cache_dir = (cache_dir or default_cache_dir()).resolve()
         self.port = port
         self.heap = heap
         self._process: subprocess.Popen[bytes] | None = None
@@ -77,14 +86,14 @@ class LocalRegistry:
 
     def runner(self) -> Path:
         """The runnable jar, fetched by Maven and unpacked on first use."""
-        dist = self.data_dir / "dist" / APICURIO_VERSION
+        dist = self.cache_dir / APICURIO_VERSION
         jar = dist / RUNNER_JAR
         if jar.exists() and (dist / "lib").is_dir():
             return jar
         mvn = shutil.which("mvn")
         if mvn is None:
             raise SchemaRegistryError("Maven (mvn) is not on PATH; it is needed to fetch the registry")
-        download = self.data_dir / "download"
+        download = self.cache_dir / f"download-{os.getpid()}"
         download.mkdir(parents=True, exist_ok=True)
         result = subprocess.run(
             [
@@ -105,13 +114,16 @@ class LocalRegistry:
             raise SchemaRegistryError(
                 f"Maven could not fetch {APICURIO_ARTIFACT}:\n{result.stdout}{result.stderr}"
             )
-        staging = dist.with_name(dist.name + ".partial")
+        staging = dist.with_name(f"{dist.name}.partial-{os.getpid()}")
         shutil.rmtree(staging, ignore_errors=True)
         with tarfile.open(archives[-1]) as archive:
             archive.extractall(staging, filter="data")
-        shutil.rmtree(dist, ignore_errors=True)
-        staging.rename(dist)
-        archives[-1].unlink()  # Maven keeps its own copy in ~/.m2
+        shutil.rmtree(download)  # Maven keeps its own copy in ~/.m2
+        if jar.exists():  # another process unpacked it meanwhile
+            shutil.rmtree(staging)
+        else:
+            shutil.rmtree(dist, ignore_errors=True)
+            staging.rename(dist)
         return jar
 
     # -- lifecycle -------------------------------------------------------------
