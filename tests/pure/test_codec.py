@@ -19,30 +19,12 @@ from oddstream.errors import EventError, UndecodableEvent
 from schemas.catalog import Event, load_catalog
 from schemas.codec import CONFLUENT_MAGIC, SINGLE_OBJECT_MAGIC, Codec, types_on_topic_of
 from schemas.jsonable import jsonable
+from tests.pure.registry_double import InMemoryIds
 from tests.strategies import records
 
 pytestmark = pytest.mark.pure
 CATALOG = load_catalog()
 TYPES = CATALOG.types()
-
-
-class InMemoryIds:
-    """A stand-in for the Schema Registry's id service (this tier has no I/O)."""
-
-    def __init__(self) -> None:
-        self.schemas: dict[int, str] = {}
-        self.subjects: list[str] = []
-
-    def id_for(self, subject: str, schema_json: str) -> int:
-        self.subjects.append(subject)
-        for schema_id, known in self.schemas.items():
-            if known == schema_json:
-                return schema_id
-        self.schemas[len(self.schemas) + 100] = schema_json
-        return len(self.schemas) + 99
-
-    def schema_for(self, schema_id: int) -> str | None:
-        return self.schemas.get(schema_id)
 
 
 def normalised(record: dict[str, Any]) -> Any:

@@ -16,6 +16,7 @@ from schemas.catalog import Event, load_catalog
 from schemas.codec import Codec
 from schemas.intake import Intake, Limits
 from schemas.topics import TOPIC_OF_EVENT, Topics
+from tests.pure.registry_double import InMemoryIds
 from tests.strategies import records
 
 pytestmark = pytest.mark.pure
@@ -161,6 +162,34 @@ def test_fuzz_mutated_valid_frames_only_ever_raise_event_errors(event_type: str,
     except EventError as exc:
         assert exc.reason
     # anything else (TypeError, KeyError, MemoryError ...) fails the test
+
+
+@pytest.mark.parametrize("event_type", ["OddsChanged", "BetSettled", "UserActivity", "AlertChanged"])
+@settings(max_examples=60, deadline=None)
+@given(data=st.data())
+def test_fuzz_mutated_confluent_frames_only_ever_raise_event_errors(
+    event_type: str, data: st.DataObject
+) -> None:
+    """Schema ids, union branch indexes and bodies mangled: refused with a reason, never a crash."""
+    ids = InMemoryIds()
+    topic = TOPICS.for_event(event_type)
+    writer = Codec(CATALOG, ids)
+    record = data.draw(records(event_type))
+    value = bytearray(writer.encode(Event(event_type, record), topic=topic, trusted=True))
+    for _ in range(data.draw(st.integers(1, 3))):
+        at = data.draw(st.integers(0, min(len(value), 8)))  # the header and branch index first
+        operation = data.draw(st.sampled_from(["flip", "cut", "insert"]))
+        if operation == "flip" and at < len(value):
+            value[at] ^= 1 << data.draw(st.integers(0, 7))
+        elif operation == "cut":
+            del value[at : at + data.draw(st.integers(1, 4))]
+        else:
+            value[at:at] = data.draw(st.binary(min_size=1, max_size=4))
+    reader = Intake(Codec(CATALOG, ids), TOPICS)
+    try:
+        reader.admit(topic, Event(event_type, record).key, bytes(value), None, NOW)
+    except EventError as exc:
+        assert exc.reason
 
 
 @settings(max_examples=300, deadline=None)
