@@ -196,16 +196,20 @@ def test_registry_down_at_start_and_mid_stream_loses_and_misdecodes_nothing(
     minute = int(time.time() * 1000) // 60_000 * 60_000 - 5 * 60_000
 
     # down at start: the producer's call says so, names the registry, and sends nothing
-    with EventProducer(settings) as producer, pytest.raises(RegistryUnavailable, match=registry.url):
-        open_market(producer, "mR", minute)
+    with EventProducer(settings) as early, pytest.raises(RegistryUnavailable, match=registry.url):
+        open_market(early, "mR", minute)
     assert read_all(settings.bootstrap, topics.odds) == []
 
-    registry.start()
+    # and for the worker: it waits to register the subjects it writes, without crashing
     worker = Role(settings, "worker")
     store = Role(settings, "store")
     roles = [worker, store]
-    producer = EventProducer(settings)
+    producer = None
     try:
+        wait_for("the worker to wait for the registry", lambda: "to register" in worker.output(), 60, roles)
+        assert "waiting" in worker.output() and registry.url in worker.output()
+        registry.start()
+        producer = EventProducer(settings)
         open_market(producer, "mR", minute)
         for n in range(3):
             producer.publish("OddsChanged", quote("mR", "home", 2.0, minute + 1_000 + n))
@@ -264,7 +268,8 @@ def test_registry_down_at_start_and_mid_stream_loses_and_misdecodes_nothing(
         assert b"schema id 987654 is not in the Schema Registry" in dict(letter.headers() or [])[REASON]
         assert worker.alive() and store.alive()
     finally:
-        producer.close()
+        if producer is not None:
+            producer.close()
         for role in roles:
             role.stop()
         registry.stop()
