@@ -18,7 +18,8 @@ import faust
 from mode.utils import logging as mode_logging
 from prometheus_client import start_http_server
 
-from consumers.worker.partitions import SourceAnalytics
+from consumers.worker.inbox import BatchingConsumer, Inbox
+from consumers.worker.partitions import SourceAnalytics, SourceRecord
 from oddstream.codecs import build_codec
 from oddstream.kafka.admin import create_missing
 from oddstream.kafka.registry import register_subjects
@@ -29,6 +30,8 @@ log = logging.getLogger(__name__)
 ANALYSED_SOURCES = ("odds", "bets", "system")
 SNAPSHOT_MAX_BYTES = 16 * 1024 * 1024
 STALLED_EXIT_CODE = 3
+# an inbox holds at most this many records; a batch is what it holds when the last is done
+BATCH_MAX_RECORDS = 2_000
 
 
 def create_app(settings: Settings) -> faust.App:
@@ -39,7 +42,7 @@ def create_app(settings: Settings) -> faust.App:
     # state (Faust creates only the last level)
     datadir = settings.data_dir / "faust" / settings.worker_id
     datadir.parent.mkdir(parents=True, exist_ok=True)
-    app = faust.App(
+    app = WorkerApp(
         settings.worker_id,
         broker=[f"kafka://{host}" for host in settings.bootstrap.split(",")],
         store="memory://",
@@ -85,6 +88,10 @@ def create_app(settings: Settings) -> faust.App:
             sys.stderr.flush()
             os._exit(STALLED_EXIT_CODE)
 
+    async def release_held_commits() -> None:
+        for source in analytics:
+            await source.release_held_commits()
+
     async def send_held_back_updates() -> None:
         for source in analytics:
             await source.publish_due_currents()
@@ -95,32 +102,68 @@ def create_app(settings: Settings) -> faust.App:
     # the throttle's trailing edge: a held-back update leaves at most this much after it is due
     app.timer(interval=max(settings.worker_update_interval_ms, 20) / 4000)(send_held_back_updates)
     app.timer(interval=5.0)(watch_for_stalls)
+    app.timer(interval=5.0)(release_held_commits)
     app.on_partitions_revoked.connect(on_revoked)
 
     app.analytics = analytics  # type: ignore[attr-defined]
     return app
 
 
-def _source_agent(app: faust.App, settings: Settings, codec: Any, topic: str, name: str) -> SourceAnalytics:
-    """The analytics of one source topic: its snapshot table and its agent."""
-    source = app.topic(topic, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
+class WorkerApp(faust.App):
+    """The worker's Faust app: its consumer hands the source topics' records to inboxes."""
+
+    inboxes: dict[str, Inbox]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.inboxes = {}
+        super().__init__(*args, **kwargs)
+
+    def _new_consumer(self) -> BatchingConsumer:
+        return BatchingConsumer(
+            self.transport,
+            callback=self.topics.on_message,
+            loop=self.loop,
+            on_partitions_revoked=self._on_partitions_revoked,
+            on_partitions_assigned=self._on_partitions_assigned,
+            beacon=self.beacon,
+            inboxes=self.inboxes,
+        )
+
+
+def _source_agent(app: WorkerApp, settings: Settings, codec: Any, topic: str, name: str) -> SourceAnalytics:
+    """The analytics of one source topic: its snapshot table, its inbox and the task that
+    drains the inbox a batch at a time (consumers/worker/inbox.py)."""
     table: Any = app.Table(
         f"{name}-state", partitions=settings.topic_partitions, key_type=bytes, value_type=bytes
     )
     table.key_serializer = table.value_serializer = "raw"  # snapshots are our own bytes
     analytics = SourceAnalytics(app, settings, codec, topic, table, stage=name)
+    inbox = app.inboxes[topic] = Inbox(BATCH_MAX_RECORDS)
+    app.topics.add(
+        app.topic(topic, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
+    )
 
-    async def agent(stream: Any) -> None:
-        await register_subjects(codec, Topics(settings.topic_prefix), DERIVED_TYPES, name)
-        # one record at a time: Faust acks it when the next is asked for (see
-        # docs/design/worker-throughput.md for the batched delivery that was tried)
-        async for event in stream.events():
-            m = event.message
-            await analytics.on_record(
-                m.partition, m.offset, m.key, m.value, m.headers, round(m.timestamp * 1000)
-            )
+    async def drain_inbox() -> None:
+        ack = app.consumer.ack
+        try:
+            await register_subjects(codec, Topics(settings.topic_prefix), DERIVED_TYPES, name)
+            while True:
+                batch = await inbox.take()
+                await analytics.on_batch(
+                    [
+                        SourceRecord(
+                            m.partition, m.offset, m.key, m.value, m.headers, round(m.timestamp * 1000)
+                        )
+                        for m in batch
+                    ]
+                )
+                for message in batch:  # processed (or halted): Faust may commit past them
+                    ack(message)
+        except Exception as exc:  # not one record's fault (those are dead letters): restart the worker
+            log.exception("%s stopped", name)
+            await app.crash(exc)
 
-    app.agent(source, name=name)(agent)
+    app.task(drain_inbox)
     return analytics
 
 

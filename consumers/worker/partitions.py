@@ -47,6 +47,8 @@ SNAPSHOT_FORMAT = b"OSP1"
 # how often a busy partition looks for current updates that are due (a window's first update
 # waits at most this long; the throttle's interval decides the rest)
 CURRENTS_LOOK_S = 0.01
+# a commit that has not moved this long while the worker processed past it is Faust's hole
+COMMIT_HELD_S = 15.0
 
 
 def dump_snapshot(processor: PartitionProcessor) -> bytes:
@@ -60,6 +62,17 @@ def load_snapshot(blob: bytes) -> PartitionProcessor:
     if not isinstance(processor, PartitionProcessor):
         raise ValueError("snapshot holds no PartitionProcessor")
     return processor
+
+
+class SourceRecord(NamedTuple):
+    """One record of a source topic as the consumer hands it over."""
+
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: Headers
+    ts_ms: int
 
 
 class Snapshot(NamedTuple):
@@ -101,43 +114,52 @@ class SourceAnalytics:
         self.halted: dict[int, str] = {}  # partition -> why its outputs stopped
         self._progress: dict[int, tuple[int, float]] = {}  # partition -> (offset, since when) for stalls
         self.gaps_filled = 0
+        self._held: dict[int, tuple[int | None, float]] = {}  # partition -> (commit, since when)
+        self.commits_released = 0
 
     def state_key(self, partition: int) -> bytes:
         return f"{self.topic}:{partition}".encode()
 
     # -- the agent's path --------------------------------------------------------
 
-    async def on_record(
-        self,
-        partition: int,
-        offset: int,
-        key: bytes | None,
-        value: bytes | None,
-        headers: Headers,
-        ts_ms: int,
-    ) -> None:
-        """Fold one record of the partition; send what is due (its outputs, current updates
-        past the throttle) and queue a snapshot when one is due. Nothing here waits for
-        Kafka's acknowledgements: the snapshot writer does, before it writes."""
-        if partition in self.halted:
-            return  # its snapshot stays behind this record: a restart processes it again
-        async with self._feeding[partition]:
-            with contextlib.suppress(PartitionHalted):
-                processor = self._processor(partition)
-                if offset > processor.offset + 1:
-                    start = processor.offset + 1
-                    await self._fill_gap(processor, partition, start, offset)
-                    await self._passed_over(partition, start, offset)
-                await self._apply(processor, partition, offset, key, value, headers, ts_ms)
-                now = time.monotonic()
-                # every change at interval 0; else due updates looked for at most every 10 ms
-                if self.settings.worker_update_interval_ms <= 0 or (
-                    now - self._looked_at.get(partition, 0.0) >= CURRENTS_LOOK_S
-                ):
-                    self._looked_at[partition] = now
-                    await self._publish_currents(partition, processor)
-                if now - self._checkpointed.get(partition, 0.0) >= self.settings.worker_checkpoint_interval_s:
-                    self.checkpoint(partition)
+    async def on_batch(self, records: list[SourceRecord]) -> None:
+        """Process a batch of records (any partitions, each partition's in offset order).
+
+        Per partition: fill a gap Faust will not deliver, fold every record, send what is
+        due (outputs, current updates past the throttle), and queue a snapshot when one is
+        due. Nothing here waits for Kafka's acknowledgements: the snapshot writer does,
+        before it writes (see :meth:`checkpoint`)."""
+        by_partition: dict[int, list[SourceRecord]] = defaultdict(list)
+        for record in records:
+            by_partition[record.partition].append(record)
+        for partition, batch in by_partition.items():
+            if partition in self.halted:
+                continue  # its snapshot stays behind these records: a restart processes them again
+            async with self._feeding[partition]:
+                with contextlib.suppress(PartitionHalted):
+                    await self._feed(partition, batch)
+
+    async def _feed(self, partition: int, batch: list[SourceRecord]) -> None:
+        processor = self._processor(partition)
+        every_change = self.settings.worker_update_interval_ms <= 0
+        for r in batch:
+            if r.offset > processor.offset + 1:
+                start = processor.offset + 1
+                await self._fill_gap(processor, partition, start, r.offset)
+                await self._passed_over(partition, start, r.offset)
+            await self._apply(processor, partition, r.offset, r.key, r.value, r.headers, r.ts_ms)
+            if every_change:  # an update per change, none coalesced within the batch
+                await self._publish_currents(partition, processor)
+            elif time.monotonic() - self._looked_at.get(partition, 0.0) >= CURRENTS_LOOK_S:
+                # a window's first update leaves within 10 ms even inside a long batch
+                self._looked_at[partition] = time.monotonic()
+                await self._publish_currents(partition, processor)
+        await self._publish_currents(partition, processor)
+        if (
+            time.monotonic() - self._checkpointed.get(partition, 0.0)
+            >= self.settings.worker_checkpoint_interval_s
+        ):
+            self.checkpoint(partition)
 
     async def _passed_over(self, partition: int, start: int, end: int) -> None:
         """Faust delivered ``end`` without the records in [start, end) (it resumed past them or
@@ -151,6 +173,44 @@ class SourceAnalytics:
         except Exception as exc:  # bookkeeping only: a commit that stays behind re-reads records
             log.warning("%s[%d]: could not mark offsets %d..%d as passed over: %r",
                         self.topic, partition, start, end - 1, exc)  # fmt: skip
+
+    async def release_held_commits(self) -> None:
+        """Commit a partition's processed offsets when Faust's commit has not moved for
+        :data:`COMMIT_HELD_S` although the worker processed past it.
+
+        Faust commits the first offset it has no ack for, and its bookkeeping can leave a
+        hole at the head of a partition's acked offsets for good (acked offsets are taken out
+        before the commit is known to succeed; records it passed over are never acked): the
+        group then never catches up and every restart re-reads more. Everything up to the
+        processor's offset is folded and its outputs were sent (the commit flushes the
+        producer first), which is all Faust's own commit promises; recovery never depends on
+        the commit anyway (the snapshot plus the log, docs/design/state-and-recovery.md)."""
+        consumer = self.app.consumer
+        now = time.monotonic()
+        for partition, processor in list(self.processors.items()):
+            tp = TP(self.topic, partition)
+            committed = consumer._committed_offset.get(tp)
+            target = processor.offset + 1
+            if partition in self.halted or processor.offset < 0 or (committed or 0) >= target:
+                self._held.pop(partition, None)
+                continue
+            since = self._held.get(partition)
+            if since is None or since[0] != committed:
+                self._held[partition] = (committed, now)
+                continue
+            if now - since[1] < COMMIT_HELD_S:
+                continue
+            log.warning(
+                "%s[%d]: Faust's commit has stayed at %s for %.0f s while the worker processed to %d; "
+                "committing %d", self.topic, partition, committed, now - since[1], processor.offset, target,
+            )  # fmt: skip
+            self._held.pop(partition, None)
+            self.commits_released += 1
+            try:
+                await consumer.maybe_wait_for_commit_to_finish()
+                await consumer._commit_offsets({tp: target})
+            except Exception as exc:  # the next look tries again; nothing is lost meanwhile
+                log.warning("%s[%d]: committing %d failed: %r", self.topic, partition, target, exc)
 
     async def publish_due_currents(self) -> None:
         """The throttle's trailing edge: send updates that were held back and are due now."""
@@ -285,6 +345,7 @@ class SourceAnalytics:
             self._adopted.discard(partition)
             self._in_flight.pop(partition, None)
             self._progress.pop(partition, None)
+            self._held.pop(partition, None)
             if self.halted.pop(partition, None) is not None:
                 HALTED_PARTITIONS.dec()
 

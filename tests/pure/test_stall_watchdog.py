@@ -49,3 +49,51 @@ def test_a_partition_with_records_waiting_and_no_progress_is_stalled(monkeypatch
     assert stall == "p.odds[0] at offset 20, 79 record(s) waiting, no progress for 61 s"
     busy.offset = 99  # caught up: nothing waits
     assert source.stalled(60) == []
+
+
+class CommittingConsumer:
+    """The parts of Faust's consumer the held-commit release uses."""
+
+    def __init__(self) -> None:
+        self._committed_offset: dict[Any, int | None] = {}
+        self.commits: list[dict[Any, int]] = []
+
+    async def maybe_wait_for_commit_to_finish(self) -> bool:
+        return False
+
+    async def _commit_offsets(self, offsets: dict[Any, int]) -> bool:
+        self.commits.append(dict(offsets))
+        self._committed_offset.update(offsets)
+        return True
+
+
+async def test_a_commit_held_behind_processed_records_is_released(monkeypatch: pytest.MonkeyPatch) -> None:
+    from faust.types import TP
+
+    from consumers.worker.partitions import COMMIT_HELD_S
+
+    clock = [1000.0]
+    monkeypatch.setattr("consumers.worker.partitions.time.monotonic", lambda: clock[0])
+    app = FakeApp()
+    consumer = app.consumer = CommittingConsumer()  # type: ignore[assignment]
+    source = SourceAnalytics(app, Settings(), Codec(load_catalog()), "p.odds", table=None, stage="odds")
+    held, moving, halted, fresh = (PartitionProcessor(partition=p) for p in (0, 1, 2, 3))
+    held.offset, moving.offset, halted.offset = 500, 500, 500  # fresh: nothing processed (-1)
+    source.processors = {0: held, 1: moving, 2: halted, 3: fresh}
+    source.halted = {2: "an output was refused"}
+    consumer._committed_offset = {TP("p.odds", 0): 100, TP("p.odds", 1): 100, TP("p.odds", 2): 100}
+    await source.release_held_commits()  # first look
+    clock[0] += COMMIT_HELD_S - 1
+    consumer._committed_offset[TP("p.odds", 1)] = 300  # Faust's commit moves: not held
+    await source.release_held_commits()
+    assert consumer.commits == []
+    clock[0] += 2
+    await source.release_held_commits()
+    # only the partition whose commit stayed behind for COMMIT_HELD_S, to its next offset
+    assert consumer.commits == [{TP("p.odds", 0): 501}] and source.commits_released == 1
+    clock[0] += COMMIT_HELD_S + 1
+    await source.release_held_commits()
+    assert len(consumer.commits) == 2 and consumer.commits[1] == {TP("p.odds", 1): 501}
+    clock[0] += 3 * COMMIT_HELD_S
+    await source.release_held_commits()  # caught up everywhere; halted and fresh never
+    assert len(consumer.commits) == 2
