@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import socket
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,7 +21,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from consumers.dispatcher.registry import Endpoint, EndpointRegistry
 from consumers.dispatcher.signing import endpoint_secret, sign
-from consumers.dispatcher.ssrf import check_address, check_url
+from consumers.dispatcher.ssrf import check_url, redact_url
+from consumers.dispatcher.transport import guarded_client
 from oddstream.codecs import build_codec
 from oddstream.errors import EventError, MalformedRecord, UnsafeWebhookTarget
 from oddstream.kafka.deadletter import dead_letter_headers, processing_failure
@@ -164,8 +164,8 @@ class Dispatcher:
         )
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            async with httpx.AsyncClient(
-                timeout=self.settings.webhook_timeout_s, follow_redirects=False
+            async with guarded_client(
+                self.settings.webhook_timeout_s, self.settings.webhook_allow_private_targets
             ) as http:
                 while True:
                     batch = await consumer.getmany(timeout_ms=500, max_records=500)
@@ -203,38 +203,36 @@ class Dispatcher:
         secret = endpoint_secret(self.master, endpoint.endpoint_id)
         for attempt in range(1, self.settings.webhook_max_attempts + 1):
             started = time.monotonic()
+            error = ""
             try:
-                await self._check_target(endpoint.url)
+                # the URL here; every resolved address when connecting (consumers/dispatcher/transport.py)
+                check_url(endpoint.url, self.settings.webhook_allow_private_targets)
                 headers = sign(secret, message_id, int(time.time()), body)
                 response = await http.post(endpoint.url, content=body, headers=headers)
                 outcome, status = (
                     ("delivered" if response.is_success else "http_error"),
                     response.status_code,
                 )
+                if response.is_redirect:
+                    error = "redirect not followed"
             except UnsafeWebhookTarget as exc:
                 self._record(endpoint, message_id, attempt, "refused", None, str(exc), started)
                 self.failed += 1
                 return False
-            except (httpx.HTTPError, OSError) as exc:  # OSError: the name does not resolve
+            except (httpx.HTTPError, OSError) as exc:  # refused, reset, timeout, TLS, DNS, ...
                 outcome, status = "network_error", None
-                error = str(exc) or type(exc).__name__
-                self._record(endpoint, message_id, attempt, outcome, status, error, started)
-            else:
-                self._record(endpoint, message_id, attempt, outcome, status, "", started)
-                if outcome == "delivered":
-                    self.delivered += 1
-                    return True
+                error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            except Exception as exc:  # whatever an endpoint or its URL does, never the dispatcher
+                outcome, status = "error", None
+                error = f"{type(exc).__name__}: {exc}"
+            self._record(endpoint, message_id, attempt, outcome, status, error, started)
+            if outcome == "delivered":
+                self.delivered += 1
+                return True
             if attempt < self.settings.webhook_max_attempts:
                 await asyncio.sleep(min(30.0, 0.5 * 2 ** (attempt - 1)))
         self.failed += 1
         return False
-
-    async def _check_target(self, url: str) -> None:
-        allow = self.settings.webhook_allow_private_targets
-        host, port = check_url(url, allow)
-        infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        for info in infos:
-            check_address(str(info[4][0]), allow)
 
     def _record(
         self, endpoint: Endpoint, message_id: str, attempt: int, outcome: str,
@@ -244,7 +242,7 @@ class Dispatcher:
         entry: dict[str, Any] = {
             "time": datetime.now(UTC).isoformat(),
             "endpoint_id": endpoint.endpoint_id,
-            "url": endpoint.url,
+            "url": redact_url(endpoint.url),
             "webhook_id": message_id,
             "attempt": attempt,
             "outcome": outcome,
