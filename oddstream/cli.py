@@ -287,13 +287,17 @@ def webhook_add(
     event_type: Annotated[
         list[str], typer.Option("--event-type", help="Deliver only these types (repeat).")
     ] = [],  # noqa: B006
+    every_window_update: Annotated[
+        bool,
+        typer.Option(help="Window events: every current update, not only each closed window's final."),
+    ] = False,
 ) -> None:
     """Register an endpoint; prints its id and its signing secret (whsec_...)."""
     from consumers.dispatcher.endpoints import register_endpoint
 
     s = settings()
     prepare(s)
-    endpoint_id, secret = register_endpoint(s, url, list(event_type))
+    endpoint_id, secret = register_endpoint(s, url, list(event_type), window_updates=every_window_update)
     typer.echo(f"endpoint {endpoint_id}\nsecret   {secret}")
 
 

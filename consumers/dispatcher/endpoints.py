@@ -17,9 +17,14 @@ from oddstream.settings import Settings
 
 
 def register_endpoint(
-    settings: Settings, url: str, event_types: list[str], endpoint_id: str | None = None
+    settings: Settings,
+    url: str,
+    event_types: list[str],
+    endpoint_id: str | None = None,
+    window_updates: bool = False,
 ) -> tuple[str, str]:
-    """Publish a WebhookEndpoint; return (endpoint_id, its signing secret)."""
+    """Publish a WebhookEndpoint; return (endpoint_id, its signing secret). Window events
+    go out as finals only unless ``window_updates`` asks for every current update."""
     check_url(url, settings.webhook_allow_private_targets)
     endpoint_id = endpoint_id or f"ep_{uuid.uuid4().hex[:16]}"
     with EventProducer(settings) as producer:
@@ -33,6 +38,7 @@ def register_endpoint(
                 "url": url,
                 "event_types": event_types,
                 "active": True,
+                "window_updates": window_updates,
             },
         )
     return endpoint_id, endpoint_secret(settings.webhook_master_secret.get_secret_value(), endpoint_id)

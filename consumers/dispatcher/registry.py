@@ -12,9 +12,14 @@ class Endpoint:
     url: str
     event_types: frozenset[str]
     active: bool
+    window_updates: bool = False  # every current window update, not only finals
 
-    def wants(self, event_type: str) -> bool:
-        return self.active and (not self.event_types or event_type in self.event_types)
+    def wants(self, event_type: str, final: bool = True) -> bool:
+        """Active, subscribed to the type, and for a window update that is not final,
+        asked for every update."""
+        if not self.active or (self.event_types and event_type not in self.event_types):
+            return False
+        return final or self.window_updates
 
 
 class EndpointRegistry:
@@ -31,10 +36,11 @@ class EndpointRegistry:
             url=record["url"],
             event_types=frozenset(record["event_types"]),
             active=record["active"],
+            window_updates=bool(record.get("window_updates", False)),
         )
 
-    def for_event(self, event_type: str) -> list[Endpoint]:
-        return [e for e in self._endpoints.values() if e.wants(event_type)]
+    def for_event(self, event_type: str, final: bool = True) -> list[Endpoint]:
+        return [e for e in self._endpoints.values() if e.wants(event_type, final)]
 
     def __len__(self) -> int:
         return len(self._endpoints)

@@ -186,7 +186,8 @@ class Dispatcher:
                                 continue
                             body = payload_of(event)
                             message_id = f"msg_{event.record['event_id']}"
-                            for endpoint in self.registry.for_event(event.type):
+                            final = bool(event.record.get("final", True))  # only window events have it
+                            for endpoint in self.registry.for_event(event.type, final):
                                 jobs.append(self.deliver(http, endpoint, message_id, body))
                     if jobs:
                         await asyncio.gather(*jobs)

@@ -125,7 +125,9 @@ def test_skeleton_end_to_end(settings: Settings) -> None:
     ensure_topics(settings)
     topics = Topics(settings.topic_prefix)
     receiver = Receiver()
-    endpoint_id, secret = register_endpoint(settings, receiver.url, ["OddsWindowUpdated"])
+    endpoint_id, secret = register_endpoint(
+        settings, receiver.url, ["OddsWindowUpdated"], window_updates=True
+    )
     roles = [Role(settings, name) for name in ("store", "worker", "gateway", "dispatcher")]
     try:
         wait_for("gateway and dispatcher to consume", lambda: "gateway consuming" in roles[2].output()

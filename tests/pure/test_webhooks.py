@@ -63,3 +63,13 @@ def test_loopback_allowed_only_for_local_development_and_metadata_never() -> Non
 def test_bad_urls_are_refused(url: str) -> None:
     with pytest.raises(UnsafeWebhookTarget):
         check_url(url, allow_private=False)
+
+
+def test_window_events_go_out_as_finals_unless_every_update_was_asked_for() -> None:
+    registry = EndpointRegistry()
+    base = {"url": "https://x", "event_types": ["OddsWindowUpdated", "AlertChanged"], "active": True}
+    registry.apply("finals", {**base, "endpoint_id": "finals"})  # a v1 record: no window_updates field
+    registry.apply("every", {**base, "endpoint_id": "every", "window_updates": True})
+    assert [e.endpoint_id for e in registry.for_event("OddsWindowUpdated", final=False)] == ["every"]
+    assert [e.endpoint_id for e in registry.for_event("OddsWindowUpdated", final=True)] == ["finals", "every"]
+    assert len(registry.for_event("AlertChanged")) == 2  # events without "final" count as final
