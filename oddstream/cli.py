@@ -188,9 +188,10 @@ def gateway() -> None:
 @app.command()
 def dispatcher() -> None:
     """Run the webhook dispatcher (Standard Webhooks signatures, retries with backoff)."""
-    from consumers.dispatcher.service import run_dispatcher
+    from consumers.dispatcher.service import check_master_secret, run_dispatcher
 
     s = settings()
+    check_master_secret(s)  # before anything else: a clear refusal, exit 2
     prepare(s)
     _run(run_dispatcher(s))
 

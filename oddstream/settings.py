@@ -17,6 +17,7 @@ from schemas.intake import Limits
 from streams.processor import WindowConfig
 
 DEFAULT_DATA_DIR = Path(".oddstream")
+DEVELOPMENT_MASTER_SECRET = "oddstream-local-development-secret"
 
 
 class Settings(BaseSettings):
@@ -80,8 +81,13 @@ class Settings(BaseSettings):
         description="Messages buffered per WebSocket client before it is dropped.",
     )
     webhook_master_secret: SecretStr = Field(
-        default=SecretStr("oddstream-local-development-secret"),
-        description="Endpoint signing secrets are derived from this; set it in production.",
+        default=SecretStr(DEVELOPMENT_MASTER_SECRET),
+        description="Endpoint signing secrets are derived from this; the dispatcher refuses the "
+        "development default unless ODDSTREAM_DEVELOPMENT is true.",
+    )
+    development: bool = Field(
+        default=False,
+        description="Local development (`oddstream up` sets it): allows the development webhook secret.",
     )
     webhook_allow_private_targets: bool = Field(
         default=False,

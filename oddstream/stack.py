@@ -106,6 +106,7 @@ class Stack:
             "ODDSTREAM_TOPIC_PREFIX": s.topic_prefix,
             "ODDSTREAM_CLICKHOUSE_DSN": s.clickhouse,
             "ODDSTREAM_WEBHOOK_ALLOW_PRIVATE_TARGETS": "true",
+            "ODDSTREAM_DEVELOPMENT": "true",
         }
         if s.schema_registry_url:
             env["ODDSTREAM_SCHEMA_REGISTRY_URL"] = s.schema_registry_url

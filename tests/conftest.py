@@ -61,5 +61,6 @@ def settings(kafka_bootstrap: str, tmp_path: Path) -> Settings:
         worker_metrics_port=free_port(),
         worker_id=f"worker-{uuid.uuid4().hex[:8]}",
         webhook_allow_private_targets=True,
+        development=True,
         log_level="info",
     )

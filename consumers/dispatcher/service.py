@@ -24,11 +24,11 @@ from consumers.dispatcher.signing import endpoint_secret, sign
 from consumers.dispatcher.ssrf import check_url, redact_url
 from consumers.dispatcher.transport import guarded_client
 from oddstream.codecs import build_codec
-from oddstream.errors import EventError, MalformedRecord, UnsafeWebhookTarget
+from oddstream.errors import ConfigError, EventError, MalformedRecord, UnsafeWebhookTarget
 from oddstream.kafka.deadletter import dead_letter_headers, processing_failure
 from oddstream.kafka.registry import learn_schema_ids
 from oddstream.metrics import PROCESSING_ERRORS, REJECTED_RECORDS, WEBHOOK_ATTEMPTS
-from oddstream.settings import Settings
+from oddstream.settings import DEVELOPMENT_MASTER_SECRET, Settings
 from schemas.catalog import Event
 from schemas.intake import Intake
 from schemas.jsonable import jsonable
@@ -274,4 +274,18 @@ def _crash_on_failure(task: asyncio.Task[None]) -> None:
 
 
 async def run_dispatcher(settings: Settings) -> None:
+    check_master_secret(settings)
     await Dispatcher(settings).run()
+
+
+def check_master_secret(settings: Settings) -> None:
+    """Every endpoint's signing secret derives from the master secret: the public development
+    default would let anyone sign as oddstream. Refused outside local development."""
+    if (
+        settings.webhook_master_secret.get_secret_value() == DEVELOPMENT_MASTER_SECRET
+        and not settings.development
+    ):
+        raise ConfigError(
+            "refusing to start: ODDSTREAM_WEBHOOK_MASTER_SECRET is the public development default; "
+            "set a secret of your own (ODDSTREAM_DEVELOPMENT=true allows it for local development)"
+        )

@@ -106,3 +106,18 @@ def test_hostile_endpoints_are_recorded_attempts_and_the_healthy_one_is_served(s
         assert dispatcher.alive()
     finally:
         dispatcher.stop()
+
+
+def test_the_dispatcher_command_refuses_the_development_secret(settings: Settings) -> None:
+    import subprocess
+    import sys
+
+    from tests.integration.roles import environment
+
+    env = environment(settings.model_copy(update={"development": False}))
+    env.pop("ODDSTREAM_WEBHOOK_MASTER_SECRET", None)
+    result = subprocess.run(
+        [sys.executable, "-m", "oddstream", "dispatcher"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 2
+    assert "ODDSTREAM_WEBHOOK_MASTER_SECRET is the public development default" in result.stderr

@@ -73,3 +73,16 @@ def test_window_events_go_out_as_finals_unless_every_update_was_asked_for() -> N
     assert [e.endpoint_id for e in registry.for_event("OddsWindowUpdated", final=False)] == ["every"]
     assert [e.endpoint_id for e in registry.for_event("OddsWindowUpdated", final=True)] == ["finals", "every"]
     assert len(registry.for_event("AlertChanged")) == 2  # events without "final" count as final
+
+
+def test_the_dispatcher_refuses_the_public_development_secret_outside_development() -> None:
+    from pydantic import SecretStr
+
+    from consumers.dispatcher.service import check_master_secret
+    from oddstream.errors import ConfigError
+    from oddstream.settings import Settings
+
+    with pytest.raises(ConfigError, match="public development default"):
+        check_master_secret(Settings())
+    check_master_secret(Settings(development=True))  # what `oddstream up` sets
+    check_master_secret(Settings(webhook_master_secret=SecretStr("a-real-secret-of-the-operator")))
