@@ -1,14 +1,18 @@
 """The dispatcher process: Kafka events -> signed HTTPS POSTs.
 
-Offsets are committed after every delivery of a batch has ended (delivered or
-given up after ``webhook_max_attempts``), so a crash re-delivers rather than
-loses; receivers deduplicate on ``webhook-id`` (the event's id, stable across
-retries and replays). Each attempt is appended to the delivery log.
+Each endpoint has its own lane (consumers/dispatcher/lanes.py): a queue and a few
+workers, so one endpoint failing, hanging or unresolvable never delays another's
+deliveries. A source record's offset is committed once every delivery it started has
+ended (delivered, refused, or given up after ``webhook_max_attempts``), partition by
+partition up to the first record still in flight, so a crash re-delivers rather than
+loses; receivers deduplicate on ``webhook-id`` (the event's id, stable across retries
+and replays). Each attempt is appended to the delivery log.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import time
@@ -19,6 +23,7 @@ from typing import Any
 import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from consumers.dispatcher.lanes import CommitTracker, Lanes
 from consumers.dispatcher.registry import Endpoint, EndpointRegistry
 from consumers.dispatcher.signing import endpoint_secret, sign
 from consumers.dispatcher.ssrf import check_url, redact_url
@@ -36,6 +41,9 @@ from schemas.topics import Topics
 
 log = logging.getLogger(__name__)
 DELIVERED_TYPES = ("OddsWindowUpdated", "AlertChanged")
+LANE_CONCURRENCY = 4  # deliveries in flight per endpoint
+MAX_CONNECTIONS = 200  # the HTTP pool: well above the lanes' needs, so no lane waits on another's
+MAX_IN_FLIGHT = 50_000  # records with deliveries still going before reading stops
 
 
 def payload_of(event: Event) -> bytes:
@@ -163,39 +171,69 @@ class Dispatcher:
             sorted(tp.partition for tp in consumer.assignment()),
         )
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        tracker = CommitTracker()
+        lanes = Lanes(LANE_CONCURRENCY)
         try:
             async with guarded_client(
-                self.settings.webhook_timeout_s, self.settings.webhook_allow_private_targets
+                self.settings.webhook_timeout_s,
+                self.settings.webhook_allow_private_targets,
+                max_connections=MAX_CONNECTIONS,
             ) as http:
                 while True:
-                    batch = await consumer.getmany(timeout_ms=500, max_records=500)
-                    values = (m.value for ms in batch.values() for m in ms)
-                    await learn_schema_ids(self.intake.codec, values, "dispatcher")
-                    jobs = []
-                    for messages in batch.values():
-                        for m in messages:
-                            try:
-                                event = self.intake.admit(m.topic, m.key, m.value, m.headers, m.timestamp)
-                            except EventError as exc:  # the store dead-letters these; skip here
-                                REJECTED_RECORDS.labels(m.topic, type(exc).__name__).inc()
-                                log.warning(
-                                    "skipping %s[%d]@%d: %s", m.topic, m.partition, m.offset, exc.reason
-                                )
-                                continue
-                            if event.type not in DELIVERED_TYPES:
-                                continue
-                            body = payload_of(event)
-                            message_id = f"msg_{event.record['event_id']}"
-                            final = bool(event.record.get("final", True))  # only window events have it
-                            for endpoint in self.registry.for_event(event.type, final):
-                                jobs.append(self.deliver(http, endpoint, message_id, body))
-                    if jobs:
-                        await asyncio.gather(*jobs)
-                    if batch:
-                        await consumer.commit()
+                    if tracker.in_flight() >= MAX_IN_FLIGHT:  # lanes this far behind: stop reading
+                        await asyncio.sleep(0.1)
+                    else:
+                        batch = await consumer.getmany(timeout_ms=200, max_records=500)
+                        values = (m.value for ms in batch.values() for m in ms)
+                        await learn_schema_ids(self.intake.codec, values, "dispatcher")
+                        for tp, messages in batch.items():
+                            for m in messages:
+                                self._dispatch(http, lanes, tracker, tp, m)
+                    await self._commit(consumer, tracker)
         finally:
             registry_task.cancel()
+            await lanes.close()
             await consumer.stop()
+
+    def _dispatch(
+        self, http: httpx.AsyncClient, lanes: Lanes, tracker: CommitTracker, tp: Any, m: Any
+    ) -> None:
+        """Start the deliveries of one record, each on its endpoint's lane."""
+        try:
+            event = self.intake.admit(m.topic, m.key, m.value, m.headers, m.timestamp)
+        except EventError as exc:  # the store dead-letters these; skip here
+            REJECTED_RECORDS.labels(m.topic, type(exc).__name__).inc()
+            log.warning("skipping %s[%d]@%d: %s", m.topic, m.partition, m.offset, exc.reason)
+            tracker.add(tp, m.offset, 0)
+            return
+        endpoints = []
+        if event.type in DELIVERED_TYPES:
+            final = bool(event.record.get("final", True))  # only window events have it
+            endpoints = self.registry.for_event(event.type, final)
+        tracker.add(tp, m.offset, len(endpoints))
+        if not endpoints:
+            return
+        body = payload_of(event)
+        message_id = f"msg_{event.record['event_id']}"
+        for endpoint in endpoints:
+            lanes.submit(
+                endpoint.endpoint_id,
+                functools.partial(self.deliver, http, endpoint, message_id, body),
+                functools.partial(tracker.done, tp, m.offset),
+            )
+
+    @staticmethod
+    async def _commit(consumer: AIOKafkaConsumer, tracker: CommitTracker) -> None:
+        """Commit each partition up to its first record with a delivery still going."""
+        assigned = consumer.assignment()
+        tracker.forget({tp for tp in tracker.committable_partitions() if tp not in assigned})
+        offsets = {tp: offset for tp, offset in tracker.committable().items() if tp in assigned}
+        if not offsets:
+            return
+        try:
+            await consumer.commit(offsets)
+        except Exception as exc:  # a rebalance meanwhile: the next owner delivers from its commit
+            log.warning("commit of %s failed: %r", offsets, exc)
 
     async def deliver(
         self, http: httpx.AsyncClient, endpoint: Endpoint, message_id: str, body: bytes

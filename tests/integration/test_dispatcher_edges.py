@@ -121,3 +121,76 @@ def test_the_dispatcher_command_refuses_the_development_secret(settings: Setting
     )
     assert result.returncode == 2
     assert "ODDSTREAM_WEBHOOK_MASTER_SECRET is the public development default" in result.stderr
+
+
+class FlakyReceiver:
+    """A local endpoint that answers 500, then hangs past the dispatcher's timeout, then
+    works, by the time since ``start``; it notes when each message first arrived."""
+
+    def __init__(self, failing_s: float, hanging_s: float) -> None:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        from infra.broker import free_port
+
+        self.start = time.monotonic() + 3600.0  # healthy until started
+        self.arrived: dict[str, float] = {}
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers["content-length"]))
+                since = time.monotonic() - owner.start
+                if 0 <= since < failing_s:
+                    self.send_response(500)
+                elif failing_s <= since < failing_s + hanging_s:
+                    time.sleep(3.0)  # past the dispatcher's 2 s timeout
+                    self.send_response(503)
+                else:
+                    owner.arrived.setdefault(self.headers["webhook-id"], time.monotonic())
+                    self.send_response(204)
+                self.send_header("content-length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks"
+
+
+def test_a_failing_endpoint_does_not_delay_a_healthy_one(settings: Settings) -> None:
+    settings = settings.model_copy(update={"webhook_max_attempts": 4, "webhook_timeout_s": 2.0})
+    ensure_topics(settings)
+    healthy, flaky = FlakyReceiver(0, 0), FlakyReceiver(failing_s=12, hanging_s=10)
+    for name, receiver in (("ep_ok", healthy), ("ep_flaky", flaky)):
+        register_endpoint(
+            settings, receiver.url, ["OddsWindowUpdated"], endpoint_id=name, window_updates=True
+        )
+    dispatcher = Role(settings, "dispatcher")
+    try:
+        wait_for("the registry", lambda: "ready: 2 endpoint" in dispatcher.output(), 60, [dispatcher])
+        sent: dict[str, float] = {}
+        flaky.start = time.monotonic()
+        with EventProducer(settings) as producer:
+            for n in range(300):  # 10 a second for 30 s: through the 500s, the hangs and after
+                record = {**window(f"m{n % 7}", n), "final": False}
+                producer.publish("OddsWindowUpdated", record)
+                producer.flush()
+                sent[f"msg_{record['event_id']}"] = time.monotonic()
+                time.sleep(0.1)
+        wait_for(
+            "every message at the healthy one", lambda: len(healthy.arrived) == len(sent), 30, [dispatcher]
+        )
+        lags = sorted(healthy.arrived[m] - sent[m] for m in sent)
+        p99 = lags[int(0.99 * (len(lags) - 1))]
+        print(f"healthy endpoint lag p50 {lags[len(lags) // 2] * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms")
+        assert p99 < 1.0, f"p99 {p99:.2f} s"
+        # the flaky one got what was sent after it recovered (what failed 4 times is given up)
+        recovered = flaky.start + 22 + 1
+        late = [m for m, t in sent.items() if t > recovered]
+        wait_for("the recovered endpoint", lambda: all(m in flaky.arrived for m in late), 30, [dispatcher])
+        assert dispatcher.alive()
+    finally:
+        dispatcher.stop()
