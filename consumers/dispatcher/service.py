@@ -163,8 +163,13 @@ class Dispatcher:
         await consumer.start()
         while not consumer.assignment():  # noqa: ASYNC110 - aiokafka offers no assignment event
             await asyncio.sleep(0.1)  # aiokafka joins the group in the background
+        unset = {}
         for tp in consumer.assignment():
-            await consumer.position(tp)  # resolve the start offset before saying ready
+            position = await consumer.position(tp)  # resolve the start offset before saying ready
+            if await consumer.committed(tp) is None:
+                unset[tp] = position
+        if unset:  # a new group starts at the end once: from then on a restart resumes, backlog and all
+            await consumer.commit(unset)
         log.info(
             "dispatcher ready: %d endpoint(s), partitions %s",
             len(self.registry),

@@ -194,3 +194,31 @@ def test_a_failing_endpoint_does_not_delay_a_healthy_one(settings: Settings) -> 
         assert dispatcher.alive()
     finally:
         dispatcher.stop()
+
+
+def test_a_backlog_after_a_restart_is_delivered_without_starving_the_pool(settings: Settings) -> None:
+    """Issue 12 saw 1,701 attempts, all network errors, when a restart met a backlog: every
+    delivery was started at once and waited on the HTTP pool. Lanes bound that per endpoint."""
+    ensure_topics(settings)
+    receivers = [FlakyReceiver(0, 0) for _ in range(3)]
+    for n, receiver in enumerate(receivers):
+        register_endpoint(settings, receiver.url, [], endpoint_id=f"ep_{n}", window_updates=True)
+    dispatcher = Role(settings, "dispatcher")
+    wait_for("the registry", lambda: "ready: 3 endpoint" in dispatcher.output(), 60, [dispatcher])
+    dispatcher.stop()  # its group now has a position: the restart reads the backlog
+    with EventProducer(settings) as producer:
+        for n in range(600):
+            producer.publish("OddsWindowUpdated", {**window(f"m{n % 9}", n), "final": False})
+    dispatcher = Role(settings, "dispatcher")
+    try:
+        wait_for(
+            "the backlog at every endpoint",
+            lambda: all(len(r.arrived) == 600 for r in receivers),
+            90,
+            [dispatcher],
+        )
+        log_path = settings.data_dir / "logs" / "webhook-deliveries.jsonl"
+        outcomes = [json.loads(line)["outcome"] for line in log_path.read_text().splitlines()]
+        assert outcomes.count("delivered") == 1800 and set(outcomes) == {"delivered"}
+    finally:
+        dispatcher.stop()
