@@ -48,6 +48,11 @@ class EventProducer:
         self._failures: list[tuple[bytes | None, str]] = []
         self.delivered = 0
 
+    @property
+    def codec(self) -> Codec:
+        """The codec this producer frames events with (for callers that add headers)."""
+        return self._codec
+
     def publish(self, event_type: str, record: dict[str, Any], now_ms: int | None = None) -> None:
         """Validate, encode and queue one event. Raises :class:`InvalidEvent` if it is bad."""
         self.publish_event(Event(event_type, record), now_ms)

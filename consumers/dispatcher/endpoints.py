@@ -10,10 +10,12 @@ from pathlib import Path
 from aiohttp import web
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from consumers.dispatcher.signing import endpoint_secret
+from consumers.dispatcher.signing import REGISTRY_SIGNATURE, endpoint_secret, registry_signature
 from consumers.dispatcher.ssrf import check_url
 from oddstream.producer import EventProducer
 from oddstream.settings import Settings
+from schemas.catalog import Event
+from schemas.topics import Topics
 
 
 def register_endpoint(
@@ -27,21 +29,26 @@ def register_endpoint(
     go out as finals only unless ``window_updates`` asks for every current update."""
     check_url(url, settings.webhook_allow_private_targets)
     endpoint_id = endpoint_id or f"ep_{uuid.uuid4().hex[:16]}"
+    master = settings.webhook_master_secret.get_secret_value()
+    event = Event(
+        "WebhookEndpoint",
+        {
+            "event_id": str(uuid.uuid4()),
+            "event_time": int(time.time() * 1000),
+            "source": "oddstream-cli",
+            "endpoint_id": endpoint_id,
+            "url": url,
+            "event_types": event_types,
+            "active": True,
+            "window_updates": window_updates,
+        },
+    )
     with EventProducer(settings) as producer:
-        producer.publish(
-            "WebhookEndpoint",
-            {
-                "event_id": str(uuid.uuid4()),
-                "event_time": int(time.time() * 1000),
-                "source": "oddstream-cli",
-                "endpoint_id": endpoint_id,
-                "url": url,
-                "event_types": event_types,
-                "active": True,
-                "window_updates": window_updates,
-            },
-        )
-    return endpoint_id, endpoint_secret(settings.webhook_master_secret.get_secret_value(), endpoint_id)
+        topic = Topics(settings.topic_prefix).webhook_endpoints
+        value = producer.codec.encode(event, topic=topic)
+        signature = registry_signature(master, event.key, value)
+        producer.produce_raw(topic, event.key, value, headers=[(REGISTRY_SIGNATURE, signature)])
+    return endpoint_id, endpoint_secret(master, endpoint_id)
 
 
 def receiver_app(secret: str, log_path: Path) -> web.Application:

@@ -25,7 +25,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from consumers.dispatcher.lanes import CommitTracker, Lanes
 from consumers.dispatcher.registry import Endpoint, EndpointRegistry
-from consumers.dispatcher.signing import endpoint_secret, sign
+from consumers.dispatcher.signing import endpoint_secret, registry_record_is_authentic, sign
 from consumers.dispatcher.ssrf import check_url, redact_url
 from consumers.dispatcher.transport import guarded_client
 from oddstream.codecs import build_codec
@@ -107,6 +107,11 @@ class Dispatcher:
         dead letter with the reason (the registry goes on without it)."""
         try:
             endpoint_id = registration_key(m.key)
+            if not registry_record_is_authentic(self.master, m.key, m.value, m.headers):
+                raise MalformedRecord(
+                    "registry record not signed with this deployment's master secret: not written "
+                    "by `oddstream webhook add` (refused; the endpoint is unchanged)"
+                )
             if m.value is None:
                 self.registry.apply(endpoint_id, None)
                 return

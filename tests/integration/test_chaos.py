@@ -20,8 +20,9 @@ import pytest
 from confluent_kafka import KafkaError, Message, Producer
 from fastavro import schemaless_writer
 
+from consumers.dispatcher.signing import REGISTRY_SIGNATURE, registry_signature
 from oddstream.kafka.admin import ensure_topics
-from oddstream.settings import Settings
+from oddstream.settings import DEVELOPMENT_MASTER_SECRET, Settings
 from schemas.catalog import load_catalog
 from schemas.codec import SINGLE_OBJECT_MAGIC
 from schemas.topics import Topics
@@ -74,6 +75,10 @@ def login(**changes: Any) -> dict[str, Any]:
     return {**base(user_id="u-chaos", activity="LOGIN", amount=None, currency=None), **changes}
 
 
+def signed(key: bytes, value: bytes) -> list[tuple[str, bytes]]:
+    return [(REGISTRY_SIGNATURE, registry_signature(DEVELOPMENT_MASTER_SECRET, key, value))]
+
+
 def endpoint(endpoint_id: str = "ep_chaos") -> dict[str, Any]:
     return base(endpoint_id=endpoint_id, url="https://hooks.example.com/x", event_types=[], active=True)
 
@@ -114,9 +119,21 @@ CORPUS: list[tuple[str, bytes | None, bytes | None, list[tuple[str, bytes]] | No
     ("users", b"u-chaos", single("UserActivity", login()), [("h", b"v")] * 40, "40 headers"),
     ("bets", b"m000001", single("BetPlaced", bet()), [("big", b"x" * 20_000)], "headers of"),
     ("webhooks.endpoints", b"\xff\xfe", single("WebhookEndpoint", endpoint()), None, "key is not UTF-8"),
-    ("webhooks.endpoints", b"ep_chaos", b"garbage", None, "not an oddstream frame"),
-    ("webhooks.endpoints", b"ep_v", single("WebhookEndpoint", endpoint("x")), None, "not the endpoint_id"),
-    ("webhooks.endpoints", b"ep_chaos", single("OddsChanged", quote()), None, "does not belong on"),
+    # signed (as by a holder of the master secret), so that what follows the signature is tried
+    *(
+        ("webhooks.endpoints", key, value, signed(key, value), reason)
+        for key, value, reason in [
+            (b"ep_chaos", b"garbage", "not an oddstream frame"),
+            (b"ep_v", single("WebhookEndpoint", endpoint("x")), "not the endpoint_id"),
+            (b"ep_chaos", single("OddsChanged", quote()), "does not belong on"),
+        ]
+    ),
+    # a well-formed registration nobody signed: anyone who can write to the topic
+    ("webhooks.endpoints", b"ep_chaos", single("WebhookEndpoint", endpoint()), None, "not signed"),
+    (
+        "webhooks.endpoints", b"ep_chaos", single("WebhookEndpoint", endpoint()),
+        [("oddstream-registry-signature", b"forged")], "not signed",
+    ),
     ("odds.window.1m", b"m000001", None, None, "null value (a tombstone)"),
 ]  # fmt: skip
 

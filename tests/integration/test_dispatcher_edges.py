@@ -13,9 +13,10 @@ from typing import Any
 import pytest
 
 from consumers.dispatcher.endpoints import register_endpoint
+from consumers.dispatcher.signing import REGISTRY_SIGNATURE, registry_signature
 from oddstream.kafka.admin import ensure_topics
 from oddstream.producer import EventProducer
-from oddstream.settings import Settings
+from oddstream.settings import DEVELOPMENT_MASTER_SECRET, Settings
 from schemas.catalog import Event, load_catalog
 from schemas.codec import Codec
 from schemas.topics import Topics
@@ -60,7 +61,21 @@ def test_hostile_endpoints_are_recorded_attempts_and_the_healthy_one_is_served(s
                 "endpoint_id": endpoint_id, "url": url, "event_types": [], "active": True,
             }  # fmt: skip
             value = codec.encode(Event("WebhookEndpoint", record), trusted=True)
-            producer.produce_raw(topics.webhook_endpoints, endpoint_id.encode(), value)
+            signature = registry_signature(DEVELOPMENT_MASTER_SECRET, endpoint_id.encode(), value)
+            producer.produce_raw(
+                topics.webhook_endpoints, endpoint_id.encode(), value, [(REGISTRY_SIGNATURE, signature)]
+            )
+        # and an attacker's re-pointing of the healthy endpoint, unsigned: refused
+        hijack = {
+            "event_id": str(uuid.uuid4()), "event_time": int(time.time() * 1000), "source": "x",
+            "endpoint_id": "ep_healthy", "url": "http://127.0.0.1:9/stolen", "event_types": [],
+            "active": True,
+        }  # fmt: skip
+        producer.produce_raw(
+            topics.webhook_endpoints,
+            b"ep_healthy",
+            codec.encode(Event("WebhookEndpoint", hijack), trusted=True),
+        )
     dispatcher = Role(settings, "dispatcher")
     try:
         expected = len(HOSTILE) + 1
@@ -103,6 +118,8 @@ def test_hostile_endpoints_are_recorded_attempts_and_the_healthy_one_is_served(s
         assert {a["outcome"] for a in by_endpoint["ep_nat64_loopback_prod"]} <= {"network_error"}
         assert "hunter2" not in log_path.read_text() and "hunter2" not in dispatcher.output()
         assert {a["outcome"] for a in by_endpoint["ep_healthy"]} == {"delivered"}
+        assert "stolen" not in log_path.read_text()  # the unsigned re-pointing changed nothing
+        assert "registry record not signed" in dispatcher.output()
         assert dispatcher.alive()
     finally:
         dispatcher.stop()

@@ -86,3 +86,24 @@ def test_the_dispatcher_refuses_the_public_development_secret_outside_developmen
         check_master_secret(Settings())
     check_master_secret(Settings(development=True))  # what `oddstream up` sets
     check_master_secret(Settings(webhook_master_secret=SecretStr("a-real-secret-of-the-operator")))
+
+
+def test_registry_records_are_authentic_only_with_the_master_secrets_signature() -> None:
+    from consumers.dispatcher.signing import (
+        REGISTRY_SIGNATURE,
+        registry_record_is_authentic,
+        registry_signature,
+    )
+
+    value = b"\xc3\x01record"
+    good = [(REGISTRY_SIGNATURE, registry_signature("master", b"ep1", value))]
+    assert registry_record_is_authentic("master", b"ep1", value, good)
+    assert not registry_record_is_authentic("other-master", b"ep1", value, good)
+    assert not registry_record_is_authentic("master", b"ep2", value, good)  # moved to another key
+    assert not registry_record_is_authentic("master", b"ep1", value + b"x", good)  # changed
+    assert not registry_record_is_authentic("master", b"ep1", None, good)  # turned into a deletion
+    assert not registry_record_is_authentic("master", b"ep1", value, None)
+    assert not registry_record_is_authentic("master", b"ep1", value, good + good)  # ambiguous
+    deletion = [(REGISTRY_SIGNATURE, registry_signature("master", b"ep1", None))]
+    assert registry_record_is_authentic("master", b"ep1", None, deletion)
+    assert not registry_record_is_authentic("master", b"ep1", b"", deletion)
