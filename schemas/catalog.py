@@ -38,6 +38,7 @@ KEY_FIELD: dict[str, str] = {
     "RouteWindowUpdated": "service",
     "UserWindowUpdated": "user_id",
     "WebhookEndpoint": "endpoint_id",
+    "WebhookAttempted": "endpoint_id",
     "PredictionMade": "market_id",
     "ValueSignalRaised": "market_id",
     "ModelEvaluated": "model",

@@ -24,6 +24,7 @@ TOPIC_OF_EVENT: dict[str, str] = {
     "RouteWindowUpdated": "analytics.routes.1m",
     "UserWindowUpdated": "analytics.users.1m",
     "WebhookEndpoint": "webhooks.endpoints",
+    "WebhookAttempted": "webhooks.attempts",
     "PredictionMade": "predictions",
     "ValueSignalRaised": "predictions",
     "ModelEvaluated": "model-metrics",
@@ -34,7 +35,9 @@ TOPIC_OF_EVENT: dict[str, str] = {
 SOURCE_TOPICS = ("bets", "odds", "system", "users")
 # what the worker writes (the webhook registry's records come from the CLI and API)
 DERIVED_TYPES = tuple(
-    t for t, suffix in TOPIC_OF_EVENT.items() if suffix not in SOURCE_TOPICS and t != "WebhookEndpoint"
+    t
+    for t, suffix in TOPIC_OF_EVENT.items()
+    if suffix not in SOURCE_TOPICS and t not in ("WebhookEndpoint", "WebhookAttempted")
 )
 WINDOW_EVENT_TYPES = (
     "OddsWindowUpdated",
@@ -108,6 +111,11 @@ class Topics:
         """Compacted registry of webhook endpoints."""
         return self.name("webhooks.endpoints")
 
+    @property
+    def webhook_attempts(self) -> str:
+        """Every webhook delivery attempt (WebhookAttempted), sunk to webhook_attempts."""
+        return self.name("webhooks.attempts")
+
     def all(self) -> list[str]:
         """Every topic oddstream creates, sources first."""
         suffixes = [
@@ -116,6 +124,7 @@ class Topics:
             "late-events",
             "dead-letter",
             "webhooks.endpoints",
+            "webhooks.attempts",
         ]
         return [self.name(s) for s in suffixes]
 

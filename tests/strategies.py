@@ -25,6 +25,7 @@ BY_NAME: dict[str, st.SearchStrategy[Any]] = {
     "open_time": st.integers(START_MS, END_MS),
     "last_time": st.integers(START_MS, END_MS),
     "starts_at": st.integers(START_MS, END_MS),
+    "next_retry": st.integers(START_MS, END_MS),
     "odds": st.floats(1.01, 1000.0),
     "open": st.floats(1.01, 1000.0),
     "high": st.floats(1.01, 1000.0),

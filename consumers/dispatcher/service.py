@@ -16,6 +16,7 @@ import functools
 import json
 import logging
 import time
+import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -228,25 +229,26 @@ class Dispatcher:
         for endpoint in endpoints:
             lanes.submit(
                 endpoint.endpoint_id,
-                functools.partial(self.deliver, http, endpoint, message_id, body),
+                functools.partial(self.deliver, http, endpoint, message_id, body, event.type),
                 functools.partial(tracker.done, tp, m.offset),
             )
 
-    @staticmethod
-    async def _commit(consumer: AIOKafkaConsumer, tracker: CommitTracker) -> None:
-        """Commit each partition up to its first record with a delivery still going."""
+    async def _commit(self, consumer: AIOKafkaConsumer, tracker: CommitTracker) -> None:
+        """Commit each partition up to its first record with a delivery still going, once
+        the attempt records of what is committed were acknowledged."""
         assigned = consumer.assignment()
         tracker.forget({tp for tp in tracker.committable_partitions() if tp not in assigned})
         offsets = {tp: offset for tp, offset in tracker.committable().items() if tp in assigned}
         if not offsets:
             return
         try:
+            await self._dead_letters().flush()
             await consumer.commit(offsets)
         except Exception as exc:  # a rebalance meanwhile: the next owner delivers from its commit
             log.warning("commit of %s failed: %r", offsets, exc)
 
     async def deliver(
-        self, http: httpx.AsyncClient, endpoint: Endpoint, message_id: str, body: bytes
+        self, http: httpx.AsyncClient, endpoint: Endpoint, message_id: str, body: bytes, event_type: str = ""
     ) -> bool:
         """POST with exponential backoff; True when the endpoint answered 2xx."""
         secret = endpoint_secret(self.master, endpoint.endpoint_id)
@@ -265,7 +267,9 @@ class Dispatcher:
                 if response.is_redirect:
                     error = "redirect not followed"
             except UnsafeWebhookTarget as exc:
-                self._record(endpoint, message_id, attempt, "refused", None, str(exc), started)
+                await self._record(
+                    endpoint, message_id, event_type, attempt, "refused", None, str(exc), started
+                )
                 self.failed += 1
                 return False
             except (httpx.HTTPError, OSError) as exc:  # refused, reset, timeout, TLS, DNS, ...
@@ -274,33 +278,58 @@ class Dispatcher:
             except Exception as exc:  # whatever an endpoint or its URL does, never the dispatcher
                 outcome, status = "error", None
                 error = f"{type(exc).__name__}: {exc}"
-            self._record(endpoint, message_id, attempt, outcome, status, error, started)
+            backoff = min(30.0, 0.5 * 2 ** (attempt - 1))
+            last = outcome == "delivered" or attempt == self.settings.webhook_max_attempts
+            await self._record(
+                endpoint, message_id, event_type, attempt, outcome, status, error, started,
+                None if last else backoff,
+            )  # fmt: skip
             if outcome == "delivered":
                 self.delivered += 1
                 return True
-            if attempt < self.settings.webhook_max_attempts:
-                await asyncio.sleep(min(30.0, 0.5 * 2 ** (attempt - 1)))
+            if not last:
+                await asyncio.sleep(backoff)
         self.failed += 1
         return False
 
-    def _record(
-        self, endpoint: Endpoint, message_id: str, attempt: int, outcome: str,
-        status: int | None, error: str, started: float,
+    def _append_log(self, entry: dict[str, Any]) -> None:
+        """One line, appended (a local file, a few hundred bytes: no need to leave the loop)."""
+        with Path(self.log_path).open("a") as fh:
+            fh.write(json.dumps(entry) + "\n")
+
+    async def _record(
+        self, endpoint: Endpoint, message_id: str, event_type: str, attempt: int, outcome: str,
+        status: int | None, error: str, started: float, next_retry_s: float | None = None,
     ) -> None:  # fmt: skip
+        """One attempt: a line in the delivery log and a WebhookAttempted event on
+        webhooks.attempts (the store keeps it in webhook_attempts)."""
         WEBHOOK_ATTEMPTS.labels(outcome).inc()
+        now_ms = int(time.time() * 1000)
+        duration_ms = round((time.monotonic() - started) * 1000, 1)
+        url = redact_url(endpoint.url)
         entry: dict[str, Any] = {
             "time": datetime.now(UTC).isoformat(),
             "endpoint_id": endpoint.endpoint_id,
-            "url": redact_url(endpoint.url),
+            "url": url,
             "webhook_id": message_id,
             "attempt": attempt,
             "outcome": outcome,
             "status": status,
             "error": error,
-            "duration_ms": round((time.monotonic() - started) * 1000, 1),
+            "duration_ms": duration_ms,
         }
-        with Path(self.log_path).open("a") as fh:
-            fh.write(json.dumps(entry) + "\n")
+        self._append_log(entry)
+        record = {
+            "event_id": str(uuid.uuid4()), "event_time": now_ms, "source": "dispatcher",
+            "endpoint_id": endpoint.endpoint_id, "message_id": message_id, "event_type": event_type,
+            "attempt": attempt, "outcome": outcome, "status": status, "duration_ms": float(duration_ms),
+            "error": error[:2000], "url": url[:2048],
+            "next_retry": None if next_retry_s is None else now_ms + round(next_retry_s * 1000),
+        }  # fmt: skip
+        event = Event("WebhookAttempted", record)
+        topic = self.topics.webhook_attempts
+        value = self.intake.codec.encode(event, topic=topic, trusted=True)
+        await self._dead_letters().send(topic, value, key=event.key)
 
 
 def registration_key(key: bytes | None) -> str:

@@ -54,6 +54,7 @@ from schemas.jsonable import jsonable
 from schemas.topics import SOURCE_TOPICS, Topics
 
 log = logging.getLogger(__name__)
+ATTEMPTS_TABLE = "webhook_attempts"
 
 
 MAX_SQL_BODY_BYTES = 256 * 1024
@@ -84,6 +85,7 @@ class StoreService:
         self._raw_columns = {
             event_type_table(t): [name for name, _ in columns(self.catalog, t)] for t in RAW_EVENT_TYPES
         }
+        self._raw_columns[ATTEMPTS_TABLE] = [name for name, _ in columns(self.catalog, "WebhookAttempted")]
 
     def _columns(self, table: str) -> Sequence[str]:
         if table == "odds_windows_1m":
@@ -102,6 +104,7 @@ class StoreService:
             *window_topics,
             self.topics.dead_letter,
             self.topics.late,
+            self.topics.webhook_attempts,
             *(self.topics.name(suffix) for suffix in SOURCE_TOPICS),
             bootstrap_servers=self.settings.bootstrap,
             group_id=f"{self.settings.topic_prefix}store",
@@ -161,7 +164,8 @@ class StoreService:
                     for row in more:
                         rows[table].add(row, m)
         else:
-            rows[event_type_table(event.type)].add(raw_row(self.catalog, event, m.partition, m.offset), m)
+            table = ATTEMPTS_TABLE if event.type == "WebhookAttempted" else event_type_table(event.type)
+            rows[table].add(raw_row(self.catalog, event, m.partition, m.offset), m)
 
     async def _insert(self, table: str, rows: Rows) -> list[tuple[Any, str]]:
         """Insert a table's rows; if ClickHouse refuses the batch, row by row, and return the

@@ -10,6 +10,7 @@ import time
 import uuid
 from typing import Any
 
+import httpx
 import pytest
 
 from consumers.dispatcher.endpoints import register_endpoint
@@ -21,7 +22,7 @@ from schemas.catalog import Event, load_catalog
 from schemas.codec import Codec
 from schemas.topics import Topics
 from tests.integration.roles import Role, wait_for
-from tests.integration.test_skeleton import Receiver
+from tests.integration.test_skeleton import Receiver, sql
 
 pytestmark = pytest.mark.integration
 
@@ -77,6 +78,7 @@ def test_hostile_endpoints_are_recorded_attempts_and_the_healthy_one_is_served(s
             codec.encode(Event("WebhookEndpoint", hijack), trusted=True),
         )
     dispatcher = Role(settings, "dispatcher")
+    store = Role(settings, "store")
     try:
         expected = len(HOSTILE) + 1
         wait_for(
@@ -121,8 +123,27 @@ def test_hostile_endpoints_are_recorded_attempts_and_the_healthy_one_is_served(s
         assert "stolen" not in log_path.read_text()  # the unsigned re-pointing changed nothing
         assert "registry record not signed" in dispatcher.output()
         assert dispatcher.alive()
+
+        # every attempt is also a row of webhook_attempts, without credentials
+        logged = sorted((a["endpoint_id"], a["attempt"], a["outcome"], a["status"]) for a in attempts())
+
+        def stored() -> list[Any]:
+            try:
+                rows = sql(settings, "SELECT endpoint_id, attempt, outcome, status, url, error, next_retry "
+                                     "FROM webhook_attempts FINAL")  # fmt: skip
+            except httpx.TransportError:
+                return []
+            return rows if len(rows) >= len(logged) else []
+
+        rows = wait_for("the attempts in ClickHouse", stored, 60, [dispatcher, store])
+        assert sorted((r[0], r[1], r[2], r[3]) for r in rows) == logged
+        assert not any("hunter2" in r[4] or "hunter2" in r[5] for r in rows)
+        retried = [r for r in rows if r[0] == "ep_refused"]
+        assert {r[1] for r in retried} == {1, 2}
+        assert all((r[6] is None) == (r[1] == 2) for r in retried)  # the last attempt has no next one
     finally:
         dispatcher.stop()
+        store.stop()
 
 
 def test_the_dispatcher_command_refuses_the_development_secret(settings: Settings) -> None:
