@@ -302,6 +302,61 @@ def webhook_add(
     typer.echo(f"endpoint {endpoint_id}\nsecret   {secret}")
 
 
+@webhook_app.command("list")
+def webhook_list() -> None:
+    """The endpoints in the registry (no secrets)."""
+    from consumers.dispatcher.endpoints import registrations
+    from consumers.dispatcher.ssrf import redact_url
+
+    for endpoint_id, r in sorted(registrations(settings()).items()):
+        types = ",".join(r["event_types"]) or "all"
+        state = "active" if r["active"] else "disabled"
+        updates = "every update" if r.get("window_updates") else "finals"
+        typer.echo(f"{endpoint_id}  {state}  {redact_url(r['url'])}  types={types}  windows={updates}")
+
+
+@webhook_app.command("rotate")
+def webhook_rotate(
+    endpoint_id: str,
+    overlap_hours: Annotated[
+        float, typer.Option(help="How long the current secret stays valid (both signatures are sent).")
+    ] = 24.0,
+) -> None:
+    """Give the endpoint a new signing secret; prints it (the only time it is shown)."""
+    from consumers.dispatcher.endpoints import rotate_secret
+
+    secret = rotate_secret(settings(), endpoint_id, overlap_hours * 3600)
+    typer.echo(f"endpoint {endpoint_id}\nsecret   {secret}")
+    typer.echo(f"(the previous secret stays valid for {overlap_hours:g} h)")
+
+
+@webhook_app.command("disable")
+def webhook_disable(endpoint_id: str) -> None:
+    """Pause deliveries to the endpoint."""
+    from consumers.dispatcher.endpoints import set_active
+
+    set_active(settings(), endpoint_id, False)
+    typer.echo(f"endpoint {endpoint_id} disabled")
+
+
+@webhook_app.command("enable")
+def webhook_enable(endpoint_id: str) -> None:
+    """Resume deliveries to the endpoint."""
+    from consumers.dispatcher.endpoints import set_active
+
+    set_active(settings(), endpoint_id, True)
+    typer.echo(f"endpoint {endpoint_id} enabled")
+
+
+@webhook_app.command("remove")
+def webhook_remove(endpoint_id: str) -> None:
+    """Delete the endpoint from the registry."""
+    from consumers.dispatcher.endpoints import remove_endpoint
+
+    remove_endpoint(settings(), endpoint_id)
+    typer.echo(f"endpoint {endpoint_id} removed")
+
+
 @webhook_app.command("listen")
 def webhook_listen(
     port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 8899,

@@ -66,7 +66,7 @@ class EventProducer:
         self,
         topic: str,
         key: bytes | None,
-        value: bytes,
+        value: bytes | None,
         headers: list[tuple[str, str | bytes | None]] | None = None,
     ) -> None:
         """Send bytes as they are (replays, dead letters, tests of bad input)."""

@@ -26,6 +26,7 @@ BY_NAME: dict[str, st.SearchStrategy[Any]] = {
     "last_time": st.integers(START_MS, END_MS),
     "starts_at": st.integers(START_MS, END_MS),
     "next_retry": st.integers(START_MS, END_MS),
+    "previous_secret_until": st.integers(START_MS, END_MS),
     "odds": st.floats(1.01, 1000.0),
     "open": st.floats(1.01, 1000.0),
     "high": st.floats(1.01, 1000.0),

@@ -1,17 +1,28 @@
-"""Register endpoints (events on the compacted registry topic) and a demo receiver."""
+"""Manage endpoints (signed records on the compacted registry topic) and a demo receiver."""
 
 from __future__ import annotations
 
 import json
 import time
 import uuid
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from consumers.dispatcher.signing import REGISTRY_SIGNATURE, endpoint_secret, registry_signature
+from consumers.dispatcher.signing import (
+    REGISTRY_SIGNATURE,
+    endpoint_secret,
+    new_secret,
+    registry_record_is_authentic,
+    registry_signature,
+    seal_secret,
+)
 from consumers.dispatcher.ssrf import check_url
+from oddstream.codecs import build_codec
+from oddstream.errors import ConfigError
 from oddstream.producer import EventProducer
 from oddstream.settings import Settings
 from schemas.catalog import Event
@@ -25,30 +36,132 @@ def register_endpoint(
     endpoint_id: str | None = None,
     window_updates: bool = False,
 ) -> tuple[str, str]:
-    """Publish a WebhookEndpoint; return (endpoint_id, its signing secret). Window events
-    go out as finals only unless ``window_updates`` asks for every current update."""
+    """Publish a WebhookEndpoint with a new random secret; return (endpoint_id, the secret),
+    the only time the secret is shown. Window events go out as finals only unless
+    ``window_updates`` asks for every current update."""
     check_url(url, settings.webhook_allow_private_targets)
     endpoint_id = endpoint_id or f"ep_{uuid.uuid4().hex[:16]}"
-    master = settings.webhook_master_secret.get_secret_value()
-    event = Event(
-        "WebhookEndpoint",
-        {
-            "event_id": str(uuid.uuid4()),
-            "event_time": int(time.time() * 1000),
-            "source": "oddstream-cli",
-            "endpoint_id": endpoint_id,
-            "url": url,
-            "event_types": event_types,
-            "active": True,
-            "window_updates": window_updates,
-        },
+    secret = new_secret()
+    record = {
+        "endpoint_id": endpoint_id,
+        "url": url,
+        "event_types": event_types,
+        "active": True,
+        "window_updates": window_updates,
+        "secret_sealed": seal_secret(_master(settings), endpoint_id, secret),
+        "previous_secret_sealed": "",
+        "previous_secret_until": None,
+    }
+    publish_registration(settings, endpoint_id, record)
+    return endpoint_id, secret
+
+
+def rotate_secret(settings: Settings, endpoint_id: str, overlap_s: float) -> str:
+    """A new secret for the endpoint; the current one stays valid (deliveries carry both
+    signatures) for ``overlap_s``. Returns the new secret, shown this once."""
+    record = _current(settings, endpoint_id)
+    secret = new_secret()
+    master = _master(settings)
+    current = record.get("secret_sealed") or seal_secret(
+        master, endpoint_id, endpoint_secret(master, endpoint_id)
     )
+    record.update(
+        secret_sealed=seal_secret(master, endpoint_id, secret),
+        previous_secret_sealed=current,
+        previous_secret_until=int(time.time() * 1000) + round(overlap_s * 1000),
+    )
+    publish_registration(settings, endpoint_id, record)
+    return secret
+
+
+def set_active(settings: Settings, endpoint_id: str, active: bool) -> None:
+    """Pause (False) or resume (True) deliveries to the endpoint, keeping everything else."""
+    record = _current(settings, endpoint_id)
+    record["active"] = active
+    publish_registration(settings, endpoint_id, record)
+
+
+def remove_endpoint(settings: Settings, endpoint_id: str) -> None:
+    """Delete the endpoint (a signed tombstone; compaction forgets it)."""
+    _current(settings, endpoint_id)
+    publish_registration(settings, endpoint_id, None)
+
+
+def publish_registration(settings: Settings, endpoint_id: str, record: dict[str, Any] | None) -> None:
+    """One signed record of the registry topic (``None``: the endpoint's deletion)."""
+    topic = Topics(settings.topic_prefix).webhook_endpoints
+    key = endpoint_id.encode()
     with EventProducer(settings) as producer:
-        topic = Topics(settings.topic_prefix).webhook_endpoints
-        value = producer.codec.encode(event, topic=topic)
-        signature = registry_signature(master, event.key, value)
-        producer.produce_raw(topic, event.key, value, headers=[(REGISTRY_SIGNATURE, signature)])
-    return endpoint_id, endpoint_secret(master, endpoint_id)
+        value = None
+        if record is not None:
+            event = Event(
+                "WebhookEndpoint",
+                {
+                    **record,
+                    "event_id": str(uuid.uuid4()),
+                    "event_time": int(time.time() * 1000),
+                    "source": "oddstream-cli",
+                },
+            )
+            value = producer.codec.encode(event, topic=topic)
+        signature = registry_signature(_master(settings), key, value)
+        producer.produce_raw(topic, key, value, headers=[(REGISTRY_SIGNATURE, signature)])
+
+
+def registrations(settings: Settings, timeout_s: float = 10.0) -> dict[str, dict[str, Any]]:
+    """The endpoints as the registry topic holds them now: the last authentic record per
+    endpoint id (tombstones remove; records not signed with the master secret are ignored)."""
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+    topic = Topics(settings.topic_prefix).webhook_endpoints
+    codec = build_codec(settings)
+    consumer = Consumer(
+        {"bootstrap.servers": settings.bootstrap, "group.id": "oddstream-cli", "enable.auto.commit": False}
+    )
+    found: dict[str, dict[str, Any]] = {}
+    try:
+        partitions = consumer.list_topics(topic, timeout=timeout_s).topics[topic].partitions
+        ends = {
+            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout_s)[1]
+            for p in partitions
+        }
+        remaining = {p for p, end in ends.items() if end > 0}
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
+        while remaining:
+            message = consumer.poll(timeout_s)
+            if message is None:
+                break
+            if message.error():
+                continue
+            key, value = message.key() or b"", message.value()
+            headers = message.headers() or []
+            if registry_record_is_authentic(_master(settings), key, value, headers):  # type: ignore[arg-type]
+                if value is None:
+                    found.pop(key.decode(errors="replace"), None)
+                else:
+                    found[key.decode(errors="replace")] = dict(codec.decode(value).record)
+            if (message.offset() or 0) + 1 >= ends[message.partition() or 0]:
+                remaining.discard(message.partition() or 0)
+    finally:
+        consumer.close()
+    for record in found.values():
+        for name in ("event_id", "event_time", "source"):
+            record.pop(name, None)
+        until = record.get("previous_secret_until")
+        if isinstance(until, datetime):
+            record["previous_secret_until"] = int(until.timestamp() * 1000)
+    return found
+
+
+def _current(settings: Settings, endpoint_id: str) -> dict[str, Any]:
+    record = registrations(settings).get(endpoint_id)
+    if record is None:
+        raise ConfigError(f"no endpoint {endpoint_id!r} in the registry")
+    return record
+
+
+def _master(settings: Settings) -> str:
+    return settings.webhook_master_secret.get_secret_value()
 
 
 def receiver_app(secret: str, log_path: Path) -> web.Application:

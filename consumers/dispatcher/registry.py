@@ -13,6 +13,16 @@ class Endpoint:
     event_types: frozenset[str]
     active: bool
     window_updates: bool = False  # every current window update, not only finals
+    secret: str = ""  # opened (consumers/dispatcher/signing.py); never written anywhere
+    previous_secret: str = ""
+    previous_until_ms: int | None = None
+
+    def signing_secrets(self, now_ms: int) -> list[str]:
+        """The secrets a delivery is signed with now: the current one, and the previous one
+        while a rotation's overlap lasts."""
+        if self.previous_secret and self.previous_until_ms is not None and now_ms < self.previous_until_ms:
+            return [self.secret, self.previous_secret]
+        return [self.secret]
 
     def wants(self, event_type: str, final: bool = True) -> bool:
         """Active, subscribed to the type, and for a window update that is not final,
@@ -37,6 +47,9 @@ class EndpointRegistry:
             event_types=frozenset(record["event_types"]),
             active=record["active"],
             window_updates=bool(record.get("window_updates", False)),
+            secret=record.get("secret", ""),
+            previous_secret=record.get("previous_secret", ""),
+            previous_until_ms=record.get("previous_until_ms"),
         )
 
     def for_event(self, event_type: str, final: bool = True) -> list[Endpoint]:

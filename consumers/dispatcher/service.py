@@ -26,7 +26,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from consumers.dispatcher.lanes import CommitTracker, Lanes
 from consumers.dispatcher.registry import Endpoint, EndpointRegistry
-from consumers.dispatcher.signing import endpoint_secret, registry_record_is_authentic, sign
+from consumers.dispatcher.signing import endpoint_secret, open_secret, registry_record_is_authentic, sign
 from consumers.dispatcher.ssrf import check_url, redact_url
 from consumers.dispatcher.transport import guarded_client
 from oddstream.codecs import build_codec
@@ -121,7 +121,9 @@ class Dispatcher:
                 raise MalformedRecord(
                     f"key {endpoint_id[:64]!r} is not the endpoint_id {event.record['endpoint_id'][:64]!r}"
                 )
-            self.registry.apply(endpoint_id, event.record)
+            self.registry.apply(
+                endpoint_id, {**event.record, **self._open_secrets(endpoint_id, event.record)}
+            )
         except EventError as exc:
             reason = exc.reason
         except Exception as exc:  # a bug meeting an input: dead letter, go on
@@ -135,6 +137,24 @@ class Dispatcher:
         await self._dead_letters().send_and_wait(
             self.topics.dead_letter, m.value or b"", key=m.key, headers=headers
         )
+
+    def _open_secrets(self, endpoint_id: str, record: dict[str, Any]) -> dict[str, Any]:
+        """The endpoint's secrets in the clear, for signing (kept in memory only). Records
+        from before sealed secrets use the one derived from the master secret."""
+        try:
+            sealed = record.get("secret_sealed") or ""
+            secret = (
+                open_secret(self.master, endpoint_id, sealed)
+                if sealed
+                else endpoint_secret(self.master, endpoint_id)
+            )
+            previous_sealed = record.get("previous_secret_sealed") or ""
+            previous = open_secret(self.master, endpoint_id, previous_sealed) if previous_sealed else ""
+        except ValueError as exc:
+            raise MalformedRecord(f"endpoint {endpoint_id[:64]!r}: {exc}") from None
+        until = record.get("previous_secret_until")
+        until_ms = int(until.timestamp() * 1000) if isinstance(until, datetime) else until
+        return {"secret": secret, "previous_secret": previous, "previous_until_ms": until_ms}
 
     def _dead_letters(self) -> AIOKafkaProducer:
         assert self._producer is not None, "the dispatcher's producer starts before the registry is read"
@@ -251,14 +271,14 @@ class Dispatcher:
         self, http: httpx.AsyncClient, endpoint: Endpoint, message_id: str, body: bytes, event_type: str = ""
     ) -> bool:
         """POST with exponential backoff; True when the endpoint answered 2xx."""
-        secret = endpoint_secret(self.master, endpoint.endpoint_id)
         for attempt in range(1, self.settings.webhook_max_attempts + 1):
             started = time.monotonic()
             error = ""
             try:
                 # the URL here; every resolved address when connecting (consumers/dispatcher/transport.py)
                 check_url(endpoint.url, self.settings.webhook_allow_private_targets)
-                headers = sign(secret, message_id, int(time.time()), body)
+                now = time.time()
+                headers = sign(endpoint.signing_secrets(int(now * 1000)), message_id, int(now), body)
                 response = await http.post(endpoint.url, content=body, headers=headers)
                 outcome, status = (
                     ("delivered" if response.is_success else "http_error"),

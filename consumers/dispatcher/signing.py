@@ -1,23 +1,34 @@
-"""Standard Webhooks signing, and per-endpoint secrets derived from one master secret.
+"""Standard Webhooks signing, endpoint secrets, and the registry's integrity.
 
-Secrets are never stored on Kafka: ``endpoint_secret(master, endpoint_id)`` gives the
-same ``whsec_...`` secret to the dispatcher (which signs) and to the operator
-(who hands it to the endpoint's owner).
+* Each endpoint gets a random ``whsec_`` secret when it is created (:func:`new_secret`),
+  shown once to the operator. The registry record carries it only *sealed*
+  (:func:`seal_secret`: AES-GCM with a key derived from the master secret, the endpoint
+  id as associated data), so it cannot be read from the topic, nor moved to another
+  endpoint. Records written before sealed secrets existed use the secret derived from
+  the master secret and the endpoint id (:func:`endpoint_secret`).
+* During a rotation a delivery carries two signatures (``v1,<new> v1,<old>``); a
+  Standard Webhooks verifier accepts either.
+* Registry records are signed (:func:`registry_signature`), so only a holder of the
+  master secret can create, change or delete an endpoint.
 
 Example::
 
-    secret = endpoint_secret("master", "ep1")
-    headers = sign(secret, "msg_1", 1_700_000_000, b'{"type":"x"}')
+    secret = new_secret()
+    headers = sign([secret], "msg_1", 1_700_000_000, b'{"type":"x"}')
     Webhook(secret).verify(b'{"type":"x"}', headers)   # standardwebhooks verifies
 """
 
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 import hmac
+import os
 from datetime import UTC, datetime
 
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from standardwebhooks.webhooks import Webhook
 
 
@@ -48,10 +59,41 @@ def registry_record_is_authentic(
     return hmac.compare_digest(given[0], registry_signature(master_secret, key, value))
 
 
-def sign(secret: str, message_id: str, timestamp_s: int, payload: bytes) -> dict[str, str]:
-    """The webhook-id, webhook-timestamp and webhook-signature headers for one delivery."""
+def new_secret() -> str:
+    """A random endpoint signing secret (24 bytes, as Svix's)."""
+    return "whsec_" + base64.b64encode(os.urandom(24)).decode()
+
+
+def _sealing_key(master_secret: str) -> bytes:
+    return hmac.new(master_secret.encode(), b"oddstream:webhook-secrets", hashlib.sha256).digest()
+
+
+def seal_secret(master_secret: str, endpoint_id: str, secret: str) -> str:
+    """The secret, encrypted for the registry topic (``v1:`` + base64 of nonce and ciphertext)."""
+    nonce = os.urandom(12)
+    sealed = AESGCM(_sealing_key(master_secret)).encrypt(nonce, secret.encode(), endpoint_id.encode())
+    return "v1:" + base64.b64encode(nonce + sealed).decode()
+
+
+def open_secret(master_secret: str, endpoint_id: str, sealed: str) -> str:
+    """The secret sealed for ``endpoint_id``; ValueError if it was not sealed with this master
+    secret for this endpoint (or was changed)."""
+    if not sealed.startswith("v1:"):
+        raise ValueError("not a sealed secret (v1:...)")
+    try:
+        raw = base64.b64decode(sealed[3:], validate=True)
+        secret = AESGCM(_sealing_key(master_secret)).decrypt(raw[:12], raw[12:], endpoint_id.encode())
+    except (InvalidTag, ValueError, binascii.Error) as exc:
+        raise ValueError("the sealed secret does not open with this master secret and endpoint") from exc
+    return secret.decode()
+
+
+def sign(secrets: list[str], message_id: str, timestamp_s: int, payload: bytes) -> dict[str, str]:
+    """The webhook-id, webhook-timestamp and webhook-signature headers for one delivery: one
+    signature per secret (two while a rotation's overlap lasts), space-separated."""
     when = datetime.fromtimestamp(timestamp_s, UTC)
-    signature = Webhook(secret).sign(message_id, when, payload.decode())
+    text = payload.decode()
+    signature = " ".join(Webhook(secret).sign(message_id, when, text) for secret in secrets)
     return {
         "webhook-id": message_id,
         "webhook-timestamp": str(timestamp_s),

@@ -260,3 +260,81 @@ def test_a_backlog_after_a_restart_is_delivered_without_starving_the_pool(settin
         assert outcomes.count("delivered") == 1800 and set(outcomes) == {"delivered"}
     finally:
         dispatcher.stop()
+
+
+def test_secrets_are_sealed_rotated_with_an_overlap_and_endpoints_paused_and_removed(
+    settings: Settings,
+) -> None:
+    from standardwebhooks.webhooks import Webhook, WebhookVerificationError
+
+    from consumers.dispatcher.endpoints import registrations, remove_endpoint, rotate_secret, set_active
+    from tests.integration.kafka_read import read_all
+
+    ensure_topics(settings)
+    topics = Topics(settings.topic_prefix)
+    receiver = Receiver()
+    endpoint_id, secret = register_endpoint(settings, receiver.url, [], window_updates=True)
+    dispatcher = Role(settings, "dispatcher")
+
+    def delivered(n: int) -> tuple[dict[str, str], bytes]:
+        """Publish one window update; its delivery (headers, body)."""
+        record = {**window("mS", n), "final": False}
+        with EventProducer(settings) as producer:
+            producer.publish("OddsWindowUpdated", record)
+        wanted = f"msg_{record['event_id']}"
+        return wait_for(  # type: ignore[no-any-return]
+            f"delivery {n}",
+            lambda: next(((h, b) for h, b in receiver.deliveries if h["webhook-id"] == wanted), None),
+            30,
+            [dispatcher],
+        )
+
+    def verifies(secret: str, delivery: tuple[dict[str, str], bytes]) -> bool:
+        try:
+            Webhook(secret).verify(delivery[1], delivery[0])
+            return True
+        except WebhookVerificationError:
+            return False
+
+    try:
+        wait_for("the registry", lambda: "ready: 1 endpoint" in dispatcher.output(), 60, [dispatcher])
+        assert verifies(secret, delivered(0))
+        # the topic never holds a secret in the clear
+        stored = b"".join((m.value() or b"") for m in read_all(settings.bootstrap, topics.webhook_endpoints))
+        assert secret.encode() not in stored and secret.removeprefix("whsec_").encode() not in stored
+
+        new = rotate_secret(settings, endpoint_id, overlap_s=6.0)
+        rotated_at = time.monotonic()
+        n = 1
+        while True:  # until the dispatcher has read the rotation: two signatures
+            delivery = delivered(n)
+            n += 1
+            if len(delivery[0]["webhook-signature"].split()) == 2:
+                break
+            assert time.monotonic() - rotated_at < 5, "the rotation was not applied"
+        assert verifies(new, delivery) and verifies(secret, delivery)
+        time.sleep(max(0.0, 6.5 - (time.monotonic() - rotated_at)))
+        after = delivered(n)
+        assert verifies(new, after) and not verifies(secret, after)  # the overlap is over
+
+        set_active(settings, endpoint_id, False)
+        assert registrations(settings)[endpoint_id]["active"] is False
+        time.sleep(2)
+        count = len(receiver.deliveries)
+        with EventProducer(settings) as producer:
+            producer.publish("OddsWindowUpdated", {**window("mS", 99), "final": False})
+        time.sleep(3)
+        assert len(receiver.deliveries) == count  # paused
+        set_active(settings, endpoint_id, True)
+        time.sleep(2)
+        assert verifies(new, delivered(100))
+        remove_endpoint(settings, endpoint_id)
+        assert endpoint_id not in registrations(settings)
+        time.sleep(2)
+        count = len(receiver.deliveries)
+        with EventProducer(settings) as producer:
+            producer.publish("OddsWindowUpdated", {**window("mS", 101), "final": False})
+        time.sleep(3)
+        assert len(receiver.deliveries) == count and dispatcher.alive()  # removed
+    finally:
+        dispatcher.stop()

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.pure
 def test_signature_verifies_with_the_reference_library_and_tampering_fails() -> None:
     secret = endpoint_secret("master", "ep1")
     body = b'{"type":"OddsWindowUpdated","data":{}}'
-    headers = sign(secret, "msg_1", int(time.time()), body)
+    headers = sign([secret], "msg_1", int(time.time()), body)
     assert set(headers) >= {"webhook-id", "webhook-timestamp", "webhook-signature"}
     Webhook(secret).verify(body, headers)
     with pytest.raises(WebhookVerificationError):
@@ -107,3 +107,37 @@ def test_registry_records_are_authentic_only_with_the_master_secrets_signature()
     deletion = [(REGISTRY_SIGNATURE, registry_signature("master", b"ep1", None))]
     assert registry_record_is_authentic("master", b"ep1", None, deletion)
     assert not registry_record_is_authentic("master", b"ep1", b"", deletion)
+
+
+def test_sealed_secrets_open_only_with_the_master_secret_for_their_endpoint() -> None:
+    from consumers.dispatcher.signing import new_secret, open_secret, seal_secret
+
+    secret = new_secret()
+    assert secret.startswith("whsec_") and secret != new_secret()
+    sealed = seal_secret("master", "ep1", secret)
+    assert secret not in sealed and sealed != seal_secret("master", "ep1", secret)  # a fresh nonce
+    assert open_secret("master", "ep1", sealed) == secret
+    for master, endpoint, text in [
+        ("other", "ep1", sealed),  # another deployment
+        ("master", "ep2", sealed),  # copied onto another endpoint
+        ("master", "ep1", sealed[:-4] + "AAAA"),  # changed
+        ("master", "ep1", "v1:not base64!"),
+        ("master", "ep1", "plain-secret"),
+    ]:
+        with pytest.raises(ValueError):
+            open_secret(master, endpoint, text)
+
+
+def test_during_a_rotation_both_secrets_verify_and_after_it_only_the_new_one() -> None:
+    from consumers.dispatcher.registry import Endpoint
+
+    endpoint = Endpoint("ep1", "https://x", frozenset(), True, secret="whsec_" + "A" * 32,
+                        previous_secret="whsec_" + "B" * 32, previous_until_ms=2_000)  # fmt: skip
+    body = b'{"type":"AlertChanged"}'
+    during = sign(endpoint.signing_secrets(1_999), "msg_1", int(time.time()), body)
+    Webhook(endpoint.secret).verify(body, during)
+    Webhook(endpoint.previous_secret).verify(body, during)
+    after = sign(endpoint.signing_secrets(2_000), "msg_1", int(time.time()), body)
+    Webhook(endpoint.secret).verify(body, after)
+    with pytest.raises(WebhookVerificationError):
+        Webhook(endpoint.previous_secret).verify(body, after)
