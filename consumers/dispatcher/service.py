@@ -229,23 +229,28 @@ class Dispatcher:
     def _dispatch(
         self, http: httpx.AsyncClient, lanes: Lanes, tracker: CommitTracker, tp: Any, m: Any
     ) -> None:
-        """Start the deliveries of one record, each on its endpoint's lane."""
+        """Start the deliveries of one record, each on its endpoint's lane. A record that
+        cannot be delivered (refused by admission, or a bug meeting it) is skipped: the store
+        dead-letters what admission refuses."""
         try:
             event = self.intake.admit(m.topic, m.key, m.value, m.headers, m.timestamp)
-        except EventError as exc:  # the store dead-letters these; skip here
+            endpoints = []
+            if event.type in DELIVERED_TYPES:
+                final = bool(event.record.get("final", True))  # only window events have it
+                endpoints = self.registry.for_event(event.type, final)
+            body = payload_of(event) if endpoints else b""
+            message_id = f"msg_{event.record['event_id']}"
+        except EventError as exc:
             REJECTED_RECORDS.labels(m.topic, type(exc).__name__).inc()
             log.warning("skipping %s[%d]@%d: %s", m.topic, m.partition, m.offset, exc.reason)
             tracker.add(tp, m.offset, 0)
             return
-        endpoints = []
-        if event.type in DELIVERED_TYPES:
-            final = bool(event.record.get("final", True))  # only window events have it
-            endpoints = self.registry.for_event(event.type, final)
-        tracker.add(tp, m.offset, len(endpoints))
-        if not endpoints:
+        except Exception as exc:  # a bug meeting an input: this record, not the dispatcher
+            PROCESSING_ERRORS.labels("dispatcher").inc()
+            log.warning("skipping %s[%d]@%d: %s", m.topic, m.partition, m.offset, processing_failure(exc))
+            tracker.add(tp, m.offset, 0)
             return
-        body = payload_of(event)
-        message_id = f"msg_{event.record['event_id']}"
+        tracker.add(tp, m.offset, len(endpoints))
         for endpoint in endpoints:
             lanes.submit(
                 endpoint.endpoint_id,
