@@ -1,14 +1,19 @@
-"""Subscriptions and bounded per-client queues.
+"""Subscriptions and bounded per-client queues. Pure (asyncio queues, no I/O).
 
-A client whose queue is full is dropped (told why and disconnected) so that
-one slow reader never delays the others.
+A client whose queue is full, or whose queued frames exceed ``max_bytes``, is dropped
+(its ``on_drop`` closes the connection with 1013) so that one slow reader never delays
+the others. Channels without subscribers are not kept, so unsubscribing (even from a
+channel never subscribed) cannot grow the gateway, and a client holds at most
+``max_subscriptions`` channels.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
+
+from gateway.protocol import ProtocolError
 
 
 @dataclass(eq=False)
@@ -16,14 +21,27 @@ class Client:
     queue: asyncio.Queue[str]
     channels: set[str] = field(default_factory=set)
     dropped: bool = False
+    queued_bytes: int = 0
+    on_drop: Callable[[], None] | None = None
+
+    def take(self, frame: str) -> None:
+        """The sender took ``frame`` off the queue."""
+        self.queued_bytes -= len(frame)
 
 
 class Hub:
-    def __init__(self, queue_size: int) -> None:
+    def __init__(self, queue_size: int, max_bytes: int = 1 << 20, max_subscriptions: int = 200) -> None:
         self.queue_size = queue_size
-        self._subscribers: dict[str, set[Client]] = defaultdict(set)
+        self.max_bytes = max_bytes
+        self.max_subscriptions = max_subscriptions
+        self._subscribers: dict[str, set[Client]] = {}
         self.clients: set[Client] = set()
         self.dropped_total = 0
+
+    @property
+    def channels(self) -> int:
+        """Channels with at least one subscriber (the only ones kept)."""
+        return len(self._subscribers)
 
     def connect(self) -> Client:
         client = Client(asyncio.Queue(self.queue_size))
@@ -31,30 +49,53 @@ class Hub:
         return client
 
     def disconnect(self, client: Client) -> None:
-        for channel in client.channels:
-            self._subscribers[channel].discard(client)
-        client.channels.clear()
+        self._leave(client, tuple(client.channels))
         self.clients.discard(client)
 
     def subscribe(self, client: Client, channels: tuple[str, ...]) -> None:
+        """All of ``channels`` or none: :class:`ProtocolError` past the client's limit."""
+        if len(client.channels.union(channels)) > self.max_subscriptions:
+            raise ProtocolError(
+                "too_many_subscriptions",
+                f"at most {self.max_subscriptions} channels per connection; "
+                f"this one has {len(client.channels)}",
+            )
         for channel in channels:
             client.channels.add(channel)
-            self._subscribers[channel].add(client)
+            self._subscribers.setdefault(channel, set()).add(client)
 
     def unsubscribe(self, client: Client, channels: tuple[str, ...]) -> None:
-        for channel in channels:
-            client.channels.discard(channel)
-            self._subscribers[channel].discard(client)
+        self._leave(client, channels)
+
+    def has_subscribers(self, channel: str) -> bool:
+        return channel in self._subscribers
 
     def publish(self, channel: str, frame: str) -> list[Client]:
         """Queue ``frame`` for every subscriber; return the clients dropped for being slow."""
         slow = []
+        size = len(frame)
         for client in list(self._subscribers.get(channel, ())):
+            if client.queued_bytes + size > self.max_bytes:
+                slow.append(client)
+                continue
             try:
                 client.queue.put_nowait(frame)
+                client.queued_bytes += size
             except asyncio.QueueFull:
-                client.dropped = True
                 slow.append(client)
-                self.disconnect(client)
+        for client in slow:
+            client.dropped = True
+            self.disconnect(client)
+            if client.on_drop is not None:
+                client.on_drop()
         self.dropped_total += len(slow)
         return slow
+
+    def _leave(self, client: Client, channels: tuple[str, ...]) -> None:
+        for channel in channels:
+            client.channels.discard(channel)
+            subscribers = self._subscribers.get(channel)
+            if subscribers is not None:
+                subscribers.discard(client)
+                if not subscribers:
+                    del self._subscribers[channel]

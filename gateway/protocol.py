@@ -100,5 +100,14 @@ def event_message(
     }
 
 
+def event_frame(channel: str, event_type: str, position_json: str, data_json: str) -> str:
+    """The JSON text of :func:`event_message`, from parts encoded once per event (the data
+    is the bulk of a frame; only the channel differs between an event's frames)."""
+    return (
+        f'{{"type": "event", "channel": {json.dumps(channel)}, "event_type": {json.dumps(event_type)}, '
+        f'"position": {position_json}, "data": {data_json}}}'
+    )
+
+
 def error_message(code: str, message: str) -> dict[str, Any]:
     return {"type": "error", "code": code, "message": message}

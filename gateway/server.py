@@ -11,6 +11,7 @@ import contextlib
 import hmac
 import json
 import logging
+import socket
 import time
 from http import HTTPStatus
 from typing import Any
@@ -28,7 +29,7 @@ from gateway.protocol import (
     ProtocolError,
     channels_of,
     error_message,
-    event_message,
+    event_frame,
     parse_command,
 )
 from oddstream.codecs import build_codec
@@ -49,6 +50,7 @@ from schemas.topics import Topics
 
 log = logging.getLogger(__name__)
 HEARTBEAT_S = 15.0
+SOCKET_SEND_BUFFER = 64 * 1024
 
 
 class Gateway:
@@ -56,8 +58,14 @@ class Gateway:
         self.settings = settings
         self.topics = Topics(settings.topic_prefix)
         self.intake = Intake(build_codec(settings), self.topics, settings.limits())
-        self.hub = Hub(settings.gateway_client_queue)
+        self.hub = Hub(
+            settings.gateway_client_queue,
+            max_bytes=settings.gateway_client_max_bytes,
+            max_subscriptions=settings.gateway_max_subscriptions,
+        )
         self.keys = settings.api_keys()
+        self._closing: set[asyncio.Task[None]] = set()
+        self.consuming = False  # the topics' positions are resolved: every later event is seen
 
     def authorised(self, request: Request) -> bool:
         if not self.keys:
@@ -73,9 +81,14 @@ class Gateway:
     def process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         path = urlparse(request.path).path
         if path == "/healthz":
-            body = json.dumps({"status": "ok", "clients": len(self.hub.clients)})
+            body = json.dumps(
+                {"status": "ok", "clients": len(self.hub.clients), "channels": self.hub.channels,
+                 "consuming": self.consuming}
+            )  # fmt: skip
             return connection.respond(HTTPStatus.OK, body + "\n")
         if path == "/metrics":
+            if not self.authorised(request):  # with keys configured, metrics need one too
+                return connection.respond(HTTPStatus.UNAUTHORIZED, "missing or unknown API key\n")
             metrics, content_type = exposition()
             return Response(200, "OK", Headers({"Content-Type": content_type}), metrics)
         if path != "/ws":
@@ -86,6 +99,11 @@ class Gateway:
 
     async def handle(self, connection: ServerConnection) -> None:
         client = self.hub.connect()
+        client.on_drop = lambda: self._cut(connection)
+        sock = connection.transport.get_extra_info("socket")
+        if sock is not None:  # a small kernel buffer: what a slow reader holds up is counted by us
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SOCKET_SEND_BUFFER)
         GATEWAY_CLIENTS.inc()
         sender = asyncio.create_task(self._send_loop(connection, client))
         try:
@@ -110,7 +128,11 @@ class Gateway:
         if command.op == "ping":
             await connection.send(json.dumps({"type": "pong"}))
         elif command.op == "subscribe":
-            self.hub.subscribe(client, command.channels)
+            try:
+                self.hub.subscribe(client, command.channels)
+            except ProtocolError as exc:
+                await connection.send(json.dumps(error_message(exc.code, str(exc))))
+                return
             await connection.send(json.dumps({"type": "subscribed", "channels": list(command.channels)}))
         else:
             self.hub.unsubscribe(client, command.channels)
@@ -122,18 +144,29 @@ class Gateway:
                 frame = await asyncio.wait_for(client.queue.get(), HEARTBEAT_S)
             except TimeoutError:
                 frame = json.dumps({"type": "heartbeat", "time": int(time.time() * 1000)})
+            else:
+                client.take(frame)
             if client.dropped:
-                # a full queue means this client fell behind: drop it rather than slow the others
-                await connection.close(1013, "client too slow: queue full; reconnect")
-                return
+                return  # _cut closes it
             await connection.send(frame)
+
+    def _cut(self, connection: ServerConnection) -> None:
+        """A client fell behind (its queue full, or its queued bytes over the limit): close it
+        with 1013 from outside its own send, which may be stuck on a full socket; websockets
+        aborts the TCP connection if the close does not complete in close_timeout."""
+        task = asyncio.create_task(connection.close(1013, "client too slow: queue full; reconnect"))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
 
     def _fan_out(self, m: Any) -> None:
         event = self.intake.admit(m.topic, m.key, m.value, m.headers, m.timestamp)
-        data: dict[str, Any] = jsonable(event.record)
-        for channel in channels_of(event.type, event.record):
-            frame = json.dumps(event_message(channel, event.type, m.topic, m.partition, m.offset, data))
-            dropped = self.hub.publish(channel, frame)
+        channels = [c for c in channels_of(event.type, event.record) if self.hub.has_subscribers(c)]
+        if not channels:
+            return  # nobody listens: no encoding at all
+        data_json = json.dumps(jsonable(event.record))  # once per event, not per channel
+        position_json = json.dumps({"topic": m.topic, "partition": m.partition, "offset": m.offset})
+        for channel in channels:
+            dropped = self.hub.publish(channel, event_frame(channel, event.type, position_json, data_json))
             GATEWAY_FRAMES.inc()
             GATEWAY_DROPPED.inc(len(dropped))
 
@@ -149,6 +182,7 @@ class Gateway:
         await consumer.start()
         for tp in consumer.assignment():
             await consumer.position(tp)  # resolve "latest" now, so nothing after this line is missed
+        self.consuming = True
         log.info("gateway consuming %s", ", ".join([*self.topics.windows(), *self.topics.insights()]))
         try:
             async for m in consumer:
@@ -162,6 +196,9 @@ class Gateway:
                 except Exception:  # one record never stops the fan-out
                     PROCESSING_ERRORS.labels("gateway").inc()
                     log.exception("skipping %s[%s]@%s: fan-out failed", m.topic, m.partition, m.offset)
+                # the consumer hands out a fetched batch without yielding: let the clients'
+                # senders drain between events, so a burst does not count against a fast reader
+                await asyncio.sleep(0)
         finally:
             await consumer.stop()
 
@@ -175,6 +212,7 @@ async def run_gateway(settings: Settings) -> None:
         process_request=gateway.process_request,
         max_size=64 * 1024,
         ping_interval=20,
+        close_timeout=2,
     ):
         log.info("gateway on ws://%s:%s/ws", settings.gateway_host, settings.gateway_port)
         await gateway.consume()

@@ -75,6 +75,14 @@ class Settings(BaseSettings):
         default_factory=list,
         description="API keys the gateway accepts. Empty: no authentication (local only).",
     )
+    gateway_client_max_bytes: int = Field(
+        default=1 << 20,
+        ge=1024,
+        description="Bytes of frames queued for one WebSocket client before it is cut (close 1013).",
+    )
+    gateway_max_subscriptions: int = Field(
+        default=200, ge=1, description="Channels one WebSocket connection may subscribe to."
+    )
     gateway_client_queue: int = Field(
         default=1000,
         ge=1,

@@ -24,7 +24,8 @@ async def started(settings: Settings) -> asyncio.Task[None]:
     async with httpx.AsyncClient() as client:
         for _ in range(100):
             try:
-                if (await client.get(url)).status_code == 200:
+                response = await client.get(url)
+                if response.status_code == 200 and response.json()["consuming"]:
                     return task
             except httpx.HTTPError:
                 pass
@@ -54,9 +55,89 @@ async def test_api_keys_are_required_when_configured(settings: Settings) -> None
                 await ws.send('{"op":"ping"}')
                 assert json.loads(await ws.recv()) == {"type": "pong"}
         async with httpx.AsyncClient() as client:
-            metrics = (await client.get(f"http://127.0.0.1:{secured.gateway_port}/metrics")).text
+            metrics_url = f"http://127.0.0.1:{secured.gateway_port}/metrics"
+            assert (await client.get(metrics_url)).status_code == 401  # metrics need a key too
+            metrics = (await client.get(metrics_url, headers={"X-API-Key": "k-123"})).text
         assert "oddstream_gateway_clients" in metrics
     finally:
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
+
+
+async def test_a_client_that_never_reads_is_cut_and_the_others_keep_receiving(settings: Settings) -> None:
+    import time
+    import uuid
+
+    from oddstream.producer import EventProducer
+
+    EVENTS = 1500
+    ensure_topics(settings)
+    settings = settings.model_copy(
+        update={"gateway_client_max_bytes": 256 * 1024, "gateway_max_subscriptions": 150}
+    )
+    task = await started(settings)
+    base = f"ws://127.0.0.1:{settings.gateway_port}/ws"
+    health = f"http://127.0.0.1:{settings.gateway_port}/healthz"
+    try:
+        import socket
+
+        small = socket.create_connection(("127.0.0.1", settings.gateway_port))
+        small.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # a reader that takes little
+        async with connect(base, max_queue=1, sock=small) as stuck, connect(base) as reader:
+            for ws in (stuck, reader):
+                assert json.loads(await ws.recv())["type"] == "welcome"
+                await ws.send('{"op":"subscribe","channels":["markets"]}')
+                assert json.loads(await ws.recv())["type"] == "subscribed"
+            # a subscription flood is refused past the limit, whole commands at a time
+            channels = [f"market:m{n}" for n in range(100)]
+            await reader.send(json.dumps({"op": "subscribe", "channels": channels}))
+            assert json.loads(await reader.recv())["type"] == "subscribed"
+            await reader.send(
+                json.dumps({"op": "subscribe", "channels": [f"market:x{n}" for n in range(100)]})
+            )
+            error = json.loads(await reader.recv())
+            assert error["code"] == "too_many_subscriptions", error
+            start = 1_767_225_600_000
+            selections = [
+                {"selection_id": f"s{n}", "open": 2.0, "high": 2.5, "low": 1.9, "last": 2.1, "changes": 3,
+                 "implied_probability": 0.47} for n in range(40)
+            ]  # fmt: skip
+            received = 0
+
+            async def read() -> None:
+                nonlocal received
+                while True:
+                    message = json.loads(await reader.recv())
+                    received += message["type"] == "event"
+
+            reading = asyncio.create_task(read())
+            sent_at = time.monotonic()
+
+            def publish() -> None:  # in a thread: the gateway and both clients share this loop
+                with EventProducer(settings) as producer:
+                    # 1,500 frames of about 5.7 KB: past what the sockets buffer for the stuck
+                    # client, then past its 256 KiB of queued frames
+                    for n in range(EVENTS):
+                        producer.publish("OddsWindowUpdated", {
+                            "event_id": str(uuid.uuid4()), "event_time": start, "source": "test",
+                            "window_id": f"w{n}", "market_id": "m1", "window_start": start,
+                            "window_end": start + 60_000, "version": n, "selections": selections,
+                            "overround": None, "final": False, "bookmakers": [], "consensus": [],
+                        })  # fmt: skip
+                        if n % 10 == 9:
+                            producer.flush()
+                            time.sleep(0.02)  # a steady 500 events/s, not one burst
+
+            await asyncio.to_thread(publish)
+            async with httpx.AsyncClient() as client:
+                for _ in range(100):
+                    if received >= EVENTS and (await client.get(health)).json()["clients"] == 1:
+                        break
+                    await asyncio.sleep(0.1)
+                assert (await client.get(health)).json()["clients"] == 1  # the stuck one is gone
+            assert received >= EVENTS, received  # ... and the reader got every frame meanwhile
+            assert time.monotonic() - sent_at < 20
+            reading.cancel()
+    finally:
+        task.cancel()

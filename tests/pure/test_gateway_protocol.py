@@ -66,3 +66,66 @@ def test_predictions_models_and_alerts_have_their_channels() -> None:
     assert channels_of("AlertChanged", {"rule": "steam_move"}) == ["alerts", "alerts:steam_move"]
     for channel in ("predictions", "models", "alerts", "alerts:latency_spike"):
         assert parse_command(f'{{"op":"subscribe","channels":["{channel}"]}}').channels == (channel,)
+
+
+def test_channels_nobody_listens_to_are_not_kept() -> None:
+    async def scenario() -> None:
+        hub = Hub(queue_size=10)
+        a, b = hub.connect(), hub.connect()
+        hub.unsubscribe(a, tuple(f"market:m{n}" for n in range(100)))  # never subscribed
+        assert hub.channels == 0
+        hub.subscribe(a, ("markets", "market:m1"))
+        hub.subscribe(b, ("markets",))
+        assert hub.channels == 2
+        hub.unsubscribe(a, ("market:m1",))
+        assert hub.channels == 1 and not hub.has_subscribers("market:m1")
+        hub.disconnect(a)
+        hub.disconnect(b)
+        assert hub.channels == 0 and not hub.clients
+
+    asyncio.run(scenario())
+
+
+def test_a_client_holds_at_most_its_subscription_limit_all_or_nothing() -> None:
+    async def scenario() -> None:
+        hub = Hub(queue_size=10, max_subscriptions=3)
+        client = hub.connect()
+        hub.subscribe(client, ("markets", "market:m1"))
+        with pytest.raises(ProtocolError) as refused:
+            hub.subscribe(client, ("market:m2", "market:m3"))
+        assert refused.value.code == "too_many_subscriptions" and "at most 3" in str(refused.value)
+        assert client.channels == {"markets", "market:m1"} and hub.channels == 2  # nothing added
+        hub.subscribe(client, ("markets", "market:m2"))  # one new: within the limit
+        assert hub.channels == 3
+
+    asyncio.run(scenario())
+
+
+def test_a_client_is_cut_by_the_bytes_queued_for_it() -> None:
+    async def scenario() -> None:
+        hub = Hub(queue_size=1000, max_bytes=1000)
+        slow, fast = hub.connect(), hub.connect()
+        cut: list[str] = []
+        slow.on_drop = lambda: cut.append("slow")
+        for client in (slow, fast):
+            hub.subscribe(client, ("markets",))
+        for _ in range(3):
+            hub.publish("markets", "x" * 300)
+            while not fast.queue.empty():
+                fast.take(fast.queue.get_nowait())
+        assert not slow.dropped and slow.queued_bytes == 900
+        assert hub.publish("markets", "x" * 300) == [slow]  # 1,200 bytes would be queued
+        assert cut == ["slow"] and slow.dropped and not fast.dropped and fast.queued_bytes == 300
+
+    asyncio.run(scenario())
+
+
+def test_an_event_frame_built_from_parts_is_the_event_message() -> None:
+    import json
+
+    from gateway.protocol import event_frame, event_message
+
+    data = {"market_id": 'm"1', "selections": [{"odds": 2.5}], "text": "é\n"}
+    position = {"topic": "t", "partition": 1, "offset": 7}
+    frame = event_frame("market:m1", "OddsWindowUpdated", json.dumps(position), json.dumps(data))
+    assert json.loads(frame) == event_message("market:m1", "OddsWindowUpdated", "t", 1, 7, data)
