@@ -8,13 +8,16 @@ as ``ODDSTREAM_KAFKA_BOOTSTRAP_SERVERS`` because every Kafka tool knows it.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from oddstream.errors import ConfigError
 from schemas.intake import Limits
-from streams.processor import WindowConfig
+
+if TYPE_CHECKING:  # the analytics (River, numpy, scipy) load only where windows run
+    from streams.processor import WindowConfig
 
 DEFAULT_DATA_DIR = Path(".oddstream")
 DEVELOPMENT_MASTER_SECRET = "oddstream-local-development-secret"
@@ -224,6 +227,8 @@ class Settings(BaseSettings):
         return self.store_url or f"http://{self.store_host}:{self.store_port}"
 
     def window_config(self) -> WindowConfig:
+        from streams.processor import WindowConfig
+
         return WindowConfig(
             self.window_size_ms, self.window_delay_ms, self.window_grace_ms, self.window_idle_timeout_ms
         )

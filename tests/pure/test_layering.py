@@ -40,3 +40,11 @@ def test_pure_core_pulls_in_no_io_modules() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
     assert out.stdout.strip() == "[]", out.stdout
+
+
+def test_the_producer_sdk_does_not_load_the_analytics_stack() -> None:
+    """A producer embeds `oddstream.producer`: River, numpy, scipy, pandas and Faust stay out."""
+    heavy = ("river", "numpy", "scipy", "pandas", "faust", "streams.processor", "aiokafka")
+    code = f"import sys, oddstream.producer; print([m for m in {heavy!r} if m in sys.modules])"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]", result.stdout
