@@ -23,6 +23,8 @@ class Client:
     dropped: bool = False
     queued_bytes: int = 0
     on_drop: Callable[[], None] | None = None
+    commands: TokenBucket = field(default_factory=lambda: TokenBucket(20.0, 40.0))
+    refused_commands: int = 0
 
     def take(self, frame: str) -> None:
         """The sender took ``frame`` off the queue."""
@@ -99,3 +101,24 @@ class Hub:
                 subscribers.discard(client)
                 if not subscribers:
                     del self._subscribers[channel]
+
+
+@dataclass
+class TokenBucket:
+    """At most ``rate`` commands a second on average, ``burst`` at once. Pure: the caller
+    passes the time."""
+
+    rate: float
+    burst: float
+    tokens: float = -1.0
+    at: float = 0.0
+
+    def allow(self, now: float) -> bool:
+        if self.tokens < 0:
+            self.tokens, self.at = self.burst, now
+        self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)
+        self.at = now
+        if self.tokens >= 1.0 - 1e-9:  # refills of fractions of a second add up inexactly
+            self.tokens -= 1.0
+            return True
+        return False

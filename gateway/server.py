@@ -23,7 +23,7 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from gateway.fanout import Client, Hub
+from gateway.fanout import Client, Hub, TokenBucket
 from gateway.protocol import (
     CHANNEL_HELP,
     ProtocolError,
@@ -51,6 +51,7 @@ from schemas.topics import Topics
 log = logging.getLogger(__name__)
 HEARTBEAT_S = 15.0
 SOCKET_SEND_BUFFER = 64 * 1024
+MAX_REFUSED_COMMANDS = 100  # rate-limited commands a client may still send before it is closed (1008)
 
 
 class Gateway:
@@ -100,6 +101,8 @@ class Gateway:
     async def handle(self, connection: ServerConnection) -> None:
         client = self.hub.connect()
         client.on_drop = lambda: self._cut(connection)
+        rate = self.settings.gateway_commands_per_s
+        client.commands = TokenBucket(rate, burst=2 * rate)
         sock = connection.transport.get_extra_info("socket")
         if sock is not None:  # a small kernel buffer: what a slow reader holds up is counted by us
             with contextlib.suppress(OSError):
@@ -120,6 +123,16 @@ class Gateway:
                 await sender
 
     async def _on_frame(self, connection: ServerConnection, client: Client, frame: str | bytes) -> None:
+        if not client.commands.allow(time.monotonic()):
+            client.refused_commands += 1
+            if client.refused_commands > MAX_REFUSED_COMMANDS:
+                await connection.close(1008, "too many commands: rate limit ignored")
+                return
+            limit = self.settings.gateway_commands_per_s
+            await connection.send(
+                json.dumps(error_message("rate_limited", f"at most {limit:g} commands a second"))
+            )
+            return
         try:
             command = parse_command(frame)
         except ProtocolError as exc:

@@ -83,6 +83,11 @@ class Settings(BaseSettings):
         ge=1024,
         description="Bytes of frames queued for one WebSocket client before it is cut (close 1013).",
     )
+    gateway_commands_per_s: float = Field(
+        default=20.0,
+        gt=0,
+        description="Commands one WebSocket client may send a second (twice that in a burst).",
+    )
     gateway_max_subscriptions: int = Field(
         default=200, ge=1, description="Channels one WebSocket connection may subscribe to."
     )

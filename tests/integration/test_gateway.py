@@ -141,3 +141,34 @@ async def test_a_client_that_never_reads_is_cut_and_the_others_keep_receiving(se
             reading.cancel()
     finally:
         task.cancel()
+
+
+async def test_a_command_flood_is_refused_then_closed(settings: Settings) -> None:
+    from websockets.exceptions import ConnectionClosed
+
+    ensure_topics(settings)
+    settings = settings.model_copy(update={"gateway_commands_per_s": 5.0})
+    task = await started(settings)
+    try:
+        async with (
+            connect(f"ws://127.0.0.1:{settings.gateway_port}/ws") as ws,
+            connect(f"ws://127.0.0.1:{settings.gateway_port}/ws") as calm,
+        ):
+            assert json.loads(await ws.recv())["type"] == "welcome"
+            assert json.loads(await calm.recv())["type"] == "welcome"
+            answers = []
+            started_at = asyncio.get_running_loop().time()
+            with pytest.raises(ConnectionClosed) as closed:
+                for _ in range(200):
+                    await ws.send('{"op":"ping"}')
+                    answers.append(json.loads(await ws.recv()))
+            pongs = sum(a == {"type": "pong"} for a in answers)
+            limited = [a for a in answers if a.get("code") == "rate_limited"]
+            elapsed = asyncio.get_running_loop().time() - started_at
+            assert len(limited) == 100, len(limited)  # then closed
+            assert 10 <= pongs <= 10 + 5 * elapsed + 1, (pongs, elapsed)  # a burst of 10, then 5 a second
+            assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
+            await calm.send('{"op":"ping"}')  # the others are unaffected
+            assert json.loads(await calm.recv()) == {"type": "pong"}
+    finally:
+        task.cancel()

@@ -129,3 +129,13 @@ def test_an_event_frame_built_from_parts_is_the_event_message() -> None:
     position = {"topic": "t", "partition": 1, "offset": 7}
     frame = event_frame("market:m1", "OddsWindowUpdated", json.dumps(position), json.dumps(data))
     assert json.loads(frame) == event_message("market:m1", "OddsWindowUpdated", "t", 1, 7, data)
+
+
+def test_the_command_rate_is_a_token_bucket() -> None:
+    from gateway.fanout import TokenBucket
+
+    bucket = TokenBucket(rate=10.0, burst=20.0)
+    assert sum(bucket.allow(100.0) for _ in range(30)) == 20  # the burst, then nothing
+    assert not bucket.allow(100.05)
+    assert bucket.allow(100.1)  # 0.1 s later: one more token
+    assert sum(bucket.allow(110.0) for _ in range(30)) == 20  # refilled, never past the burst
