@@ -19,6 +19,9 @@ from streams.market import implied_probability, velocity_per_minute
 Stamp = tuple[int, str]  # (event ms, event id): a total order on events
 
 
+_new = object.__new__
+
+
 @dataclass(frozen=True)
 class Price:
     """One price observation."""
@@ -53,13 +56,17 @@ class PriceAggregator:
         return PriceStats()
 
     def add(self, agg: PriceStats, value: Price, event_ms: int) -> PriceStats:
-        return PriceStats(
-            first=value if agg.first is None or value.stamp < agg.first.stamp else agg.first,
-            last=value if agg.last is None or value.stamp > agg.last.stamp else agg.last,
-            high=max(agg.high, value.odds),
-            low=min(agg.low, value.odds),
-            changes=agg.changes + 1,
-        )
+        first, last, odds = agg.first, agg.last, value.odds
+        # PriceStats(...) without the frozen dataclass's __init__ (a field at a time through
+        # object.__setattr__): the same value, about 5x faster (tests/pure/test_analytics.py)
+        stats: PriceStats = _new(PriceStats)
+        fields = stats.__dict__
+        fields["first"] = value if first is None or value.stamp < first.stamp else first
+        fields["last"] = value if last is None or value.stamp > last.stamp else last
+        fields["high"] = agg.high if agg.high >= odds else odds
+        fields["low"] = agg.low if agg.low <= odds else odds
+        fields["changes"] = agg.changes + 1
+        return stats
 
 
 @dataclass(frozen=True)

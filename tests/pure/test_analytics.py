@@ -127,3 +127,30 @@ def test_bet_stats_do_not_depend_on_arrival_order(rows: list[tuple[str, float, f
     a, b = fold(BetAggregator(), values), fold(BetAggregator(), shuffled)
     assert a.count == b.count and a.turnover == pytest.approx(b.turnover, rel=1e-9)
     assert a.liabilities() == pytest.approx(b.liabilities(), rel=1e-9, abs=1e-6)
+
+
+@given(
+    st.lists(
+        st.tuples(st.floats(1.01, 1000.0), st.integers(0, 10**6), st.text(max_size=3)),
+        min_size=1,
+        max_size=20,
+    )
+)
+def test_the_fast_price_fold_equals_the_dataclass_one(observations: list[tuple[float, int, str]]) -> None:
+    """PriceAggregator.add builds PriceStats without its __init__: equal, hashed and pickled alike."""
+    import pickle
+    from dataclasses import replace
+
+    from streams.analytics import Price, PriceAggregator, PriceStats
+
+    fast = slow = PriceAggregator().zero()
+    for odds, t, tie in observations:
+        price = Price(odds, (t, tie))
+        fast = PriceAggregator().add(fast, price, t)
+        slow = PriceStats(
+            first=price if slow.first is None or price.stamp < slow.first.stamp else slow.first,
+            last=price if slow.last is None or price.stamp > slow.last.stamp else slow.last,
+            high=max(slow.high, odds), low=min(slow.low, odds), changes=slow.changes + 1,
+        )  # fmt: skip
+        assert fast == slow and hash(fast) == hash(slow) and pickle.loads(pickle.dumps(fast)) == slow
+    assert replace(fast, changes=0).changes == 0  # still a frozen dataclass to everything else

@@ -211,3 +211,15 @@ def test_the_tumbling_fast_path_gives_what_the_general_path_gives(
             general.late_events,
         )
     assert fast.flush() == general.flush()
+
+
+def test_results_built_on_the_fast_path_equal_the_dataclass_ones() -> None:
+    import pickle
+
+    from streams.engine import LateEvent, Processed, WindowResult, _processed, _result
+
+    fast = _result("k", 0, 60_000, {"n": 1}, 3, False)
+    slow = WindowResult("k", 0, 60_000, {"n": 1}, 3, False)
+    assert fast == slow and repr(fast) == repr(slow) and pickle.loads(pickle.dumps(fast)) == slow
+    late = LateEvent("k", 5, 10, ((0, 60_000),))
+    assert _processed([fast], [], late) == Processed([slow], [], late)
