@@ -33,7 +33,7 @@ from aiohttp import web
 
 from benchmarks.kafka import kafka_for_benchmark
 from consumers.dispatcher.endpoints import register_endpoint
-from consumers.dispatcher.service import LANE_CONCURRENCY, payload_of
+from consumers.dispatcher.service import payload_of
 from consumers.dispatcher.signing import new_secret, sign
 from infra.broker import free_port
 from oddstream.kafka.admin import ensure_topics
@@ -115,15 +115,17 @@ def main() -> None:
     dispatcher = None
     try:
         settings = Settings(
+            webhook_endpoint_concurrency=int(os.environ.get("ODDSTREAM_WEBHOOK_ENDPOINT_CONCURRENCY", "4")),
             kafka_bootstrap_servers=bootstrap, topic_prefix=f"hooks{uuid.uuid4().hex[:8]}.",
             data_dir=work / "data", webhook_allow_private_targets=True, development=True, log_level="warn",
         )  # fmt: skip
         ensure_topics(settings)
         receiver = Receiver()
         sample = payload_of(Event("OddsWindowUpdated", window(0)))  # the same bytes the dispatcher sends
-        asyncio.run(bare_loop(receiver.url, [sample] * n, LANE_CONCURRENCY))
+        concurrency = settings.webhook_endpoint_concurrency  # ODDSTREAM_WEBHOOK_ENDPOINT_CONCURRENCY
+        asyncio.run(bare_loop(receiver.url, [sample] * n, concurrency))
         bare = receiver.rate_of_last(n)
-        print(f"bare httpx loop ({LANE_CONCURRENCY} in flight, signed):  {bare:10,.0f} deliveries/s")
+        print(f"bare httpx loop ({concurrency} in flight, signed):  {bare:10,.0f} deliveries/s")
 
         register_endpoint(settings, receiver.url, ["OddsWindowUpdated"], window_updates=True)
         env = {k: v for k, v in os.environ.items() if not k.startswith("ODDSTREAM_")}
@@ -131,6 +133,7 @@ def main() -> None:
             "ODDSTREAM_KAFKA_BOOTSTRAP_SERVERS": bootstrap, "ODDSTREAM_TOPIC_PREFIX": settings.topic_prefix,
             "ODDSTREAM_DATA_DIR": str(settings.data_dir), "ODDSTREAM_WEBHOOK_ALLOW_PRIVATE_TARGETS": "true",
             "ODDSTREAM_DEVELOPMENT": "true", "ODDSTREAM_LOG_LEVEL": "info",
+            "ODDSTREAM_WEBHOOK_ENDPOINT_CONCURRENCY": str(settings.webhook_endpoint_concurrency),
         })  # fmt: skip
         log = work / "dispatcher.log"
         dispatcher = subprocess.Popen(

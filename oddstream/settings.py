@@ -114,6 +114,9 @@ class Settings(BaseSettings):
     )
     webhook_max_attempts: int = Field(default=5, ge=1, description="Delivery attempts per webhook.")
     webhook_timeout_s: float = Field(default=5.0, gt=0, description="Timeout of one webhook POST.")
+    webhook_endpoint_concurrency: int = Field(
+        default=4, ge=1, le=64, description="Deliveries in flight per endpoint (its lane's workers)."
+    )
     simulator_seed: int = Field(default=7, description="Seed of the market simulator.")
     simulator_rate: float = Field(default=200.0, gt=0, description="Simulated events per second.")
     simulator_markets: int = Field(default=12, ge=1, description="Markets open at once.")

@@ -42,7 +42,6 @@ from schemas.topics import Topics
 
 log = logging.getLogger(__name__)
 DELIVERED_TYPES = ("OddsWindowUpdated", "AlertChanged")
-LANE_CONCURRENCY = 4  # deliveries in flight per endpoint
 MAX_CONNECTIONS = 200  # the HTTP pool: well above the lanes' needs, so no lane waits on another's
 MAX_IN_FLIGHT = 50_000  # records with deliveries still going before reading stops
 
@@ -203,7 +202,7 @@ class Dispatcher:
         )
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         tracker = CommitTracker()
-        lanes = Lanes(LANE_CONCURRENCY)
+        lanes = Lanes(self.settings.webhook_endpoint_concurrency)
         try:
             async with guarded_client(
                 self.settings.webhook_timeout_s,
