@@ -1,10 +1,12 @@
-"""Running the partition processors of one source topic inside a Faust agent, crash-safely.
+"""Running the partition processors of one source topic in the Faust worker, crash-safely.
 
 The contract (docs/design/state-and-recovery.md):
 
 * each source partition's :class:`~streams.processor.PartitionProcessor` is snapshotted
   into a changelog-backed Faust table, under the key ``<topic>:<partition>``, written to
   the changelog partition of the source partition;
+* records arrive in batches from the topic's inbox (consumers/worker/inbox.py) and are acked
+  after processing; a partition whose Faust commit is held is committed by the worker;
 * before a snapshot that reflects offset X is written, every output of the records up to
   X has been acknowledged by Kafka (producer flush), so a snapshot never runs ahead of
   what downstream received;
