@@ -44,6 +44,18 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def stop_process(process: subprocess.Popen[bytes] | None, timeout_s: float) -> None:
+    """SIGTERM, then SIGKILL if the process has not exited within ``timeout_s``."""
+    if process is None or process.poll() is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 def kafka_is_healthy(bootstrap: str, timeout_s: float = 5.0) -> bool:
     """True when a metadata request to ``bootstrap`` succeeds."""
     from confluent_kafka.admin import AdminClient
@@ -204,14 +216,7 @@ class LocalKafka:
     def stop(self, timeout_s: float = 30.0) -> None:
         """Controlled shutdown (SIGTERM); SIGKILL if it has not exited in ``timeout_s``."""
         process, self._process = self._process, None
-        if process is None or process.poll() is not None:
-            return
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process, timeout_s)
         (self.data_dir / "broker.pid").unlink(missing_ok=True)
 
     @property

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import tarfile
 import time
@@ -30,7 +29,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from infra.broker import port_is_open
+from infra.broker import port_is_open, stop_process
 from oddstream.errors import SchemaRegistryError
 
 APICURIO_VERSION = "2.6.13.Final"
@@ -189,14 +188,7 @@ class LocalRegistry:
     def stop(self, timeout_s: float = 20.0) -> None:
         """SIGTERM (Quarkus shuts down cleanly); SIGKILL if it has not exited in ``timeout_s``."""
         process, self._process = self._process, None
-        if process is None or process.poll() is not None:
-            return
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process, timeout_s)
         self.pid_file.unlink(missing_ok=True)
 
     def kill(self) -> None:

@@ -23,6 +23,7 @@ from consumers.dispatcher.signing import (
 from consumers.dispatcher.ssrf import check_url
 from oddstream.codecs import build_codec
 from oddstream.errors import ConfigError
+from oddstream.kafka.read import read_topic
 from oddstream.producer import EventProducer
 from oddstream.settings import Settings
 from schemas.catalog import Event
@@ -111,39 +112,17 @@ def publish_registration(settings: Settings, endpoint_id: str, record: dict[str,
 def registrations(settings: Settings, timeout_s: float = 10.0) -> dict[str, dict[str, Any]]:
     """The endpoints as the registry topic holds them now: the last authentic record per
     endpoint id (tombstones remove; records not signed with the master secret are ignored)."""
-    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
-
     topic = Topics(settings.topic_prefix).webhook_endpoints
     codec = build_codec(settings)
-    consumer = Consumer(
-        {"bootstrap.servers": settings.bootstrap, "group.id": "oddstream-cli", "enable.auto.commit": False}
-    )
     found: dict[str, dict[str, Any]] = {}
-    try:
-        partitions = consumer.list_topics(topic, timeout=timeout_s).topics[topic].partitions
-        ends = {
-            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout_s)[1]
-            for p in partitions
-        }
-        remaining = {p for p, end in ends.items() if end > 0}
-        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
-        while remaining:
-            message = consumer.poll(timeout_s)
-            if message is None:
-                break
-            if message.error():
-                continue
-            key, value = message.key() or b"", message.value()
-            headers = message.headers() or []
-            if registry_record_is_authentic(_master(settings), key, value, headers):  # type: ignore[arg-type]
-                if value is None:
-                    found.pop(key.decode(errors="replace"), None)
-                else:
-                    found[key.decode(errors="replace")] = dict(codec.decode(value).record)
-            if (message.offset() or 0) + 1 >= ends[message.partition() or 0]:
-                remaining.discard(message.partition() or 0)
-    finally:
-        consumer.close()
+    for message in read_topic(settings.bootstrap, topic, timeout_s):
+        key, value = message.key() or b"", message.value()
+        if not registry_record_is_authentic(_master(settings), key, value, message.headers()):  # type: ignore[arg-type]
+            continue
+        if value is None:
+            found.pop(key.decode(errors="replace"), None)
+        else:
+            found[key.decode(errors="replace")] = dict(codec.decode(value).record)
     for record in found.values():
         for name in ("event_id", "event_time", "source"):
             record.pop(name, None)

@@ -13,10 +13,11 @@ Errors: :class:`RegistryUnavailable` when the registry cannot be reached or answ
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 from confluent_kafka.schema_registry.error import SchemaRegistryError as _RegistryError
@@ -117,17 +118,9 @@ async def register_subjects(codec: Codec, topics: Topics, event_types: Iterable[
     No-op without a registry."""
     if not codec.uses_registry:
         return
-    delay = 0.5
     for event_type in event_types:
-        while True:
-            try:
-                await asyncio.to_thread(codec.confluent_id, event_type, topics.for_event(event_type))
-                break
-            except RegistryUnavailable as exc:
-                REGISTRY_WAITS.inc()
-                log.warning("%s: waiting %.1f s to register %s: %s", where, delay, event_type, exc)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 10.0)
+        call = functools.partial(codec.confluent_id, event_type, topics.for_event(event_type))
+        await _when_available(call, where, f"to register {event_type}")
 
 
 async def learn_schema_ids(codec: Codec, values: Iterable[bytes | None], where: str) -> None:
@@ -138,14 +131,20 @@ async def learn_schema_ids(codec: Codec, values: Iterable[bytes | None], where: 
     dead-lettered or mis-decoded because the registry was down. An id the registry
     answers it does not have is remembered, and its records are then refused with
     "schema id N is not in the Schema Registry" (a dead letter, with the bytes)."""
-    delay = 0.5
     for schema_id in sorted(codec.confluent_ids_to_learn(values)):
-        while True:
-            try:
-                await asyncio.to_thread(codec.learn, schema_id)
-                break
-            except RegistryUnavailable as exc:
-                REGISTRY_WAITS.inc()
-                log.warning("%s: waiting %.1f s for schema id %d: %s", where, delay, schema_id, exc)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 10.0)
+        await _when_available(functools.partial(codec.learn, schema_id), where, f"for schema id {schema_id}")
+
+
+async def _when_available(call: Callable[[], object], where: str, what: str) -> None:
+    """Run the blocking registry ``call`` off the event loop until the registry answers,
+    backing off from 0.5 s to 10 s and logging each wait."""
+    delay = 0.5
+    while True:
+        try:
+            await asyncio.to_thread(call)
+            return
+        except RegistryUnavailable as exc:
+            REGISTRY_WAITS.inc()
+            log.warning("%s: waiting %.1f s %s: %s", where, delay, what, exc)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10.0)

@@ -20,7 +20,7 @@ import pytest
 from confluent_kafka import KafkaError, Message, Producer
 from fastavro import schemaless_writer
 
-from consumers.dispatcher.signing import REGISTRY_SIGNATURE, registry_signature
+from consumers.dispatcher.signing import REGISTRY_SIGNATURE, registry_signature, seal_secret
 from oddstream.kafka.admin import ensure_topics
 from oddstream.settings import DEVELOPMENT_MASTER_SECRET, Settings
 from schemas.catalog import load_catalog
@@ -83,7 +83,7 @@ def endpoint(endpoint_id: str = "ep_chaos") -> dict[str, Any]:
     return base(endpoint_id=endpoint_id, url="https://hooks.example.com/x", event_types=[], active=True)
 
 
-# (topic suffix, key, value, headers, a part of the reason) -- 34 distinct bad records
+# (topic suffix, key, value, headers, a part of the reason) -- 38 distinct bad records
 CORPUS: list[tuple[str, bytes | None, bytes | None, list[tuple[str, bytes]] | None, str]] = [
     ("odds", b"m000001", None, None, "null value (a tombstone)"),
     ("bets", b"m000001", b"", None, "not an oddstream frame"),
@@ -135,6 +135,13 @@ CORPUS: list[tuple[str, bytes | None, bytes | None, list[tuple[str, bytes]] | No
         [("oddstream-registry-signature", b"forged")], "not signed",
     ),
     ("odds.window.1m", b"m000001", None, None, "null value (a tombstone)"),
+    # a signed registration whose sealed secret does not open (sealed for another endpoint)
+    (
+        "webhooks.endpoints", b"ep_chaos", sealed_elsewhere := single("WebhookEndpoint", {
+            **endpoint(), "secret_sealed": seal_secret(DEVELOPMENT_MASTER_SECRET, "ep_other", "whsec_AAAA"),
+        }), signed(b"ep_chaos", sealed_elsewhere), "does not open",
+    ),
+    ("webhooks.attempts", b"ep_chaos", b"not an attempt", None, "not an oddstream frame"),
 ]  # fmt: skip
 
 
