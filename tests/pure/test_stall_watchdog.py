@@ -97,3 +97,19 @@ async def test_a_commit_held_behind_processed_records_is_released(monkeypatch: p
     clock[0] += 3 * COMMIT_HELD_S
     await source.release_held_commits()  # caught up everywhere; halted and fresh never
     assert len(consumer.commits) == 2
+
+
+def test_a_partition_never_fetched_since_its_assignment_is_stalled_too(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    clock = [1000.0]
+    monkeypatch.setattr("consumers.worker.partitions.time.monotonic", lambda: clock[0])
+    app = FakeApp()  # no highwater for any partition: the consumer never fetched them
+    source = SourceAnalytics(app, Settings(), Codec(load_catalog()), "p.bets", table=None, stage="bets")
+    stuck, empty = PartitionProcessor(partition=1), PartitionProcessor(partition=2)
+    stuck.offset = 5620
+    source.processors = {1: stuck, 2: empty}
+    source._ends = {1: 8104, 2: 0}  # what adoption saw at the assignment
+    assert source.stalled(120) == []
+    clock[0] += 121
+    assert source.stalled(120) == ["p.bets[1] at offset 5620, 2483 record(s) waiting, no progress for 121 s"]
