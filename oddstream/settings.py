@@ -195,6 +195,12 @@ class Settings(BaseSettings):
         description="A source partition with records waiting and no progress for this long makes the "
         "worker dump its tasks and exit (code 3) for a restart.",
     )
+    worker_stop_deadline_s: float = Field(
+        default=4.0,
+        gt=0,
+        description="A worker still stopping this long after SIGTERM or SIGINT exits at once; the "
+        "next start reads again from the last commit and snapshot, as after a crash.",
+    )
     log_level: str = Field(default="info", description="debug, info, warn or error.")
 
     @field_validator("topic_prefix")

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
+import threading
 from typing import Any
 
 import faust
@@ -182,8 +184,42 @@ def run_worker(settings: Settings) -> None:
     if settings.worker_metrics_port:
         # dead letters, processing errors and halted partitions of this worker, for Prometheus
         start_http_server(settings.worker_metrics_port, addr=settings.worker_metrics_host)
-    worker = faust.Worker(app, loglevel=settings.log_level, quiet=True)
+    worker = WorkerProcess(app, settings.worker_stop_deadline_s, loglevel=settings.log_level, quiet=True)
     # Faust's terminal spinner turns on every debug record of every library to spin on
     # (root logger at DEBUG when the level is warn or higher): 10 % of a busy worker's time
     worker.spinner = None
     worker.execute_from_commandline()
+
+
+class WorkerProcess(faust.Worker):
+    """``faust.Worker`` with a bounded stop, so `up`, Docker and Kubernetes get a stop they can
+    plan for. A signal starts a deadline (``worker_stop_deadline_s``, 4 s): a worker still
+    stopping then (a commit or a flush waiting on a busy broker) exits at once.
+    That loses nothing: what was not committed is read again, and recovery from the last
+    snapshot and the log is exact, as after a SIGKILL (tests/integration/test_exactness.py).
+    mode's own shutdown also sleeps a second before closing the loop for nothing the worker
+    runs; that sleep is skipped."""
+
+    def __init__(self, app: faust.App, stop_deadline_s: float, **kwargs: Any) -> None:
+        self.stop_deadline_s = stop_deadline_s
+        super().__init__(app, **kwargs)
+
+    def _schedule_shutdown(self, signum: signal.Signals) -> None:
+        if not self._signal_stop_time:
+            deadline = threading.Timer(self.stop_deadline_s, _exit_past_deadline, (self.stop_deadline_s,))
+            deadline.daemon = True
+            deadline.start()
+        super()._schedule_shutdown(signum)
+
+    async def _sentinel_task(self) -> None:
+        return None
+
+
+def _exit_past_deadline(deadline_s: float) -> None:
+    log.warning(
+        "worker still stopping %g s after the signal; exiting now (the next start reads again "
+        "from the last commit and snapshot, exactly as after a crash)",
+        deadline_s,
+    )
+    logging.shutdown()
+    os._exit(0)

@@ -119,6 +119,7 @@ class SourceAnalytics:
         self._held: dict[int, tuple[int | None, float]] = {}  # partition -> (commit, since when)
         self.commits_released = 0
         self._ends: dict[int, int] = {}  # partition -> its end offset when it was assigned
+        self._offsets_reader: AIOKafkaConsumer | None = None
 
     def state_key(self, partition: int) -> bytes:
         return f"{self.topic}:{partition}".encode()
@@ -178,23 +179,38 @@ class SourceAnalytics:
                         self.topic, partition, start, end - 1, exc)  # fmt: skip
 
     async def release_held_commits(self) -> None:
-        """Commit a partition's processed offsets when Faust's commit has not moved for
-        :data:`COMMIT_HELD_S` although the worker processed past it.
+        """Commit a partition's processed offsets when the group's commit *on the broker* has not
+        moved for :data:`COMMIT_HELD_S` although the worker processed past it.
 
         Faust commits the first offset it has no ack for, and its bookkeeping can leave a
         hole at the head of a partition's acked offsets for good (acked offsets are taken out
-        before the commit is known to succeed; records it passed over are never acked): the
-        group then never catches up and every restart re-reads more. Everything up to the
-        processor's offset is folded and its outputs were sent (the commit flushes the
-        producer first), which is all Faust's own commit promises; recovery never depends on
-        the commit anyway (the snapshot plus the log, docs/design/state-and-recovery.md)."""
+        before the commit is known to succeed; records it passed over are never acked). It
+        also records an offset as committed when the commit failed (faust-streaming 0.15
+        ``Consumer._commit_offsets`` updates ``_committed_offset`` whatever ``_commit``
+        returned), so its own view is not asked: the broker's is. Either way the group never
+        catches up and every restart re-reads more (seen in a test run: bets[0] committed at 582 of
+        5018 for ten minutes, every record processed). Everything up to the processor's
+        offset is folded and its outputs were sent (the commit flushes the producer first),
+        which is all Faust's own commit promises; recovery never depends on the commit
+        anyway (the snapshot plus the log, docs/design/state-and-recovery.md)."""
         consumer = self.app.consumer
         now = time.monotonic()
-        for partition, processor in list(self.processors.items()):
+        partitions = [p for p, proc in self.processors.items() if p not in self.halted and proc.offset >= 0]
+        if not partitions:
+            return
+        try:
+            on_broker, _ = await self._committed(partitions)
+        except Exception as exc:  # the next look asks again
+            log.warning("%s: could not read the group's committed offsets: %r", self.topic, exc)
+            return
+        for partition in partitions:
+            processor = self.processors.get(partition)
+            if processor is None:
+                continue  # revoked meanwhile
             tp = TP(self.topic, partition)
-            committed = consumer._committed_offset.get(tp)
+            committed = on_broker.get(partition)
             target = processor.offset + 1
-            if partition in self.halted or processor.offset < 0 or (committed or 0) >= target:
+            if (committed or 0) >= target:
                 self._held.pop(partition, None)
                 continue
             since = self._held.get(partition)
@@ -204,14 +220,17 @@ class SourceAnalytics:
             if now - since[1] < COMMIT_HELD_S:
                 continue
             log.warning(
-                "%s[%d]: Faust's commit has stayed at %s for %.0f s while the worker processed to %d; "
+                "%s[%d]: the group's commit has stayed at %s for %.0f s while the worker processed to %d; "
                 "committing %d", self.topic, partition, committed, now - since[1], processor.offset, target,
             )  # fmt: skip
             self._held.pop(partition, None)
             self.commits_released += 1
             try:
                 await consumer.maybe_wait_for_commit_to_finish()
-                await consumer._commit_offsets({tp: target})
+                if not await consumer._commit_offsets({tp: target}):
+                    log.warning(
+                        "%s[%d]: committing %d was refused; trying again", self.topic, partition, target
+                    )
             except Exception as exc:  # the next look tries again; nothing is lost meanwhile
                 log.warning("%s[%d]: committing %d failed: %r", self.topic, partition, target, exc)
 
@@ -283,20 +302,26 @@ class SourceAnalytics:
                         pass
 
     async def _committed(self, partitions: list[int]) -> tuple[dict[int, int | None], dict[int, int]]:
-        """The group's committed offsets of ``partitions``, and their end offsets now."""
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.settings.bootstrap,
-            group_id=self.settings.worker_id,
-            enable_auto_commit=False,
-        )
-        await consumer.start()  # no subscription: this consumer never joins the group
+        """The group's committed offsets of ``partitions`` on the broker, and their end offsets
+        now, read by a consumer of this worker's that never joins the group."""
+        if self._offsets_reader is None:
+            reader = AIOKafkaConsumer(
+                bootstrap_servers=self.settings.bootstrap,
+                group_id=self.settings.worker_id,
+                enable_auto_commit=False,
+            )
+            await reader.start()  # no subscription: it never joins the group
+            self._offsets_reader = reader
+        reader = self._offsets_reader
         try:
             tps = [TopicPartition(self.topic, p) for p in partitions]
-            committed = {tp.partition: await consumer.committed(tp) for tp in tps}
-            ends = {tp.partition: int(end) for tp, end in (await consumer.end_offsets(tps)).items()}
+            committed = {tp.partition: await reader.committed(tp) for tp in tps}
+            ends = {tp.partition: int(end) for tp, end in (await reader.end_offsets(tps)).items()}
             return committed, ends
-        finally:
-            await consumer.stop()
+        except Exception:
+            self._offsets_reader = None  # a fresh one next time
+            await reader.stop()
+            raise
 
     def _processor(self, partition: int) -> PartitionProcessor:
         processor = self.processors.get(partition)

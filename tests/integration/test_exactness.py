@@ -255,16 +255,20 @@ def restores(worker: Role) -> int:
     return text.count("restored snapshot") + text.count("no snapshot")
 
 
-def test_three_sigkills_lose_nothing_and_count_nothing_twice(settings: Settings) -> None:
+def test_three_sigkills_and_a_cut_short_stop_lose_nothing_and_count_nothing_twice(settings: Settings) -> None:
     settings = analytics_settings(settings)
     ensure_topics(settings)
     store = Role(settings, "store")
     workers = []
     rng = random.Random(20261122)
+    # the fourth stop is a SIGTERM whose stop deadline passes at once: the worker exits
+    # mid-stop, with whatever its commit and flush had reached
+    cut_short = settings.model_copy(update={"worker_stop_deadline_s": 0.01})
+    stops = [(settings, signal.SIGKILL)] * 3 + [(cut_short, signal.SIGTERM)]
     try:
         simulate(settings)  # the whole backlog first, so every kill lands mid-stream
-        for _ in range(3):
-            worker = Role(settings, "worker")  # every worker appends to the same log
+        for role_settings, signum in stops:
+            worker = Role(role_settings, "worker")  # every worker appends to the same log
             workers.append(worker)
             before = restores(worker)
             wait_for(
@@ -274,8 +278,10 @@ def test_three_sigkills_lose_nothing_and_count_nothing_twice(settings: Settings)
                 [store, worker],
             )
             time.sleep(rng.uniform(1.0, 4.0))
-            worker.process.send_signal(signal.SIGKILL)
-            worker.process.wait()
+            worker.process.send_signal(signum)
+            worker.process.wait(30)
+        assert "exiting now" in workers[-1].log.read_text(errors="replace"), "the stop deadline never passed"
+        assert workers[-1].process.returncode == 0
         last = RestartingRole(settings, "worker")
         workers.append(last)
         check_exact(settings, [store, last])

@@ -52,19 +52,37 @@ def test_a_partition_with_records_waiting_and_no_progress_is_stalled(monkeypatch
 
 
 class CommittingConsumer:
-    """The parts of Faust's consumer the held-commit release uses."""
+    """The parts of Faust's consumer the held-commit release uses, and the group's commits as
+    the broker holds them (``accept``: whether the broker takes the next commit)."""
 
     def __init__(self) -> None:
-        self._committed_offset: dict[Any, int | None] = {}
+        self.on_broker: dict[int, int | None] = {}
         self.commits: list[dict[Any, int]] = []
+        self.accept = True
 
     async def maybe_wait_for_commit_to_finish(self) -> bool:
         return False
 
     async def _commit_offsets(self, offsets: dict[Any, int]) -> bool:
         self.commits.append(dict(offsets))
-        self._committed_offset.update(offsets)
-        return True
+        if self.accept:
+            self.on_broker.update({tp.partition: offset for tp, offset in offsets.items()})
+        return self.accept
+
+
+def committing_source(
+    monkeypatch: pytest.MonkeyPatch, clock: list[float]
+) -> tuple[SourceAnalytics, CommittingConsumer]:
+    monkeypatch.setattr("consumers.worker.partitions.time.monotonic", lambda: clock[0])
+    app = FakeApp()
+    consumer = app.consumer = CommittingConsumer()  # type: ignore[assignment]
+    source = SourceAnalytics(app, Settings(), Codec(load_catalog()), "p.odds", table=None, stage="odds")
+
+    async def committed(partitions: list[int]) -> tuple[dict[int, int | None], dict[int, int]]:
+        return {p: consumer.on_broker.get(p) for p in partitions}, {}
+
+    monkeypatch.setattr(source, "_committed", committed)
+    return source, consumer
 
 
 async def test_a_commit_held_behind_processed_records_is_released(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -73,18 +91,15 @@ async def test_a_commit_held_behind_processed_records_is_released(monkeypatch: p
     from consumers.worker.partitions import COMMIT_HELD_S
 
     clock = [1000.0]
-    monkeypatch.setattr("consumers.worker.partitions.time.monotonic", lambda: clock[0])
-    app = FakeApp()
-    consumer = app.consumer = CommittingConsumer()  # type: ignore[assignment]
-    source = SourceAnalytics(app, Settings(), Codec(load_catalog()), "p.odds", table=None, stage="odds")
+    source, consumer = committing_source(monkeypatch, clock)
     held, moving, halted, fresh = (PartitionProcessor(partition=p) for p in (0, 1, 2, 3))
     held.offset, moving.offset, halted.offset = 500, 500, 500  # fresh: nothing processed (-1)
     source.processors = {0: held, 1: moving, 2: halted, 3: fresh}
     source.halted = {2: "an output was refused"}
-    consumer._committed_offset = {TP("p.odds", 0): 100, TP("p.odds", 1): 100, TP("p.odds", 2): 100}
+    consumer.on_broker = {0: 100, 1: 100, 2: 100}
     await source.release_held_commits()  # first look
     clock[0] += COMMIT_HELD_S - 1
-    consumer._committed_offset[TP("p.odds", 1)] = 300  # Faust's commit moves: not held
+    consumer.on_broker[1] = 300  # the group's commit moves: not held
     await source.release_held_commits()
     assert consumer.commits == []
     clock[0] += 2
@@ -97,6 +112,36 @@ async def test_a_commit_held_behind_processed_records_is_released(monkeypatch: p
     clock[0] += 3 * COMMIT_HELD_S
     await source.release_held_commits()  # caught up everywhere; halted and fresh never
     assert len(consumer.commits) == 2
+
+
+async def test_a_refused_commit_is_tried_again_until_the_broker_holds_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Faust counts a failed commit as made; the release asks the broker, so it tries again."""
+    from faust.types import TP
+
+    from consumers.worker.partitions import COMMIT_HELD_S
+
+    clock = [1000.0]
+    source, consumer = committing_source(monkeypatch, clock)
+    processor = PartitionProcessor(partition=0)
+    processor.offset = 5017
+    source.processors = {0: processor}
+    consumer.on_broker = {0: 582}
+    consumer.accept = False
+    for _ in range(2):  # each: a first look, then the release after COMMIT_HELD_S, refused
+        await source.release_held_commits()
+        clock[0] += COMMIT_HELD_S + 1
+        await source.release_held_commits()
+    assert consumer.commits == [{TP("p.odds", 0): 5018}] * 2 and consumer.on_broker == {0: 582}
+    consumer.accept = True
+    await source.release_held_commits()
+    clock[0] += COMMIT_HELD_S + 1
+    await source.release_held_commits()
+    assert consumer.on_broker == {0: 5018} and len(consumer.commits) == 3
+    clock[0] += 3 * COMMIT_HELD_S
+    await source.release_held_commits()
+    assert len(consumer.commits) == 3  # held on the broker: nothing more
 
 
 def test_a_partition_never_fetched_since_its_assignment_is_stalled_too(
