@@ -16,6 +16,12 @@ from dataclasses import dataclass, field
 from gateway.protocol import ProtocolError
 
 
+def _set_event() -> asyncio.Event:
+    event = asyncio.Event()
+    event.set()
+    return event
+
+
 @dataclass(eq=False)
 class Client:
     queue: asyncio.Queue[str]
@@ -25,6 +31,7 @@ class Client:
     on_drop: Callable[[], None] | None = None
     commands: TokenBucket = field(default_factory=lambda: TokenBucket(20.0, 40.0))
     refused_commands: int = 0
+    live: asyncio.Event = field(default_factory=_set_event)  # cleared while a resume replays
 
     def take(self, frame: str) -> None:
         """The sender took ``frame`` off the queue."""

@@ -3,13 +3,17 @@
 Client -> server (JSON text frames)::
 
     {"op": "subscribe", "channels": ["market:m000001"]}
+    {"op": "subscribe", "channels": [...], "since": {"epoch": "9f0c...", "positions": [
+        {"topic": "odds.window.1m", "partition": 0, "offset": 41}, ...]}}
     {"op": "unsubscribe", "channels": ["market:m000001"]}
     {"op": "ping"}
 
 Server -> client::
 
-    {"type": "welcome", "channels": ["markets", "market:<market_id>"]}
-    {"type": "subscribed", "channels": [...]} / {"type": "unsubscribed", "channels": [...]}
+    {"type": "welcome", "channels": ["markets", "market:<market_id>"], "epoch": "9f0c..."}
+    {"type": "subscribed", "channels": [...], "positions": [...],
+     "recovered": true, "replayed": 12}          # or "recovered": false, "code", "reason"
+    {"type": "unsubscribed", "channels": [...]}
     {"type": "event", "channel": "market:m1", "event_type": "OddsWindowUpdated",
      "position": {"topic": "...", "partition": 0, "offset": 42}, "data": {...}}
     {"type": "heartbeat", "time": 1700000000000} / {"type": "pong"}
@@ -41,10 +45,23 @@ class ProtocolError(ValueError):
         self.code = code
 
 
+Position = tuple[str, int]  # (topic, partition)
+
+
+@dataclass(frozen=True)
+class Since:
+    """Where a resuming client was: per topic-partition, the offset of the last event it
+    accounted for (from its frames, or from its last ``subscribed`` message)."""
+
+    epoch: str
+    positions: dict[Position, int]
+
+
 @dataclass(frozen=True)
 class Command:
     op: str
     channels: tuple[str, ...] = ()
+    since: Since | None = None
 
 
 def parse_command(text: str | bytes) -> Command:
@@ -68,7 +85,46 @@ def parse_command(text: str | bytes) -> Command:
     unknown = [c for c in channels if not CHANNEL.match(c)]
     if unknown:
         raise ProtocolError("unknown_channel", f"unknown channel(s) {unknown}; channels: {CHANNEL_HELP}")
-    return Command(op, tuple(dict.fromkeys(channels)))
+    since = message.get("since")
+    if since is not None and op != "subscribe":
+        raise ProtocolError("bad_request", '"since" goes with subscribe only')
+    return Command(op, tuple(dict.fromkeys(channels)), None if since is None else parse_since(since))
+
+
+MAX_POSITIONS = 1_000
+
+
+def parse_since(since: Any) -> Since:
+    """A subscribe's ``since``; :class:`ProtocolError` (``bad_request``) says what is wrong."""
+    if not isinstance(since, dict) or not isinstance(since.get("epoch"), str) or len(since["epoch"]) > 64:
+        raise ProtocolError("bad_request", 'since must be {"epoch": "<from welcome>", "positions": [...]}')
+    positions = since.get("positions")
+    if not isinstance(positions, list) or len(positions) > MAX_POSITIONS:
+        raise ProtocolError(
+            "bad_request", f"since.positions must be a list of at most {MAX_POSITIONS} positions"
+        )
+    parsed: dict[Position, int] = {}
+    for p in positions:
+        if not (
+            isinstance(p, dict)
+            and isinstance(p.get("topic"), str)
+            and len(p["topic"]) <= 249
+            and type(p.get("partition")) is int
+            and type(p.get("offset")) is int
+            and 0 <= p["partition"] < 100_000
+            and -1 <= p["offset"] < 2**63
+        ):
+            raise ProtocolError(
+                "bad_request",
+                'each position is {"topic": str, "partition": int >= 0, "offset": int >= -1}, as in '
+                f"event frames; got {json.dumps(p)[:200]}",
+            )
+        parsed[(p["topic"], p["partition"])] = p["offset"]
+    return Since(since["epoch"], parsed)
+
+
+def positions_message(positions: dict[Position, int]) -> list[dict[str, Any]]:
+    return [{"topic": t, "partition": p, "offset": o} for (t, p), o in sorted(positions.items())]
 
 
 def channels_of(event_type: str, record: dict[str, Any]) -> list[str]:

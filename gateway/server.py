@@ -1,7 +1,9 @@
 """The gateway process: a websockets server fed by an aiokafka consumer.
 
 It reads the derived topics from their end (no consumer group: every gateway
-instance sees every partition) and fans each event out to its channels.
+instance sees every partition) and fans each event out to its channels. A client that
+subscribes with the positions it last saw gets what it missed read back from Kafka first
+(gateway/resume.py, gateway/history.py). Protocol and close codes: docs/gateway.md.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import json
 import logging
 import socket
 import time
+from collections.abc import Callable
 from http import HTTPStatus
 from typing import Any
 from urllib.parse import parse_qs, urlparse
@@ -23,15 +26,21 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
+from gateway.epoch import log_epoch
 from gateway.fanout import Client, Hub, TokenBucket
+from gateway.history import History
 from gateway.protocol import (
     CHANNEL_HELP,
+    Command,
+    Position,
     ProtocolError,
     channels_of,
     error_message,
     event_frame,
     parse_command,
+    positions_message,
 )
+from gateway.resume import NotRecovered, plan_resume
 from oddstream.codecs import build_codec
 from oddstream.errors import EventError
 from oddstream.kafka.registry import learn_schema_ids
@@ -39,6 +48,8 @@ from oddstream.metrics import (
     GATEWAY_CLIENTS,
     GATEWAY_DROPPED,
     GATEWAY_FRAMES,
+    GATEWAY_REPLAYED,
+    GATEWAY_RESUMES,
     PROCESSING_ERRORS,
     REJECTED_RECORDS,
     exposition,
@@ -52,6 +63,7 @@ log = logging.getLogger(__name__)
 HEARTBEAT_S = 15.0
 SOCKET_SEND_BUFFER = 64 * 1024
 MAX_REFUSED_COMMANDS = 100  # rate-limited commands a client may still send before it is closed (1008)
+CONCURRENT_REPLAYS = 4  # resumes reading Kafka at once; the others wait their turn
 
 
 class Gateway:
@@ -67,6 +79,11 @@ class Gateway:
         self.keys = settings.api_keys()
         self._closing: set[asyncio.Task[None]] = set()
         self.consuming = False  # the topics' positions are resolved: every later event is seen
+        self.epoch = ""  # names the log the offsets refer to (gateway/epoch.py)
+        # per topic-partition, the next offset the live fan-out hands to clients: every record
+        # before it has been fanned out, every record from it on will be
+        self.live_next: dict[Position, int] = {}
+        self._replays = asyncio.Semaphore(CONCURRENT_REPLAYS)
 
     def authorised(self, request: Request) -> bool:
         if not self.keys:
@@ -96,6 +113,8 @@ class Gateway:
             return connection.respond(HTTPStatus.NOT_FOUND, "WebSocket endpoint is /ws\n")
         if not self.authorised(request):
             return connection.respond(HTTPStatus.UNAUTHORIZED, "missing or unknown API key\n")
+        if not self.consuming:  # no positions to hand out yet
+            return connection.respond(HTTPStatus.SERVICE_UNAVAILABLE, "gateway starting; retry shortly\n")
         return None
 
     async def handle(self, connection: ServerConnection) -> None:
@@ -110,7 +129,8 @@ class Gateway:
         GATEWAY_CLIENTS.inc()
         sender = asyncio.create_task(self._send_loop(connection, client))
         try:
-            await connection.send(json.dumps({"type": "welcome", "channels": CHANNEL_HELP}))
+            welcome = {"type": "welcome", "channels": CHANNEL_HELP, "epoch": self.epoch}
+            await connection.send(json.dumps(welcome))
             async for frame in connection:
                 await self._on_frame(connection, client, frame)
         except ConnectionClosed:
@@ -140,16 +160,79 @@ class Gateway:
             return
         if command.op == "ping":
             await connection.send(json.dumps({"type": "pong"}))
+        elif command.op == "subscribe" and command.since is not None:
+            async with self._replays:
+                await self._resume(connection, client, command)
         elif command.op == "subscribe":
             try:
                 self.hub.subscribe(client, command.channels)
             except ProtocolError as exc:
                 await connection.send(json.dumps(error_message(exc.code, str(exc))))
                 return
-            await connection.send(json.dumps({"type": "subscribed", "channels": list(command.channels)}))
+            await connection.send(json.dumps(self._subscribed(command.channels, dict(self.live_next))))
         else:
             self.hub.unsubscribe(client, command.channels)
             await connection.send(json.dumps({"type": "unsubscribed", "channels": list(command.channels)}))
+
+    @staticmethod
+    def _subscribed(
+        channels: tuple[str, ...], live_next: dict[Position, int], **outcome: Any
+    ) -> dict[str, Any]:
+        """The reply to a subscribe; its positions are where the live frames start (keep them,
+        update them from each frame's position, and send them back to resume)."""
+        positions = {tp: offset - 1 for tp, offset in live_next.items()}
+        return {
+            "type": "subscribed",
+            "channels": list(channels),
+            "positions": positions_message(positions),
+            **outcome,
+        }
+
+    async def _resume(self, connection: ServerConnection, client: Client, command: Command) -> None:
+        """Subscribe from a position: replay ``[position + 1, live_next)`` from Kafka, then live.
+
+        Between reading ``live_next`` and subscribing the client nothing else runs (no await),
+        so the live frames it is queued start exactly where the replay ends. Its sender waits
+        until the replay is sent, so every replayed frame comes before every live one."""
+        assert command.since is not None
+        new = frozenset(c for c in command.channels if c not in client.channels)  # already live: not replayed
+        async with History(self.settings.bootstrap) as history:
+            try:
+                log_start = await history.log_starts(list(self.live_next))
+            except Exception as exc:  # Kafka unreachable: plan without; the read fails if too old
+                log.warning("resume: could not read the log's first offsets: %r", exc)
+                log_start = {}
+            live_next = dict(self.live_next)
+            plan = plan_resume(
+                command.since, self.epoch, live_next, log_start, self.settings.gateway_resume_max_records
+            )
+            try:
+                self.hub.subscribe(client, command.channels)
+            except ProtocolError as exc:
+                await connection.send(json.dumps(error_message(exc.code, str(exc))))
+                return
+            client.live.clear()
+            try:
+                replayed = 0
+                if not isinstance(plan, NotRecovered):
+                    try:
+                        async for m in history.read(plan.ranges):
+                            for _, frame in self._frames(m, new.__contains__):
+                                await connection.send(frame)
+                                replayed += 1
+                    except Exception as exc:
+                        log.warning("resume: replay failed after %d frames: %r", replayed, exc)
+                        plan = NotRecovered("replay_failed", f"reading the missed records failed: {exc!r}")
+                GATEWAY_REPLAYED.inc(replayed)
+                if isinstance(plan, NotRecovered):
+                    GATEWAY_RESUMES.labels(plan.code).inc()
+                    outcome: dict[str, Any] = {"recovered": False, "code": plan.code, "reason": plan.reason}
+                else:
+                    GATEWAY_RESUMES.labels("recovered").inc()
+                    outcome = {"recovered": True, "replayed": replayed}
+                await connection.send(json.dumps(self._subscribed(command.channels, live_next, **outcome)))
+            finally:
+                client.live.set()
 
     async def _send_loop(self, connection: ServerConnection, client: Client) -> None:
         while True:
@@ -159,6 +242,8 @@ class Gateway:
                 frame = json.dumps({"type": "heartbeat", "time": int(time.time() * 1000)})
             else:
                 client.take(frame)
+            if not client.live.is_set():
+                await client.live.wait()  # a resume's replay goes first
             if client.dropped:
                 return  # _cut closes it
             await connection.send(frame)
@@ -171,15 +256,20 @@ class Gateway:
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)
 
-    def _fan_out(self, m: Any) -> None:
+    def _frames(self, m: Any, wanted: Callable[[str], bool]) -> list[tuple[str, str]]:
+        """(channel, frame) of record ``m`` for the channels ``wanted`` accepts (raises
+        EventError for a record that is not a valid event)."""
         event = self.intake.admit(m.topic, m.key, m.value, m.headers, m.timestamp)
-        channels = [c for c in channels_of(event.type, event.record) if self.hub.has_subscribers(c)]
+        channels = [c for c in channels_of(event.type, event.record) if wanted(c)]
         if not channels:
-            return  # nobody listens: no encoding at all
+            return []  # nobody listens: no encoding at all
         data_json = json.dumps(jsonable(event.record))  # once per event, not per channel
         position_json = json.dumps({"topic": m.topic, "partition": m.partition, "offset": m.offset})
-        for channel in channels:
-            dropped = self.hub.publish(channel, event_frame(channel, event.type, position_json, data_json))
+        return [(c, event_frame(c, event.type, position_json, data_json)) for c in channels]
+
+    def _fan_out(self, m: Any) -> None:
+        for channel, frame in self._frames(m, self.hub.has_subscribers):
+            dropped = self.hub.publish(channel, frame)
             GATEWAY_FRAMES.inc()
             GATEWAY_DROPPED.inc(len(dropped))
 
@@ -194,7 +284,9 @@ class Gateway:
         )
         await consumer.start()
         for tp in consumer.assignment():
-            await consumer.position(tp)  # resolve "latest" now, so nothing after this line is missed
+            # resolve "latest" now, so nothing after this line is missed
+            self.live_next[(tp.topic, tp.partition)] = await consumer.position(tp)
+        self.epoch = await asyncio.to_thread(log_epoch, self.settings, sorted({t for t, _ in self.live_next}))
         self.consuming = True
         log.info("gateway consuming %s", ", ".join([*self.topics.windows(), *self.topics.insights()]))
         try:
@@ -209,6 +301,7 @@ class Gateway:
                 except Exception:  # one record never stops the fan-out
                     PROCESSING_ERRORS.labels("gateway").inc()
                     log.exception("skipping %s[%s]@%s: fan-out failed", m.topic, m.partition, m.offset)
+                self.live_next[(m.topic, m.partition)] = m.offset + 1  # no await since the fan-out
                 # the consumer hands out a fetched batch without yielding: let the clients'
                 # senders drain between events, so a burst does not count against a fast reader
                 await asyncio.sleep(0)

@@ -10,6 +10,14 @@ SQL_QUERIES = Counter("oddstream_sql_queries_total", "Read-only SQL queries", ["
 GATEWAY_CLIENTS = Gauge("oddstream_gateway_clients", "Connected WebSocket clients")
 GATEWAY_FRAMES = Counter("oddstream_gateway_frames_total", "Event frames queued to clients")
 GATEWAY_DROPPED = Counter("oddstream_gateway_dropped_clients_total", "Clients dropped for being slow")
+GATEWAY_RESUMES = Counter(
+    "oddstream_gateway_resumes_total",
+    "Subscribes with a position: recovered, or the code of why not",
+    ["outcome"],
+)
+GATEWAY_REPLAYED = Counter(
+    "oddstream_gateway_replayed_frames_total", "Event frames replayed to resuming clients"
+)
 REJECTED_RECORDS = Counter(
     "oddstream_rejected_records_total", "Input records refused (dead-lettered or skipped)", ["topic", "kind"]
 )

@@ -91,6 +91,12 @@ class Settings(BaseSettings):
     gateway_max_subscriptions: int = Field(
         default=200, ge=1, description="Channels one WebSocket connection may subscribe to."
     )
+    gateway_resume_max_records: int = Field(
+        default=100_000,
+        ge=0,
+        description="A subscribe with a position replays at most this many records from Kafka; "
+        "further behind, it is answered recovered: false (code too_far).",
+    )
     gateway_client_queue: int = Field(
         default=1000,
         ge=1,

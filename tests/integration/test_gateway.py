@@ -172,3 +172,108 @@ async def test_a_command_flood_is_refused_then_closed(settings: Settings) -> Non
             assert json.loads(await calm.recv()) == {"type": "pong"}
     finally:
         task.cancel()
+
+
+async def test_a_client_resumes_from_its_last_position_with_no_gap_and_no_duplicate(
+    settings: Settings,
+) -> None:
+    import uuid
+
+    from oddstream.producer import EventProducer
+
+    ensure_topics(settings)
+    task = await started(settings)
+    base = f"ws://127.0.0.1:{settings.gateway_port}/ws"
+    start = 1_767_225_600_000
+
+    def publish(versions: range) -> None:
+        with EventProducer(settings) as producer:
+            for n in versions:
+                producer.publish("OddsWindowUpdated", {
+                    "event_id": str(uuid.uuid4()), "event_time": start, "source": "test",
+                    "window_id": "w1", "market_id": "m1", "window_start": start,
+                    "window_end": start + 60_000, "version": n, "selections": [],
+                    "overround": None, "final": False, "bookmakers": [], "consensus": [],
+                })  # fmt: skip
+
+    positions: dict[tuple[str, int], int] = {}
+
+    def keep(message: dict[str, object]) -> None:
+        """What a client keeps: the positions of `subscribed`, moved on by every frame."""
+        if message["type"] == "subscribed":
+            for p in message["positions"]:  # type: ignore[attr-defined]
+                positions[(p["topic"], p["partition"])] = max(
+                    p["offset"], positions.get((p["topic"], p["partition"]), -1)
+                )
+        elif message["type"] == "event":
+            p = message["position"]
+            positions[(p["topic"], p["partition"])] = p["offset"]  # type: ignore[index]
+
+    async def events(ws: object, count: int) -> list[int]:
+        versions: list[int] = []
+        while len(versions) < count:
+            message = json.loads(await asyncio.wait_for(ws.recv(), 20))  # type: ignore[attr-defined]
+            keep(message)
+            if message["type"] == "event":
+                versions.append(message["data"]["version"])
+        return versions
+
+    def since(epoch: str) -> dict[str, object]:
+        return {
+            "epoch": epoch,
+            "positions": [{"topic": t, "partition": p, "offset": o} for (t, p), o in positions.items()],
+        }
+
+    try:
+        async with connect(base) as ws:
+            welcome = json.loads(await ws.recv())
+            epoch = welcome["epoch"]
+            await ws.send('{"op":"subscribe","channels":["market:m1"]}')
+            subscribed = json.loads(await ws.recv())
+            keep(subscribed)
+            assert subscribed["type"] == "subscribed" and subscribed["positions"], subscribed
+            await asyncio.to_thread(publish, range(0, 5))
+            assert await events(ws, 5) == [0, 1, 2, 3, 4]
+        await asyncio.to_thread(publish, range(5, 35))  # while the client is away
+
+        async with connect(base) as ws:
+            assert json.loads(await ws.recv())["epoch"] == epoch
+            # garbage first: refused with a reason, the connection goes on
+            await ws.send(
+                json.dumps(
+                    {
+                        "op": "subscribe",
+                        "channels": ["market:m1"],
+                        "since": {"epoch": epoch, "positions": [{"topic": 1}]},
+                    }
+                )
+            )
+            assert json.loads(await ws.recv())["code"] == "bad_request"
+            await ws.send(json.dumps({"op": "subscribe", "channels": ["market:m1"], "since": since(epoch)}))
+            replayed = await events(ws, 30)
+            assert replayed == list(range(5, 35))  # exactly the missed ones, in order
+            reply = json.loads(await asyncio.wait_for(ws.recv(), 20))
+            keep(reply)
+            assert reply["type"] == "subscribed" and reply["recovered"] is True and reply["replayed"] == 30, (
+                reply
+            )
+            await asyncio.to_thread(publish, range(35, 38))
+            assert await events(ws, 3) == [35, 36, 37]  # then live, no duplicate
+            await ws.send('{"op":"ping"}')
+            assert json.loads(await asyncio.wait_for(ws.recv(), 20)) == {"type": "pong"}  # nothing more came
+
+        async with connect(base) as ws:  # positions of another epoch: not recovered, said why
+            await ws.recv()
+            await ws.send(
+                json.dumps({"op": "subscribe", "channels": ["market:m1"], "since": since("0" * 16)})
+            )
+            reply = json.loads(await asyncio.wait_for(ws.recv(), 20))
+            assert (
+                reply["type"] == "subscribed"
+                and reply["recovered"] is False
+                and reply["code"] == "epoch_changed"
+            )
+            await asyncio.to_thread(publish, range(38, 40))
+            assert await events(ws, 2) == [38, 39]  # live from there on
+    finally:
+        task.cancel()
