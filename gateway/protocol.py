@@ -16,6 +16,8 @@ Server -> client::
     {"type": "unsubscribed", "channels": [...]}
     {"type": "event", "channel": "market:m1", "event_type": "OddsWindowUpdated",
      "position": {"topic": "...", "partition": 0, "offset": 42}, "data": {...}}
+    (on subscribe, before "subscribed": the channel's current state as event frames with
+     "snapshot": true; gateway/latest.py)
     {"type": "heartbeat", "time": 1700000000000} / {"type": "pong"}
     {"type": "error", "code": "bad_request", "message": "..."}
 """
@@ -156,12 +158,16 @@ def event_message(
     }
 
 
-def event_frame(channel: str, event_type: str, position_json: str, data_json: str) -> str:
+def event_frame(
+    channel: str, event_type: str, position_json: str, data_json: str, snapshot: bool = False
+) -> str:
     """The JSON text of :func:`event_message`, from parts encoded once per event (the data
-    is the bulk of a frame; only the channel differs between an event's frames)."""
+    is the bulk of a frame; only the channel differs between an event's frames). A snapshot
+    frame (a channel's state sent on subscribe) says ``"snapshot": true``."""
+    tail = ', "snapshot": true}' if snapshot else "}"
     return (
         f'{{"type": "event", "channel": {json.dumps(channel)}, "event_type": {json.dumps(event_type)}, '
-        f'"position": {position_json}, "data": {data_json}}}'
+        f'"position": {position_json}, "data": {data_json}{tail}'
     )
 
 

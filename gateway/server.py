@@ -15,7 +15,7 @@ import json
 import logging
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from http import HTTPStatus
 from typing import Any
 from urllib.parse import parse_qs, urlparse
@@ -29,6 +29,7 @@ from websockets.http11 import Request, Response
 from gateway.epoch import log_epoch
 from gateway.fanout import Client, Hub, TokenBucket
 from gateway.history import History
+from gateway.latest import Held, Latest
 from gateway.protocol import (
     CHANNEL_HELP,
     Command,
@@ -55,6 +56,7 @@ from oddstream.metrics import (
     exposition,
 )
 from oddstream.settings import Settings
+from schemas.catalog import Event
 from schemas.intake import Intake
 from schemas.jsonable import jsonable
 from schemas.topics import Topics
@@ -84,6 +86,7 @@ class Gateway:
         # before it has been fanned out, every record from it on will be
         self.live_next: dict[Position, int] = {}
         self._replays = asyncio.Semaphore(CONCURRENT_REPLAYS)
+        self.latest = Latest()  # every channel's current state, for snapshots on subscribe
 
     def authorised(self, request: Request) -> bool:
         if not self.keys:
@@ -164,12 +167,22 @@ class Gateway:
             async with self._replays:
                 await self._resume(connection, client, command)
         elif command.op == "subscribe":
+            new = [c for c in command.channels if c not in client.channels]
             try:
                 self.hub.subscribe(client, command.channels)
             except ProtocolError as exc:
                 await connection.send(json.dumps(error_message(exc.code, str(exc))))
                 return
-            await connection.send(json.dumps(self._subscribed(command.channels, dict(self.live_next))))
+            # taken with the subscription (no await between): the live frames continue it
+            live_next, snapshot = dict(self.live_next), self._snapshot(new)
+            client.live.clear()  # the snapshot first: a live frame is newer than any of it
+            try:
+                for frame in snapshot:
+                    await connection.send(frame)
+                reply = self._subscribed(command.channels, live_next, snapshot=len(snapshot))
+                await connection.send(json.dumps(reply))
+            finally:
+                client.live.set()
         else:
             self.hub.unsubscribe(client, command.channels)
             await connection.send(json.dumps({"type": "unsubscribed", "channels": list(command.channels)}))
@@ -202,7 +215,7 @@ class Gateway:
             except Exception as exc:  # Kafka unreachable: plan without; the read fails if too old
                 log.warning("resume: could not read the log's first offsets: %r", exc)
                 log_start = {}
-            live_next = dict(self.live_next)
+            live_next, snapshot = dict(self.live_next), self._snapshot(new)
             plan = plan_resume(
                 command.since, self.epoch, live_next, log_start, self.settings.gateway_resume_max_records
             )
@@ -224,9 +237,12 @@ class Gateway:
                         log.warning("resume: replay failed after %d frames: %r", replayed, exc)
                         plan = NotRecovered("replay_failed", f"reading the missed records failed: {exc!r}")
                 GATEWAY_REPLAYED.inc(replayed)
-                if isinstance(plan, NotRecovered):
+                if isinstance(plan, NotRecovered):  # what the client has may be stale: the state now
+                    for frame in snapshot:
+                        await connection.send(frame)
                     GATEWAY_RESUMES.labels(plan.code).inc()
                     outcome: dict[str, Any] = {"recovered": False, "code": plan.code, "reason": plan.reason}
+                    outcome["snapshot"] = len(snapshot)
                 else:
                     GATEWAY_RESUMES.labels("recovered").inc()
                     outcome = {"recovered": True, "replayed": replayed}
@@ -256,22 +272,63 @@ class Gateway:
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)
 
-    def _frames(self, m: Any, wanted: Callable[[str], bool]) -> list[tuple[str, str]]:
-        """(channel, frame) of record ``m`` for the channels ``wanted`` accepts (raises
-        EventError for a record that is not a valid event)."""
+    def _admit(self, m: Any) -> tuple[Event, list[str]]:
+        """Record ``m`` as an event and its channels (EventError if it is not a valid event)."""
         event = self.intake.admit(m.topic, m.key, m.value, m.headers, m.timestamp)
-        channels = [c for c in channels_of(event.type, event.record) if wanted(c)]
-        if not channels:
-            return []  # nobody listens: no encoding at all
-        data_json = json.dumps(jsonable(event.record))  # once per event, not per channel
-        position_json = json.dumps({"topic": m.topic, "partition": m.partition, "offset": m.offset})
-        return [(c, event_frame(c, event.type, position_json, data_json)) for c in channels]
+        return event, channels_of(event.type, event.record)
+
+    def _frames(self, m: Any, wanted: Callable[[str], bool]) -> list[tuple[str, str]]:
+        """(channel, frame) of record ``m`` for the channels ``wanted`` accepts."""
+        event, channels = self._admit(m)
+        return _encode(
+            event.type, event.record, m.topic, m.partition, m.offset, [c for c in channels if wanted(c)]
+        )
 
     def _fan_out(self, m: Any) -> None:
-        for channel, frame in self._frames(m, self.hub.has_subscribers):
+        event, channels = self._admit(m)
+        self.latest.add(channels, Held(event.type, event.record, m.topic, m.partition, m.offset))
+        wanted = [c for c in channels if self.hub.has_subscribers(c)]
+        for channel, frame in _encode(event.type, event.record, m.topic, m.partition, m.offset, wanted):
             dropped = self.hub.publish(channel, frame)
             GATEWAY_FRAMES.inc()
             GATEWAY_DROPPED.inc(len(dropped))
+
+    def _snapshot(self, channels: Iterable[str]) -> list[str]:
+        """The snapshot frames of ``channels``: each one's current state (gateway/latest.py)."""
+        frames = []
+        for channel in channels:
+            for h in self.latest.snapshot(channel):
+                frames += [
+                    f
+                    for _, f in _encode(
+                        h.event_type, h.record, h.topic, h.partition, h.offset, [channel], True
+                    )
+                ]
+        return frames
+
+    async def _warm_up(self) -> None:
+        """Read the last ``gateway_snapshot_warm_records`` of every partition, so snapshots are
+        full from the start rather than after the next event of each thing."""
+        per_partition = self.settings.gateway_snapshot_warm_records
+        if not per_partition:
+            return
+        started, kept = time.monotonic(), 0
+        async with History(self.settings.bootstrap) as history:
+            starts = await history.log_starts(list(self.live_next))
+            ranges = {
+                tp: (max(starts.get(tp, 0), end - per_partition), end)
+                for tp, end in self.live_next.items()
+                if end > 0
+            }
+            async for m in history.read({tp: r for tp, r in ranges.items() if r[0] < r[1]}):
+                await learn_schema_ids(self.intake.codec, (m.value,), "gateway")
+                try:
+                    event, channels = self._admit(m)
+                except EventError:
+                    continue  # counted when the live fan-out met it
+                self.latest.add(channels, Held(event.type, event.record, m.topic, m.partition, m.offset))
+                kept += 1
+        log.info("gateway snapshots warmed from %d records in %.1f s", kept, time.monotonic() - started)
 
     async def consume(self) -> None:
         consumer = AIOKafkaConsumer(
@@ -287,6 +344,7 @@ class Gateway:
             # resolve "latest" now, so nothing after this line is missed
             self.live_next[(tp.topic, tp.partition)] = await consumer.position(tp)
         self.epoch = await asyncio.to_thread(log_epoch, self.settings, sorted({t for t, _ in self.live_next}))
+        await self._warm_up()  # read up to live_next: the live fan-out goes on from there
         self.consuming = True
         log.info("gateway consuming %s", ", ".join([*self.topics.windows(), *self.topics.insights()]))
         try:
@@ -322,3 +380,20 @@ async def run_gateway(settings: Settings) -> None:
     ):
         log.info("gateway on ws://%s:%s/ws", settings.gateway_host, settings.gateway_port)
         await gateway.consume()
+
+
+def _encode(
+    event_type: str,
+    record: dict[str, Any],
+    topic: str,
+    partition: int,
+    offset: int,
+    channels: list[str],
+    snapshot: bool = False,
+) -> list[tuple[str, str]]:
+    """(channel, frame) for each of ``channels``; nothing is encoded for none."""
+    if not channels:
+        return []
+    data_json = json.dumps(jsonable(record))  # once per event, not per channel
+    position_json = json.dumps({"topic": topic, "partition": partition, "offset": offset})
+    return [(c, event_frame(c, event_type, position_json, data_json, snapshot)) for c in channels]

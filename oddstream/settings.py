@@ -97,6 +97,12 @@ class Settings(BaseSettings):
         description="A subscribe with a position replays at most this many records from Kafka; "
         "further behind, it is answered recovered: false (code too_far).",
     )
+    gateway_snapshot_warm_records: int = Field(
+        default=2_000,
+        ge=0,
+        description="At start the gateway reads back this many records of each partition it serves, "
+        "so the state a new subscriber gets (its snapshot) is full at once.",
+    )
     gateway_client_queue: int = Field(
         default=1000,
         ge=1,

@@ -267,13 +267,41 @@ async def test_a_client_resumes_from_its_last_position_with_no_gap_and_no_duplic
             await ws.send(
                 json.dumps({"op": "subscribe", "channels": ["market:m1"], "since": since("0" * 16)})
             )
+            # what the client has may be stale: the market's state now (the latest window), then why
+            state = json.loads(await asyncio.wait_for(ws.recv(), 20))
+            assert state["type"] == "event" and state["snapshot"] is True and state["data"]["version"] == 37
             reply = json.loads(await asyncio.wait_for(ws.recv(), 20))
-            assert (
-                reply["type"] == "subscribed"
-                and reply["recovered"] is False
-                and reply["code"] == "epoch_changed"
-            )
+            assert reply["type"] == "subscribed" and reply["recovered"] is False, reply
+            assert reply["code"] == "epoch_changed" and "epoch" in reply["reason"] and reply["snapshot"] == 1
             await asyncio.to_thread(publish, range(38, 40))
             assert await events(ws, 2) == [38, 39]  # live from there on
+
+        async with connect(base) as ws:  # a new screen: complete at once
+            await ws.recv()
+            await ws.send('{"op":"subscribe","channels":["market:m1","alerts"]}')
+            state = json.loads(await asyncio.wait_for(ws.recv(), 20))
+            assert state["channel"] == "market:m1" and state["snapshot"] and state["data"]["version"] == 39
+            reply = json.loads(await asyncio.wait_for(ws.recv(), 20))
+            assert reply["type"] == "subscribed" and reply["snapshot"] == 1
+            keep(reply)
+
+        # the gateway restarts while events keep coming: the log, not the gateway, is the history
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await asyncio.to_thread(publish, range(40, 45))
+        task = await started(settings)
+        async with connect(base) as ws:
+            assert json.loads(await ws.recv())["epoch"] == epoch  # same topics, same epoch
+            await ws.send('{"op":"subscribe","channels":["market:m1"]}')
+            state = json.loads(await asyncio.wait_for(ws.recv(), 20))  # read back at start
+            assert state["snapshot"] and state["data"]["version"] == 44
+            assert json.loads(await asyncio.wait_for(ws.recv(), 20))["type"] == "subscribed"
+        async with connect(base) as ws:
+            await ws.recv()
+            await ws.send(json.dumps({"op": "subscribe", "channels": ["market:m1"], "since": since(epoch)}))
+            assert await events(ws, 5) == [40, 41, 42, 43, 44]
+            reply = json.loads(await asyncio.wait_for(ws.recv(), 20))
+            assert reply["recovered"] is True and reply["replayed"] == 5, reply
     finally:
         task.cancel()
