@@ -13,6 +13,7 @@ import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from gateway.auth import OPEN, Grant
 from gateway.protocol import ProtocolError
 
 
@@ -32,6 +33,8 @@ class Client:
     commands: TokenBucket = field(default_factory=lambda: TokenBucket(20.0, 40.0))
     refused_commands: int = 0
     live: asyncio.Event = field(default_factory=_set_event)  # cleared while a resume replays
+    grant: Grant = OPEN  # what this connection may subscribe to (gateway/auth.py)
+    expiry: asyncio.TimerHandle | None = None  # closes it when its token expires
 
     def take(self, frame: str) -> None:
         """The sender took ``frame`` off the queue."""

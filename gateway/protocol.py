@@ -6,6 +6,7 @@ Client -> server (JSON text frames)::
     {"op": "subscribe", "channels": [...], "since": {"epoch": "9f0c...", "positions": [
         {"topic": "odds.window.1m", "partition": 0, "offset": 41}, ...]}}
     {"op": "unsubscribe", "channels": ["market:m000001"]}
+    {"op": "refresh", "token": "<a fresh JWT>"}
     {"op": "ping"}
 
 Server -> client::
@@ -14,6 +15,7 @@ Server -> client::
     {"type": "subscribed", "channels": [...], "positions": [...],
      "recovered": true, "replayed": 12}          # or "recovered": false, "code", "reason"
     {"type": "unsubscribed", "channels": [...]}
+    {"type": "refreshed", "expires_at": 1767229200, "unsubscribed": [...]}
     {"type": "event", "channel": "market:m1", "event_type": "OddsWindowUpdated",
      "position": {"topic": "...", "partition": 0, "offset": 42}, "data": {...}}
     (on subscribe, before "subscribed": the channel's current state as event frames with
@@ -37,6 +39,7 @@ CHANNEL_HELP = [
     "alerts:<rule>", "models",
 ]  # fmt: skip
 MAX_CHANNELS_PER_MESSAGE = 100
+MAX_TOKEN_CHARS = 8_192
 
 
 class ProtocolError(ValueError):
@@ -64,6 +67,7 @@ class Command:
     op: str
     channels: tuple[str, ...] = ()
     since: Since | None = None
+    token: str = ""
 
 
 def parse_command(text: str | bytes) -> Command:
@@ -77,8 +81,15 @@ def parse_command(text: str | bytes) -> Command:
     op = message["op"]
     if op == "ping":
         return Command("ping")
+    if op == "refresh":
+        token = message.get("token")
+        if not isinstance(token, str) or not 0 < len(token) <= MAX_TOKEN_CHARS:
+            raise ProtocolError(
+                "bad_request", f"refresh needs a token (a JWT of at most {MAX_TOKEN_CHARS} characters)"
+            )
+        return Command("refresh", token=token)
     if op not in ("subscribe", "unsubscribe"):
-        raise ProtocolError("unknown_op", f"unknown op {op!r}")
+        raise ProtocolError("unknown_op", f"unknown op {op[:50]!r}")
     channels = message.get("channels")
     if not isinstance(channels, list) or not channels or not all(isinstance(c, str) for c in channels):
         raise ProtocolError("bad_request", f"{op} needs a non-empty list of channel names")

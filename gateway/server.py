@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import json
 import logging
 import socket
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable
 from http import HTTPStatus
 from typing import Any
@@ -26,6 +26,7 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
+from gateway.auth import Authenticator, AuthError, Grant
 from gateway.epoch import log_epoch
 from gateway.fanout import Client, Hub, TokenBucket
 from gateway.history import History
@@ -66,6 +67,7 @@ HEARTBEAT_S = 15.0
 SOCKET_SEND_BUFFER = 64 * 1024
 MAX_REFUSED_COMMANDS = 100  # rate-limited commands a client may still send before it is closed (1008)
 CONCURRENT_REPLAYS = 4  # resumes reading Kafka at once; the others wait their turn
+TOKEN_EXPIRED = 4001  # close code: the connection's JWT expired (docs/gateway.md)
 
 
 class Gateway:
@@ -78,7 +80,12 @@ class Gateway:
             max_bytes=settings.gateway_client_max_bytes,
             max_subscriptions=settings.gateway_max_subscriptions,
         )
-        self.keys = settings.api_keys()
+        self.auth = Authenticator(
+            settings.api_keys(),
+            settings.gateway_jwt_secret.get_secret_value() if settings.gateway_jwt_secret else None,
+            settings.jwt_public_key(),
+        )
+        self.connections: Counter[str] = Counter()  # open connections per key or JWT subject
         self._closing: set[asyncio.Task[None]] = set()
         self.consuming = False  # the topics' positions are resolved: every later event is seen
         self.epoch = ""  # names the log the offsets refer to (gateway/epoch.py)
@@ -88,16 +95,10 @@ class Gateway:
         self._replays = asyncio.Semaphore(CONCURRENT_REPLAYS)
         self.latest = Latest()  # every channel's current state, for snapshots on subscribe
 
-    def authorised(self, request: Request) -> bool:
-        if not self.keys:
-            return True
+    def grant(self, request: Request) -> Grant:
+        """The request's grant (gateway/auth.py); AuthError says why there is none."""
         query = parse_qs(urlparse(request.path).query)
-        offered = query.get("api_key", [""])[0]
-        auth = request.headers.get("Authorization", "")
-        if auth.startswith("Bearer "):
-            offered = auth.removeprefix("Bearer ")
-        offered = request.headers.get("X-API-Key", offered)
-        return any(hmac.compare_digest(offered, key) for key in self.keys)
+        return self.auth.from_request(query, request.headers)
 
     def process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         path = urlparse(request.path).path
@@ -107,21 +108,39 @@ class Gateway:
                  "consuming": self.consuming}
             )  # fmt: skip
             return connection.respond(HTTPStatus.OK, body + "\n")
+        if path not in ("/metrics", "/ws"):
+            return connection.respond(HTTPStatus.NOT_FOUND, "WebSocket endpoint is /ws\n")
+        try:
+            grant = self.grant(request)
+        except AuthError as exc:
+            return connection.respond(HTTPStatus.UNAUTHORIZED, f"{exc}\n")
         if path == "/metrics":
-            if not self.authorised(request):  # with keys configured, metrics need one too
-                return connection.respond(HTTPStatus.UNAUTHORIZED, "missing or unknown API key\n")
+            if not grant.everything or grant.expires_at is not None:  # operators: a key for every channel
+                return connection.respond(HTTPStatus.FORBIDDEN, "metrics need an API key for every channel\n")
             metrics, content_type = exposition()
             return Response(200, "OK", Headers({"Content-Type": content_type}), metrics)
-        if path != "/ws":
-            return connection.respond(HTTPStatus.NOT_FOUND, "WebSocket endpoint is /ws\n")
-        if not self.authorised(request):
-            return connection.respond(HTTPStatus.UNAUTHORIZED, "missing or unknown API key\n")
+        origin = request.headers.get("Origin")
+        allowed = self.settings.gateway_allowed_origins
+        if origin is not None and allowed and origin not in allowed:
+            return connection.respond(HTTPStatus.FORBIDDEN, f"origin {origin[:200]!r} is not allowed\n")
+        if self.connections[grant.subject] >= self.settings.gateway_max_connections_per_key:
+            limit = self.settings.gateway_max_connections_per_key
+            return connection.respond(HTTPStatus.TOO_MANY_REQUESTS, f"at most {limit} connections per key\n")
         if not self.consuming:  # no positions to hand out yet
             return connection.respond(HTTPStatus.SERVICE_UNAVAILABLE, "gateway starting; retry shortly\n")
         return None
 
     async def handle(self, connection: ServerConnection) -> None:
+        assert connection.request is not None
+        try:
+            grant = self.grant(connection.request)
+        except AuthError as exc:  # expired since the handshake
+            await connection.close(TOKEN_EXPIRED, str(exc)[:120])
+            return
         client = self.hub.connect()
+        client.grant = grant
+        self.connections[grant.subject] += 1
+        self._expire_at(connection, client)
         client.on_drop = lambda: self._cut(connection)
         rate = self.settings.gateway_commands_per_s
         client.commands = TokenBucket(rate, burst=2 * rate)
@@ -140,6 +159,11 @@ class Gateway:
             pass
         finally:
             self.hub.disconnect(client)
+            self.connections[grant.subject] -= 1
+            if not self.connections[grant.subject]:
+                del self.connections[grant.subject]
+            if client.expiry is not None:
+                client.expiry.cancel()
             GATEWAY_CLIENTS.dec()
             sender.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -163,7 +187,16 @@ class Gateway:
             return
         if command.op == "ping":
             await connection.send(json.dumps({"type": "pong"}))
-        elif command.op == "subscribe" and command.since is not None:
+            return
+        if command.op == "refresh":
+            await self._refresh(connection, client, command.token)
+            return
+        denied = client.grant.denied(command.channels) if command.op == "subscribe" else []
+        if denied:
+            message = f"not allowed for this key or token: {denied[:10]}"
+            await connection.send(json.dumps(error_message("forbidden", message)))
+            return
+        if command.op == "subscribe" and command.since is not None:
             async with self._replays:
                 await self._resume(connection, client, command)
         elif command.op == "subscribe":
@@ -186,6 +219,43 @@ class Gateway:
         else:
             self.hub.unsubscribe(client, command.channels)
             await connection.send(json.dumps({"type": "unsubscribed", "channels": list(command.channels)}))
+
+    async def _refresh(self, connection: ServerConnection, client: Client, token: str) -> None:
+        """A fresh token for the same subject: new expiry and patterns, without reconnecting.
+        Channels the new patterns no longer allow are unsubscribed (and listed)."""
+        try:
+            grant = self.auth.from_token(token)
+        except AuthError as exc:
+            await connection.send(json.dumps(error_message("unauthorized", str(exc))))
+            return
+        if grant.subject != client.grant.subject:
+            message = "a refreshed token must have the same subject (sub) as the connection's"
+            await connection.send(json.dumps(error_message("unauthorized", message)))
+            return
+        client.grant = grant
+        dropped = tuple(sorted(c for c in client.channels if not grant.allows(c)))
+        self.hub.unsubscribe(client, dropped)
+        self._expire_at(connection, client)
+        reply = {"type": "refreshed", "expires_at": grant.expires_at, "unsubscribed": list(dropped)}
+        await connection.send(json.dumps(reply))
+
+    def _expire_at(self, connection: ServerConnection, client: Client) -> None:
+        """Close with 4001 when the connection's token expires (a refresh moves this)."""
+        if client.expiry is not None:
+            client.expiry.cancel()
+            client.expiry = None
+        if client.grant.expires_at is None:
+            return
+        delay = max(0.0, client.grant.expires_at + self.auth.leeway_s - time.time())
+
+        def expire() -> None:
+            task = asyncio.create_task(
+                connection.close(TOKEN_EXPIRED, "token expired; connect with a fresh one")
+            )
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
+
+        client.expiry = asyncio.get_running_loop().call_later(delay, expire)
 
     @staticmethod
     def _subscribed(

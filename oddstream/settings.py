@@ -76,7 +76,23 @@ class Settings(BaseSettings):
     gateway_port: int = Field(default=8765, description="Port of the WebSocket gateway.")
     gateway_api_keys: list[SecretStr] = Field(
         default_factory=list,
-        description="API keys the gateway accepts. Empty: no authentication (local only).",
+        description="API keys the gateway accepts: KEY (every channel) or KEY=pattern,pattern "
+        "(those channels, e.g. k1=markets,market:*). Empty, and no JWT key: no authentication (local only).",
+    )
+    gateway_jwt_secret: SecretStr | None = Field(
+        default=None, description="HS256 key of the JWTs the gateway accepts (claims: sub, exp, channels)."
+    )
+    gateway_jwt_public_key: str | None = Field(
+        default=None,
+        description="RS256 public key (PEM text, or the path of a PEM file) of the JWTs the gateway accepts.",
+    )
+    gateway_allowed_origins: list[str] = Field(
+        default_factory=list,
+        description="Origins a browser may connect from (e.g. https://screens.example.com). Empty: any. "
+        "Requests without an Origin header (not browsers) are not affected.",
+    )
+    gateway_max_connections_per_key: int = Field(
+        default=100, ge=1, description="Open WebSocket connections per API key or JWT subject."
     )
     gateway_client_max_bytes: int = Field(
         default=1 << 20,
@@ -268,8 +284,15 @@ class Settings(BaseSettings):
             max_skew_ms=self.input_max_skew_ms,
         )
 
-    def api_keys(self) -> set[str]:
-        return {key.get_secret_value() for key in self.gateway_api_keys}
+    def api_keys(self) -> list[str]:
+        """The gateway's API key entries (``KEY`` or ``KEY=patterns``)."""
+        return [key.get_secret_value() for key in self.gateway_api_keys]
+
+    def jwt_public_key(self) -> str | None:
+        key = self.gateway_jwt_public_key
+        if key is None or key.lstrip().startswith("-----BEGIN"):
+            return key
+        return Path(key).read_text()
 
 
 def is_loopback(host: str) -> bool:

@@ -305,3 +305,100 @@ async def test_a_client_resumes_from_its_last_position_with_no_gap_and_no_duplic
             assert reply["recovered"] is True and reply["replayed"] == 5, reply
     finally:
         task.cancel()
+
+
+async def test_tokens_keys_origins_and_connection_limits_are_each_refused_with_a_reason(
+    settings: Settings,
+) -> None:
+    import time
+
+    import jwt
+    from websockets.exceptions import ConnectionClosed
+    from websockets.typing import Origin
+
+    secret = "j" * 64
+
+    def token(channels: list[str], ttl_s: float, sub: str = "screen-1") -> str:
+        return jwt.encode(
+            {"sub": sub, "exp": int(time.time() + ttl_s), "channels": channels}, secret, algorithm="HS256"
+        )
+
+    ensure_topics(settings)
+    settings = settings.model_copy(
+        update={
+            "gateway_api_keys": [SecretStr("ops"), SecretStr("k2=markets")],
+            "gateway_jwt_secret": SecretStr(secret),
+            "gateway_allowed_origins": ["https://screens.example"],
+            "gateway_max_connections_per_key": 2,
+        }
+    )
+    task = await started(settings)
+    base = f"ws://127.0.0.1:{settings.gateway_port}/ws"
+    http = f"http://127.0.0.1:{settings.gateway_port}"
+
+    async def refused(url: str, **kwargs: object) -> tuple[int, str]:
+        with pytest.raises(InvalidStatus) as caught:
+            async with connect(url, **kwargs):  # type: ignore[arg-type]
+                pass
+        return caught.value.response.status_code, caught.value.response.body.decode()
+
+    async def command(ws: object, frame: dict[str, object]) -> dict[str, object]:
+        await ws.send(json.dumps(frame))  # type: ignore[attr-defined]
+        return json.loads(await asyncio.wait_for(ws.recv(), 10))  # type: ignore[attr-defined,no-any-return]
+
+    try:
+        assert await refused(base) == (401, "missing API key or token\n")
+        assert await refused(f"{base}?token={token(['*'], -60)}") == (401, "token expired\n")
+        status, body = await refused(
+            f"{base}?token={jwt.encode({'sub': 'x', 'exp': 2**40, 'channels': ['*']}, 'w' * 64)}"
+        )
+        assert status == 401 and "Signature verification failed" in body
+        assert (await refused(base + "?api_key=ops", origin=Origin("https://evil.example")))[0] == 403
+
+        async with connect(
+            f"{base}?token={token(['market:*', 'alerts'], 60)}", origin=Origin("https://screens.example")
+        ) as ws:
+            await ws.recv()
+            error = await command(ws, {"op": "subscribe", "channels": ["market:m1", "models"]})
+            assert error["code"] == "forbidden" and "models" in str(error["message"])  # the whole command
+            assert (await command(ws, {"op": "subscribe", "channels": ["market:m1", "alerts"]}))[
+                "type"
+            ] == "subscribed"
+            # refresh without reconnecting: a new expiry, and channels no longer granted are dropped
+            refreshed = await command(ws, {"op": "refresh", "token": token(["market:*"], 120)})
+            assert refreshed["type"] == "refreshed" and refreshed["unsubscribed"] == ["alerts"]
+            other = await command(ws, {"op": "refresh", "token": token(["*"], 120, sub="someone-else")})
+            assert other["code"] == "unauthorized" and "same subject" in str(other["message"])
+            bad = await command(ws, {"op": "refresh", "token": "garbage"})
+            assert bad["code"] == "unauthorized"
+
+        # a token that expires closes its connection with 4001; one refreshed in time stays
+        async with (
+            connect(f"{base}?token={token(['*'], 1, sub='a')}") as expiring,
+            connect(f"{base}?token={token(['*'], 1, sub='b')}") as kept,
+        ):
+            await expiring.recv()
+            await kept.recv()
+            await command(kept, {"op": "refresh", "token": token(["*"], 120, sub="b")})
+            with pytest.raises(ConnectionClosed) as closed:
+                await asyncio.wait_for(expiring.recv(), 15)  # 1 s + the 5 s leeway
+            assert closed.value.rcvd is not None and closed.value.rcvd.code == 4001
+            assert await command(kept, {"op": "ping"}) == {"type": "pong"}
+
+        # connections per key: two open, the third refused; a scoped key cannot read metrics
+        async with connect(base + "?api_key=k2") as one, connect(base + "?api_key=k2") as two:
+            await one.recv()
+            await two.recv()
+            assert await refused(base + "?api_key=k2") == (429, "at most 2 connections per key\n")
+            error = await command(one, {"op": "subscribe", "channels": ["alerts"]})
+            assert error["code"] == "forbidden"
+        async with httpx.AsyncClient() as client:
+            assert (await client.get(f"{http}/metrics", headers={"X-API-Key": "k2"})).status_code == 403
+            assert (
+                await client.get(f"{http}/metrics", params={"token": token(["*"], 60)})
+            ).status_code == 403
+            metrics = await client.get(f"{http}/metrics", headers={"X-API-Key": "ops"})
+            assert metrics.status_code == 200 and "oddstream_gateway_resumes_total" in metrics.text
+            assert (await client.get(f"{http}/healthz")).json()["clients"] == 0  # all gone, the gateway runs
+    finally:
+        task.cancel()
