@@ -3,7 +3,7 @@ PYTHON ?= python3.11
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: run test install deps lint typecheck test-pure test-integration bench-core bench-kafka bench-worker bench-quality bench-sql bench-peers bench-latency bench-webhooks clean
+.PHONY: run test install deps lint typecheck test-pure test-integration bench-core bench-kafka bench-worker bench-quality bench-sql bench-peers bench-latency bench-webhooks bench-gateway clean
 
 run: install                 ## install, then run the whole stack with the simulator
 	$(BIN)/oddstream up
@@ -59,6 +59,9 @@ $(VENV)-peers/.installed: benchmarks/peers/requirements.txt
 
 bench-webhooks: install    ## the dispatcher's deliveries/s next to a bare signed HTTP loop, same receiver (not a test)
 	$(BIN)/python -m benchmarks.webhooks
+
+bench-gateway: install     ## the gateway's deliveries/s, memory per connection and latency next to a bare websockets.broadcast server (not a test)
+	$(BIN)/python -m benchmarks.gateway
 
 bench-latency: install     ## every role running: send -> WebSocket / ClickHouse latency per rate, highest sustained rate (not a test)
 	$(BIN)/python -m benchmarks.latency

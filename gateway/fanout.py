@@ -1,62 +1,80 @@
-"""Subscriptions and bounded per-client queues. Pure (asyncio queues, no I/O).
+"""Subscriptions and broadcast writes. Pure: sockets are behind the callables it is given.
 
-A client whose queue is full, or whose queued frames exceed ``max_bytes``, is dropped
-(its ``on_drop`` closes the connection with 1013) so that one slow reader never delays
-the others. Channels without subscribers are not kept, so unsubscribing (even from a
-channel never subscribed) cannot grow the gateway, and a client holds at most
-``max_subscriptions`` channels.
+An event's frame is written once per event to every subscriber's socket buffer in one
+call (``write_many``: ``websockets.broadcast`` in the server), with no task and no queue per
+client. A client whose socket holds more than ``max_bytes`` not yet taken by the kernel is
+cut (its ``on_drop`` closes the connection with 1013), so one slow reader never delays the
+others and never grows the gateway.
+
+While a client is being sent its snapshot or a replay (``paused``), its live frames wait in
+its ``pending`` list, bounded by the same ``max_bytes`` and by ``max_pending`` frames; they
+follow once the snapshot or replay is out, so live frames always come after it.
+
+Channels without subscribers are not kept, so unsubscribing (even from a channel never
+subscribed) cannot grow the gateway, and a client holds at most ``max_subscriptions``
+channels.
 """
 
 from __future__ import annotations
 
-import asyncio
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from gateway.auth import OPEN, Grant
 from gateway.protocol import ProtocolError
 
 
-def _set_event() -> asyncio.Event:
-    event = asyncio.Event()
-    event.set()
-    return event
-
-
 @dataclass(eq=False)
 class Client:
-    queue: asyncio.Queue[str]
+    connection: Any = None  # what write_many writes to
+    buffered: Callable[[], int] = lambda: 0  # bytes written to its socket, not yet sent
     channels: set[str] = field(default_factory=set)
     dropped: bool = False
-    queued_bytes: int = 0
     on_drop: Callable[[], None] | None = None
     commands: TokenBucket = field(default_factory=lambda: TokenBucket(20.0, 40.0))
     refused_commands: int = 0
-    live: asyncio.Event = field(default_factory=_set_event)  # cleared while a resume replays
+    paused: bool = False  # a snapshot or replay is being sent: live frames wait in pending
+    pending: deque[str] = field(default_factory=deque)
+    pending_bytes: int = 0
     grant: Grant = OPEN  # what this connection may subscribe to (gateway/auth.py)
-    expiry: asyncio.TimerHandle | None = None  # closes it when its token expires
+    expiry: Any = None  # the timer that closes it when its token expires
 
-    def take(self, frame: str) -> None:
-        """The sender took ``frame`` off the queue."""
-        self.queued_bytes -= len(frame)
+    def take_pending(self) -> str | None:
+        """The next live frame that waited while paused, or ``None``: then it is live again."""
+        if not self.pending:
+            self.paused = False
+            return None
+        frame = self.pending.popleft()
+        self.pending_bytes -= len(frame)
+        return frame
 
 
 class Hub:
-    def __init__(self, queue_size: int, max_bytes: int = 1 << 20, max_subscriptions: int = 200) -> None:
-        self.queue_size = queue_size
+    def __init__(
+        self,
+        write_many: Callable[[list[Any], str], None],
+        max_bytes: int = 1 << 20,
+        max_subscriptions: int = 200,
+        max_pending: int = 1000,
+    ) -> None:
+        self.write_many = write_many
         self.max_bytes = max_bytes
         self.max_subscriptions = max_subscriptions
+        self.max_pending = max_pending
         self._subscribers: dict[str, set[Client]] = {}
         self.clients: set[Client] = set()
         self.dropped_total = 0
+        self.delivered_total = 0  # frames written to clients' sockets (pending ones when they leave)
 
     @property
     def channels(self) -> int:
         """Channels with at least one subscriber (the only ones kept)."""
         return len(self._subscribers)
 
-    def connect(self) -> Client:
-        client = Client(asyncio.Queue(self.queue_size))
+    def connect(self, connection: Any = None, buffered: Callable[[], int] = lambda: 0) -> Client:
+        client = Client(connection, buffered)
         self.clients.add(client)
         return client
 
@@ -83,18 +101,26 @@ class Hub:
         return channel in self._subscribers
 
     def publish(self, channel: str, frame: str) -> list[Client]:
-        """Queue ``frame`` for every subscriber; return the clients dropped for being slow."""
-        slow = []
+        """Write ``frame`` to every subscriber at once; return the clients cut for being slow."""
+        subscribers = self._subscribers.get(channel)
+        if not subscribers:
+            return []
         size = len(frame)
-        for client in list(self._subscribers.get(channel, ())):
-            if client.queued_bytes + size > self.max_bytes:
+        ready, slow = [], []
+        for client in subscribers:
+            if client.paused:
+                if client.pending_bytes + size > self.max_bytes or len(client.pending) >= self.max_pending:
+                    slow.append(client)
+                else:
+                    client.pending.append(frame)
+                    client.pending_bytes += size
+            elif client.buffered() + size > self.max_bytes:
                 slow.append(client)
-                continue
-            try:
-                client.queue.put_nowait(frame)
-                client.queued_bytes += size
-            except asyncio.QueueFull:
-                slow.append(client)
+            else:
+                ready.append(client.connection)
+        if ready:
+            self.write_many(ready, frame)
+            self.delivered_total += len(ready)
         for client in slow:
             client.dropped = True
             self.disconnect(client)

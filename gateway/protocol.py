@@ -20,6 +20,7 @@ Server -> client::
      "position": {"topic": "...", "partition": 0, "offset": 42}, "data": {...}}
     (on subscribe, before "subscribed": the channel's current state as event frames with
      "snapshot": true; gateway/latest.py)
+    {"type": "health", "channel": "health", "time": 1700000000000, "data": {"events_in_per_s": ...}}
     {"type": "heartbeat", "time": 1700000000000} / {"type": "pong"}
     {"type": "error", "code": "bad_request", "message": "..."}
 """
@@ -32,11 +33,11 @@ from dataclasses import dataclass
 from typing import Any
 
 CHANNEL = re.compile(
-    r"^(markets|services|predictions|alerts|models|(market|service|alerts):[A-Za-z0-9_.\-]{1,128})$"
+    r"^(markets|services|predictions|alerts|models|health|(market|service|alerts):[A-Za-z0-9_.\-]{1,128})$"
 )
 CHANNEL_HELP = [
     "markets", "market:<market_id>", "services", "service:<service>", "predictions", "alerts",
-    "alerts:<rule>", "models",
+    "alerts:<rule>", "models", "health",
 ]  # fmt: skip
 MAX_CHANNELS_PER_MESSAGE = 100
 MAX_TOKEN_CHARS = 8_192

@@ -17,18 +17,20 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from http import HTTPStatus
+from importlib import resources
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
-from aiokafka import AIOKafkaConsumer
-from websockets.asyncio.server import ServerConnection, serve
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from websockets.asyncio.server import ServerConnection, broadcast, serve
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from gateway.auth import Authenticator, AuthError, Grant
+from gateway.auth import OPEN, Authenticator, AuthError, Grant
 from gateway.epoch import log_epoch
 from gateway.fanout import Client, Hub, TokenBucket
+from gateway.health import HEALTH_EVERY_S, Reading, health
 from gateway.history import History
 from gateway.latest import Held, Latest
 from gateway.protocol import (
@@ -67,6 +69,7 @@ HEARTBEAT_S = 15.0
 SOCKET_SEND_BUFFER = 64 * 1024
 MAX_REFUSED_COMMANDS = 100  # rate-limited commands a client may still send before it is closed (1008)
 CONCURRENT_REPLAYS = 4  # resumes reading Kafka at once; the others wait their turn
+DASHBOARD = (resources.files("gateway") / "dashboard.html").read_bytes()  # docs/gateway.md#dashboard
 TOKEN_EXPIRED = 4001  # close code: the connection's JWT expired (docs/gateway.md)
 
 
@@ -76,9 +79,10 @@ class Gateway:
         self.topics = Topics(settings.topic_prefix)
         self.intake = Intake(build_codec(settings), self.topics, settings.limits())
         self.hub = Hub(
-            settings.gateway_client_queue,
+            lambda connections, frame: broadcast(connections, frame),
             max_bytes=settings.gateway_client_max_bytes,
             max_subscriptions=settings.gateway_max_subscriptions,
+            max_pending=settings.gateway_client_queue,
         )
         self.auth = Authenticator(
             settings.api_keys(),
@@ -108,6 +112,9 @@ class Gateway:
                  "consuming": self.consuming}
             )  # fmt: skip
             return connection.respond(HTTPStatus.OK, body + "\n")
+        if path in ("/", "/dashboard"):  # the page holds no data: its WebSocket needs the credential
+            headers = Headers({"Content-Type": "text/html; charset=utf-8", "Cache-Control": "no-cache"})
+            return Response(200, "OK", headers, DASHBOARD)
         if path not in ("/metrics", "/ws"):
             return connection.respond(HTTPStatus.NOT_FOUND, "WebSocket endpoint is /ws\n")
         try:
@@ -123,7 +130,10 @@ class Gateway:
         allowed = self.settings.gateway_allowed_origins
         if origin is not None and allowed and origin not in allowed:
             return connection.respond(HTTPStatus.FORBIDDEN, f"origin {origin[:200]!r} is not allowed\n")
-        if self.connections[grant.subject] >= self.settings.gateway_max_connections_per_key:
+        if (
+            grant is not OPEN
+            and self.connections[grant.subject] >= self.settings.gateway_max_connections_per_key
+        ):
             limit = self.settings.gateway_max_connections_per_key
             return connection.respond(HTTPStatus.TOO_MANY_REQUESTS, f"at most {limit} connections per key\n")
         if not self.consuming:  # no positions to hand out yet
@@ -137,7 +147,7 @@ class Gateway:
         except AuthError as exc:  # expired since the handshake
             await connection.close(TOKEN_EXPIRED, str(exc)[:120])
             return
-        client = self.hub.connect()
+        client = self.hub.connect(connection, connection.transport.get_write_buffer_size)
         client.grant = grant
         self.connections[grant.subject] += 1
         self._expire_at(connection, client)
@@ -149,7 +159,6 @@ class Gateway:
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SOCKET_SEND_BUFFER)
         GATEWAY_CLIENTS.inc()
-        sender = asyncio.create_task(self._send_loop(connection, client))
         try:
             welcome = {"type": "welcome", "channels": CHANNEL_HELP, "epoch": self.epoch}
             await connection.send(json.dumps(welcome))
@@ -165,9 +174,6 @@ class Gateway:
             if client.expiry is not None:
                 client.expiry.cancel()
             GATEWAY_CLIENTS.dec()
-            sender.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await sender
 
     async def _on_frame(self, connection: ServerConnection, client: Client, frame: str | bytes) -> None:
         if not client.commands.allow(time.monotonic()):
@@ -208,14 +214,14 @@ class Gateway:
                 return
             # taken with the subscription (no await between): the live frames continue it
             live_next, snapshot = dict(self.live_next), self._snapshot(new)
-            client.live.clear()  # the snapshot first: a live frame is newer than any of it
+            client.paused = True  # the snapshot first: a live frame is newer than any of it
             try:
                 for frame in snapshot:
                     await connection.send(frame)
                 reply = self._subscribed(command.channels, live_next, snapshot=len(snapshot))
                 await connection.send(json.dumps(reply))
             finally:
-                client.live.set()
+                await self._go_live(connection, client)
         else:
             self.hub.unsubscribe(client, command.channels)
             await connection.send(json.dumps({"type": "unsubscribed", "channels": list(command.channels)}))
@@ -275,8 +281,9 @@ class Gateway:
         """Subscribe from a position: replay ``[position + 1, live_next)`` from Kafka, then live.
 
         Between reading ``live_next`` and subscribing the client nothing else runs (no await),
-        so the live frames it is queued start exactly where the replay ends. Its sender waits
-        until the replay is sent, so every replayed frame comes before every live one."""
+        so the live frames it gets start exactly where the replay ends. It is paused until the
+        replay is sent (live frames wait in its pending list), so every replayed frame comes
+        before every live one."""
         assert command.since is not None
         new = frozenset(c for c in command.channels if c not in client.channels)  # already live: not replayed
         async with History(self.settings.bootstrap) as history:
@@ -294,7 +301,7 @@ class Gateway:
             except ProtocolError as exc:
                 await connection.send(json.dumps(error_message(exc.code, str(exc))))
                 return
-            client.live.clear()
+            client.paused = True
             try:
                 replayed = 0
                 if not isinstance(plan, NotRecovered):
@@ -318,27 +325,95 @@ class Gateway:
                     outcome = {"recovered": True, "replayed": replayed}
                 await connection.send(json.dumps(self._subscribed(command.channels, live_next, **outcome)))
             finally:
-                client.live.set()
+                await self._go_live(connection, client)
 
-    async def _send_loop(self, connection: ServerConnection, client: Client) -> None:
+    async def sample_health(self) -> None:
+        """The ``health`` channel: every HEALTH_EVERY_S while someone listens, Kafka's offsets
+        read and turned into rates and lags (gateway/health.py)."""
+        previous: Reading | None = None
+        readers: tuple[AIOKafkaConsumer, AIOKafkaConsumer] | None = None
+        try:
+            while True:
+                await asyncio.sleep(HEALTH_EVERY_S)
+                if not self.hub.has_subscribers("health"):
+                    previous = None
+                    continue
+                try:
+                    if readers is None:
+                        readers = await self._offset_readers()
+                    reading = await self._read_offsets(*readers)
+                except Exception as exc:  # the next round tries again with new readers
+                    log.warning("health: could not read offsets: %r", exc)
+                    if readers is not None:
+                        for reader in readers:
+                            await reader.stop()
+                    readers = None
+                    continue
+                data = health(previous, reading, self.live_next)
+                previous = reading
+                frame = {"type": "health", "channel": "health", "time": int(time.time() * 1000), "data": data}
+                self.hub.publish("health", json.dumps(frame))
+        finally:
+            if readers is not None:
+                for reader in readers:
+                    await reader.stop()
+
+    async def _offset_readers(self) -> tuple[AIOKafkaConsumer, AIOKafkaConsumer]:
+        """One consumer for end offsets, one for the worker group's commits (it never joins)."""
+        ends = AIOKafkaConsumer(
+            bootstrap_servers=self.settings.bootstrap, group_id=None, enable_auto_commit=False
+        )
+        commits = AIOKafkaConsumer(
+            bootstrap_servers=self.settings.bootstrap,
+            group_id=self.settings.worker_id,
+            enable_auto_commit=False,
+        )
+        await ends.start()
+        await commits.start()
+        return ends, commits
+
+    async def _read_offsets(self, ends: AIOKafkaConsumer, commits: AIOKafkaConsumer) -> Reading:
+        # fresh metadata of every topic (consumer.topics() does not keep what it fetched)
+        cluster = await ends._client.fetch_all_metadata()
+
+        def partitions(topic: str) -> list[TopicPartition]:
+            return [TopicPartition(topic, p) for p in sorted(cluster.partitions_for_topic(topic) or ())]
+
+        sources = [
+            tp
+            for t in (self.topics.odds, self.topics.bets, self.topics.name("system"))
+            for tp in partitions(t)
+        ]
+        derived = [TopicPartition(t, p) for t, p in self.live_next]
+        dead = partitions(self.topics.dead_letter)
+        offsets = await ends.end_offsets([*sources, *derived, *dead])
+
+        def of(tps: list[TopicPartition]) -> dict[Position, int]:
+            return {(tp.topic, tp.partition): int(offsets[tp]) for tp in tps}
+
+        committed = {(tp.topic, tp.partition): await commits.committed(tp) for tp in sources}
+        return Reading(time.monotonic(), of(sources), committed, of(derived), of(dead))
+
+    async def heartbeats(self) -> None:
+        """Every HEARTBEAT_S, one heartbeat frame written to every live client at once."""
         while True:
-            try:
-                frame = await asyncio.wait_for(client.queue.get(), HEARTBEAT_S)
-            except TimeoutError:
-                frame = json.dumps({"type": "heartbeat", "time": int(time.time() * 1000)})
-            else:
-                client.take(frame)
-            if not client.live.is_set():
-                await client.live.wait()  # a resume's replay goes first
-            if client.dropped:
-                return  # _cut closes it
+            await asyncio.sleep(HEARTBEAT_S)
+            frame = json.dumps({"type": "heartbeat", "time": int(time.time() * 1000)})
+            broadcast([c.connection for c in self.hub.clients if not c.paused], frame)
+
+    @staticmethod
+    async def _go_live(connection: ServerConnection, client: Client) -> None:
+        """Send the live frames that waited while the client was paused, then write to it
+        live again (no await between the last pending frame and going live)."""
+        while (frame := client.take_pending()) is not None:
             await connection.send(frame)
 
     def _cut(self, connection: ServerConnection) -> None:
-        """A client fell behind (its queue full, or its queued bytes over the limit): close it
-        with 1013 from outside its own send, which may be stuck on a full socket; websockets
-        aborts the TCP connection if the close does not complete in close_timeout."""
-        task = asyncio.create_task(connection.close(1013, "client too slow: queue full; reconnect"))
+        """A client fell behind (its socket holds more than its byte limit, or the frames
+        waiting for its snapshot or replay passed their limit): close it with 1013 from outside
+        any send of its own, which may be stuck on a full socket; websockets aborts the TCP
+        connection if the close does not complete in close_timeout."""
+        task = asyncio.create_task(connection.close(1013, "client too slow; reconnect and resume"))
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)
 
@@ -358,10 +433,11 @@ class Gateway:
         event, channels = self._admit(m)
         self.latest.add(channels, Held(event.type, event.record, m.topic, m.partition, m.offset))
         wanted = [c for c in channels if self.hub.has_subscribers(c)]
+        delivered = self.hub.delivered_total
         for channel, frame in _encode(event.type, event.record, m.topic, m.partition, m.offset, wanted):
             dropped = self.hub.publish(channel, frame)
-            GATEWAY_FRAMES.inc()
             GATEWAY_DROPPED.inc(len(dropped))
+        GATEWAY_FRAMES.inc(self.hub.delivered_total - delivered)
 
     def _snapshot(self, channels: Iterable[str]) -> list[str]:
         """The snapshot frames of ``channels``: each one's current state (gateway/latest.py)."""
@@ -449,7 +525,12 @@ async def run_gateway(settings: Settings) -> None:
         close_timeout=2,
     ):
         log.info("gateway on ws://%s:%s/ws", settings.gateway_host, settings.gateway_port)
-        await gateway.consume()
+        background = [asyncio.create_task(gateway.heartbeats()), asyncio.create_task(gateway.sample_health())]
+        try:
+            await gateway.consume()
+        finally:
+            for task in background:
+                task.cancel()
 
 
 def _encode(

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # System tools oddstream needs besides Python: Python 3.11, Java 17 and Maven (the local
-# Kafka broker runs from Maven-fetched jars), docker-compose (the compose file check).
+# Kafka broker runs from Maven-fetched jars), docker-compose (the compose file check),
+# Chromium and ChromeDriver (the dashboard's browser test).
 # Installs what is missing from Debian's packages when it can (root + apt-get); otherwise
 # says exactly what to install and fails.
 set -euo pipefail
@@ -15,6 +16,8 @@ else
 fi
 command -v mvn >/dev/null || missing+=(maven)
 command -v docker-compose >/dev/null || missing+=(docker-compose)
+command -v chromium >/dev/null || missing+=(chromium)
+command -v chromedriver >/dev/null || missing+=(chromium-driver)
 
 [ ${#missing[@]} -eq 0 ] && exit 0
 

@@ -8,7 +8,7 @@ STORE_ROWS = Counter("oddstream_store_rows_total", "Rows inserted into ClickHous
 STORE_BATCHES = Counter("oddstream_store_batches_total", "Batches committed by the store")
 SQL_QUERIES = Counter("oddstream_sql_queries_total", "Read-only SQL queries", ["outcome"])
 GATEWAY_CLIENTS = Gauge("oddstream_gateway_clients", "Connected WebSocket clients")
-GATEWAY_FRAMES = Counter("oddstream_gateway_frames_total", "Event frames queued to clients")
+GATEWAY_FRAMES = Counter("oddstream_gateway_frames_total", "Live event frames written to clients' sockets")
 GATEWAY_DROPPED = Counter("oddstream_gateway_dropped_clients_total", "Clients dropped for being slow")
 GATEWAY_RESUMES = Counter(
     "oddstream_gateway_resumes_total",

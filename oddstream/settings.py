@@ -97,7 +97,8 @@ class Settings(BaseSettings):
     gateway_client_max_bytes: int = Field(
         default=1 << 20,
         ge=1024,
-        description="Bytes of frames queued for one WebSocket client before it is cut (close 1013).",
+        description="Bytes written to one WebSocket client's socket and not yet sent (or held while its "
+        "snapshot or replay is sent) before it is cut (close 1013).",
     )
     gateway_commands_per_s: float = Field(
         default=20.0,
@@ -122,7 +123,8 @@ class Settings(BaseSettings):
     gateway_client_queue: int = Field(
         default=1000,
         ge=1,
-        description="Messages buffered per WebSocket client before it is dropped.",
+        description="Live frames held for a WebSocket client while its snapshot or replay is sent; "
+        "past it the client is cut (close 1013).",
     )
     webhook_master_secret: SecretStr = Field(
         default=SecretStr(DEVELOPMENT_MASTER_SECRET),

@@ -248,6 +248,7 @@ def print_where_to_look(settings: Settings, stack: Stack, receiver_url: str) -> 
     print(
         f"""
 oddstream is up.
+  Dashboard           http://{s.gateway_host}:{s.gateway_port}/   (markets, alerts, predictions, health)
   Kafka               {kafka}
   Avro framing        {framing}
   WebSocket           ws://{s.gateway_host}:{s.gateway_port}/ws   send {subscribe}

@@ -20,14 +20,14 @@ ROLES = ("store", "worker", "gateway", "dispatcher", "receiver")
 
 
 class Up:
-    """``oddstream up --no-simulate`` in its own process group, output to ``up.log``."""
+    """``oddstream up`` (``--no-simulate`` unless asked) in its own process group, output to ``up.log``."""
 
-    def __init__(self, settings: Settings, *args: str) -> None:
+    def __init__(self, settings: Settings, *args: str, simulate: bool = False) -> None:
         self.settings = settings
         self.log = Path(settings.data_dir) / "up.log"
         self.log.parent.mkdir(parents=True, exist_ok=True)
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "oddstream", "up", "--no-simulate", *args],
+            [sys.executable, "-m", "oddstream", "up", *([] if simulate else ["--no-simulate"]), *args],
             stdout=self.log.open("ab"),
             stderr=subprocess.STDOUT,
             env=environment(self.settings),

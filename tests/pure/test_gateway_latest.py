@@ -64,3 +64,17 @@ def test_state_is_bounded_per_channel_and_in_channels() -> None:
     assert [h.record["market_id"] for h in latest.snapshot("markets")] == ["m2", "m3", "m4"]
     assert len(latest) == 2  # the least recently changed channels went first
     assert latest.snapshot("market:m4") and not latest.snapshot("market:m1")
+
+
+def test_health_from_two_readings_of_the_offsets() -> None:
+    from gateway.health import Reading, health
+
+    first = Reading(10.0, {("odds", 0): 100, ("odds", 1): 50}, {("odds", 0): 90, ("odds", 1): None},
+                    {("w", 0): 10}, {("dl", 0): 2})  # fmt: skip
+    second = Reading(12.0, {("odds", 0): 300, ("odds", 1): 50}, {("odds", 0): 280, ("odds", 1): 40},
+                     {("w", 0): 30}, {("dl", 0): 3})  # fmt: skip
+    assert health(None, first, {("w", 0): 10})["events_in_per_s"] is None  # one reading: no rate yet
+    assert health(first, second, {("w", 0): 25}) == {
+        "events_in_per_s": 100.0, "derived_per_s": 10.0, "worker_lag": 20 + 10, "gateway_lag": 5,
+        "dead_letters": 3, "dead_letters_per_s": 0.5,
+    }  # fmt: skip

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from gateway.fanout import Hub
+from gateway.fanout import Client, Hub
 from gateway.protocol import ProtocolError, channels_of, parse_command
 
 pytestmark = pytest.mark.pure
@@ -42,21 +42,78 @@ def test_window_updates_go_to_the_market_and_the_all_markets_channel() -> None:
     assert channels_of("BetPlaced", {"market_id": "m7"}) == []
 
 
-def test_a_slow_client_is_dropped_and_the_others_keep_receiving() -> None:
-    async def scenario() -> None:
-        hub = Hub(queue_size=2)
-        slow, fast = hub.connect(), hub.connect()
-        hub.subscribe(slow, ("markets",))
-        hub.subscribe(fast, ("markets",))
-        for n in range(5):
-            hub.publish("markets", f"frame {n}")
-            while not fast.queue.empty():
-                fast.queue.get_nowait()  # the fast client keeps up
-        assert slow.dropped and not fast.dropped
-        assert slow not in hub.clients and hub.dropped_total == 1
-        assert hub.publish("markets", "after") == [] and fast.queue.get_nowait() == "after"
+class Sockets:
+    """What the hub writes to: per connection, the frames written and the bytes not yet sent."""
 
-    asyncio.run(scenario())
+    def __init__(self) -> None:
+        self.frames: dict[str, list[str]] = {}
+        self.unsent: dict[str, int] = {}
+        self.writes = 0
+
+    def write_many(self, connections: list[str], frame: str) -> None:
+        self.writes += 1
+        for name in connections:
+            self.frames.setdefault(name, []).append(frame)
+            self.unsent[name] = self.unsent.get(name, 0) + len(frame)
+
+    def connect(self, hub: Hub, name: str) -> Client:
+        return hub.connect(name, lambda: self.unsent.get(name, 0))
+
+
+def test_a_frame_is_written_once_to_every_subscriber_and_nobody_else() -> None:
+    sockets = Sockets()
+    hub = Hub(sockets.write_many)
+    a, b, c = (sockets.connect(hub, name) for name in "abc")
+    hub.subscribe(a, ("markets",))
+    hub.subscribe(b, ("markets", "market:m1"))
+    hub.subscribe(c, ("alerts",))
+    assert hub.publish("markets", "f1") == [] and hub.publish("market:m1", "f2") == []
+    assert hub.publish("market:m9", "nobody") == []
+    assert (
+        sockets.frames == {"a": ["f1"], "b": ["f1", "f2"]} and sockets.writes == 2
+    )  # one write call per frame
+    assert hub.delivered_total == 3
+
+
+def test_a_slow_client_is_cut_by_the_bytes_its_socket_holds_and_the_others_keep_receiving() -> None:
+    sockets = Sockets()
+    hub = Hub(sockets.write_many, max_bytes=1000)
+    slow, fast = sockets.connect(hub, "slow"), sockets.connect(hub, "fast")
+    cut: list[str] = []
+    slow.on_drop = lambda: cut.append("slow")
+    for client in (slow, fast):
+        hub.subscribe(client, ("markets",))
+    for _ in range(3):
+        hub.publish("markets", "x" * 300)
+        sockets.unsent["fast"] = 0  # the fast reader's kernel took everything
+    assert not slow.dropped and sockets.unsent["slow"] == 900
+    assert hub.publish("markets", "x" * 300) == [slow]  # 1,200 bytes would be held
+    assert cut == ["slow"] and slow.dropped and not fast.dropped and slow not in hub.clients
+    assert len(sockets.frames["fast"]) == 4 and hub.dropped_total == 1
+    assert hub.publish("markets", "after") == [] and sockets.frames["fast"][-1] == "after"
+
+
+def test_live_frames_wait_while_a_snapshot_is_sent_then_follow_in_order() -> None:
+    sockets = Sockets()
+    hub = Hub(sockets.write_many, max_bytes=1000, max_pending=3)
+    client = sockets.connect(hub, "a")
+    hub.subscribe(client, ("markets",))
+    client.paused = True
+    hub.publish("markets", "live 1")
+    hub.publish("markets", "live 2")
+    assert "a" not in sockets.frames and client.pending_bytes == 12  # nothing written meanwhile
+    sent = []
+    while (frame := client.take_pending()) is not None:
+        sent.append(frame)
+        if frame == "live 1":
+            hub.publish("markets", "live 3")  # arrives while the waiting ones go out: waits too
+    assert sent == ["live 1", "live 2", "live 3"] and not client.paused and client.pending_bytes == 0
+    hub.publish("markets", "live 4")
+    assert sockets.frames["a"] == ["live 4"]
+    client.paused = True
+    for n in range(3):
+        assert hub.publish("markets", f"wait {n}") == []
+    assert hub.publish("markets", "one too many") == [client] and client.dropped  # bounded in frames
 
 
 def test_predictions_models_and_alerts_have_their_channels() -> None:
@@ -70,7 +127,7 @@ def test_predictions_models_and_alerts_have_their_channels() -> None:
 
 def test_channels_nobody_listens_to_are_not_kept() -> None:
     async def scenario() -> None:
-        hub = Hub(queue_size=10)
+        hub = Hub(Sockets().write_many)
         a, b = hub.connect(), hub.connect()
         hub.unsubscribe(a, tuple(f"market:m{n}" for n in range(100)))  # never subscribed
         assert hub.channels == 0
@@ -88,7 +145,7 @@ def test_channels_nobody_listens_to_are_not_kept() -> None:
 
 def test_a_client_holds_at_most_its_subscription_limit_all_or_nothing() -> None:
     async def scenario() -> None:
-        hub = Hub(queue_size=10, max_subscriptions=3)
+        hub = Hub(Sockets().write_many, max_subscriptions=3)
         client = hub.connect()
         hub.subscribe(client, ("markets", "market:m1"))
         with pytest.raises(ProtocolError) as refused:
@@ -97,25 +154,6 @@ def test_a_client_holds_at_most_its_subscription_limit_all_or_nothing() -> None:
         assert client.channels == {"markets", "market:m1"} and hub.channels == 2  # nothing added
         hub.subscribe(client, ("markets", "market:m2"))  # one new: within the limit
         assert hub.channels == 3
-
-    asyncio.run(scenario())
-
-
-def test_a_client_is_cut_by_the_bytes_queued_for_it() -> None:
-    async def scenario() -> None:
-        hub = Hub(queue_size=1000, max_bytes=1000)
-        slow, fast = hub.connect(), hub.connect()
-        cut: list[str] = []
-        slow.on_drop = lambda: cut.append("slow")
-        for client in (slow, fast):
-            hub.subscribe(client, ("markets",))
-        for _ in range(3):
-            hub.publish("markets", "x" * 300)
-            while not fast.queue.empty():
-                fast.take(fast.queue.get_nowait())
-        assert not slow.dropped and slow.queued_bytes == 900
-        assert hub.publish("markets", "x" * 300) == [slow]  # 1,200 bytes would be queued
-        assert cut == ["slow"] and slow.dropped and not fast.dropped and fast.queued_bytes == 300
 
     asyncio.run(scenario())
 
