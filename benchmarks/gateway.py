@@ -5,8 +5,11 @@
 For each number of subscribers, each server in its own process, the same clients:
 
 1. Baseline: a bare server (``--raw``, about 30 lines): an aiokafka consumer on the odds
-   window topic and ``websockets.broadcast`` of a frame of the gateway's frame size, with
-   the record's Kafka timestamp, to every connection. No decoding, no channels, no limits.
+   window topic and ``websockets.broadcast`` of a frame carrying the same window JSON as the
+   gateway's (so both compress the same text), with the record's Kafka timestamp, to every
+   connection. No decoding, no channels, no limits;
+   it reads the clients' subscribe command and ignores it (the same traffic per connection,
+   so both servers pay for decompressing one client message).
 2. The real gateway process (``oddstream gateway``): Avro decode and checks, channels,
    snapshot state, per-client byte limits, the broadcast write; clients subscribe to
    ``markets``.
@@ -65,20 +68,29 @@ def window(n: int, now_ms: int) -> dict[str, Any]:
     }  # fmt: skip
 
 
+def sample_data() -> str:
+    """The JSON of a window update as the gateway's frames carry it: the bare server sends it
+    too, so both compress the same text (permessage-deflate is on in both)."""
+    return json.dumps(jsonable(window(0, 1_767_225_600_000)))
+
+
 def frame_size() -> int:
     position = json.dumps({"topic": "odds.window.1m", "partition": 0, "offset": 123456})
-    return len(event_frame("markets", "OddsWindowUpdated", position, json.dumps(jsonable(window(0, 1)))))
+    return len(event_frame("markets", "OddsWindowUpdated", position, sample_data()))
 
 
 # -- the bare server -------------------------------------------------------------------
 
 
-async def raw_server(port: int, bootstrap: str, topic: str, size: int) -> None:
+async def raw_server(port: int, bootstrap: str, topic: str) -> None:
     from aiokafka import AIOKafkaConsumer
     from websockets.asyncio.server import broadcast, serve
 
+    data = sample_data()
+
     async def handler(ws: Any) -> None:
-        await ws.wait_closed()
+        async for _ in ws:  # the clients' subscribe: read and ignored (no channels here)
+            pass
 
     async with serve(handler, "127.0.0.1", port, ping_interval=20) as server:
         consumer = AIOKafkaConsumer(
@@ -89,8 +101,11 @@ async def raw_server(port: int, bootstrap: str, topic: str, size: int) -> None:
             await consumer.position(tp)
         print("ready", flush=True)  # to its log file
         async for m in consumer:
-            head = f'{{"type": "event", "t": {m.timestamp}, "offset": {m.offset}, "pad": "'
-            broadcast(server.connections, head + "x" * max(0, size - len(head) - 2) + '"}')
+            position = f'{{"partition": {m.partition}, "offset": {m.offset}}}'
+            broadcast(
+                server.connections,
+                f'{{"type": "event", "t": {m.timestamp}, "position": {position}, "data": {data}}}',
+            )
             await asyncio.sleep(0)
 
 
@@ -108,7 +123,9 @@ async def clients(url: str, count: int, expect: int, subscribe: bool, timeout_s:
             ws = await connect(url, open_timeout=60, max_queue=None, ping_interval=None)
             if subscribe:
                 await ws.recv()  # welcome
-                await ws.send('{"op":"subscribe","channels":["markets"]}')
+            # the same command to both servers (the bare one ignores it): the same traffic per connection
+            await ws.send('{"op":"subscribe","channels":["markets"]}')
+            if subscribe:
                 while json.loads(await ws.recv())["type"] != "subscribed":
                     pass
             connections.append(ws)
@@ -204,22 +221,13 @@ def measure(
     }  # fmt: skip
 
 
-def start_server(kind: str, settings: Settings, work: Path, size: int) -> tuple[subprocess.Popen[bytes], str]:
+def start_server(kind: str, settings: Settings, work: Path) -> tuple[subprocess.Popen[bytes], str]:
     """The server in its own process, its output to a file (a pipe nobody reads would stall it)."""
     port = free_port()
     log = work / f"{kind}-{port}.log"
     if kind == "raw":
         topic = Topics(settings.topic_prefix).windows()[0]
-        cmd = [
-            sys.executable,
-            "-m",
-            "benchmarks.gateway",
-            "--raw",
-            str(port),
-            settings.bootstrap,
-            topic,
-            str(size),
-        ]
+        cmd = [sys.executable, "-m", "benchmarks.gateway", "--raw", str(port), settings.bootstrap, topic]
         process = subprocess.Popen(cmd, stdout=log.open("wb"), stderr=subprocess.STDOUT)
         wait_in_file(process, log, "ready", 60)
         return process, f"ws://127.0.0.1:{port}/"
@@ -249,12 +257,13 @@ def main() -> None:
     parser.add_argument(
         "--deliveries", type=int, default=200_000, help="frames per run (events x subscribers)"
     )
-    parser.add_argument("--raw", nargs=4, help=argparse.SUPPRESS)
+    parser.add_argument("--repeat", type=int, default=3, help="runs per size; medians are reported")
+    parser.add_argument("--raw", nargs=3, help=argparse.SUPPRESS)
     parser.add_argument("--clients", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.raw:
-        port, bootstrap, topic, size = args.raw
-        asyncio.run(raw_server(int(port), bootstrap, topic, int(size)))
+        port, bootstrap, topic = args.raw
+        asyncio.run(raw_server(int(port), bootstrap, topic))
         return
     if args.clients:
         url, count, expect, subscribe = args.clients
@@ -268,32 +277,37 @@ def main() -> None:
     try:
         for n in (int(x) for x in args.sizes.split(",")):
             events = max(10, args.deliveries // n)
-            measured = {}
-            for kind in ("raw", "gateway"):
-                settings = Settings(
-                    kafka_bootstrap_servers=bootstrap, topic_prefix=f"bg{uuid.uuid4().hex[:8]}."
-                )
-                ensure_topics(settings)
-                server, url = start_server(kind, settings, work, size)
-                try:
-                    measured[kind] = measure(kind, url, server.pid, n, events, settings)
-                finally:
-                    server.terminate()
-                    server.wait(30)
-                m = measured[kind]
-                name = "bare broadcast" if kind == "raw" else "oddstream gateway"
-                print(
-                    f"{n:>6} subscribers  {name:<18}{m['rate']:>10,.0f} deliveries/s  "
-                    f"{m['per_conn_kb']:6.1f} KB/conn  idle {m['idle_mb']:6.1f} MB  p50 {m['p50']:7.0f} ms  "
-                    f"p99 {m['p99']:7.0f} ms  ({m['received']:,}/{m['expected']:,})",
-                    flush=True,
-                )
-            raw, ours = measured["raw"], measured["gateway"]
-            rows.append((n, ours["rate"] / raw["rate"], ours["per_conn_kb"] / max(raw["per_conn_kb"], 1e-9)))
+            rates, memories = [], []
+            for _ in range(args.repeat):  # the two servers alternate: drift on the machine hits both
+                measured = {}
+                for kind in ("raw", "gateway"):
+                    settings = Settings(
+                        kafka_bootstrap_servers=bootstrap, topic_prefix=f"bg{uuid.uuid4().hex[:8]}."
+                    )
+                    ensure_topics(settings)
+                    server, url = start_server(kind, settings, work)
+                    try:
+                        measured[kind] = measure(kind, url, server.pid, n, events, settings)
+                    finally:
+                        server.terminate()
+                        server.wait(30)
+                    m = measured[kind]
+                    name = "bare broadcast" if kind == "raw" else "oddstream gateway"
+                    print(
+                        f"{n:>6} subscribers  {name:<18}{m['rate']:>10,.0f} deliveries/s  "
+                        f"{m['per_conn_kb']:6.1f} KB/conn  idle {m['idle_mb']:6.1f} MB  "
+                        f"p50 {m['p50']:7.0f} ms  p99 {m['p99']:7.0f} ms  "
+                        f"({m['received']:,}/{m['expected']:,})",
+                        flush=True,
+                    )
+                raw, ours = measured["raw"], measured["gateway"]
+                rates.append(ours["rate"] / raw["rate"])
+                memories.append(ours["per_conn_kb"] / max(raw["per_conn_kb"], 1e-9))
+            rows.append((n, statistics.median(rates), statistics.median(memories), rates))
         print()
-        print("subscribers  deliveries/s x bare  memory/conn x bare   (goals: >= 0.8x, <= 1.1x)")
-        for n, rate, memory in rows:
-            print(f"{n:>11,}  {rate:>19.2f}  {memory:>18.2f}")
+        print("subscribers  deliveries/s x bare  memory/conn x bare   (medians; goals: >= 0.8x, <= 1.1x)")
+        for n, rate, memory, each in rows:
+            print(f"{n:>11,}  {rate:>19.2f}  {memory:>18.2f}   runs: {', '.join(f'{r:.2f}' for r in each)}")
     finally:
         if broker is not None:
             broker.stop()

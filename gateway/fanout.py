@@ -67,6 +67,11 @@ class Hub:
         self.clients: set[Client] = set()
         self.dropped_total = 0
         self.delivered_total = 0  # frames written to clients' sockets (pending ones when they leave)
+        self.delivered_bytes = 0
+
+    @property
+    def subscriptions(self) -> int:
+        return sum(len(client.channels) for client in self.clients)
 
     @property
     def channels(self) -> int:
@@ -121,6 +126,7 @@ class Hub:
         if ready:
             self.write_many(ready, frame)
             self.delivered_total += len(ready)
+            self.delivered_bytes += len(ready) * size
         for client in slow:
             client.dropped = True
             self.disconnect(client)

@@ -3,8 +3,8 @@
 Client -> server (JSON text frames)::
 
     {"op": "subscribe", "channels": ["market:m000001"]}
-    {"op": "subscribe", "channels": [...], "since": {"epoch": "9f0c...", "positions": [
-        {"topic": "odds.window.1m", "partition": 0, "offset": 41}, ...]}}
+    {"op": "subscribe", "channels": [...], "since": {"epoch": "9f0c...", "positions": {
+        "odds.window.1m": [41, 17, -1, ...], ...}}}
     {"op": "unsubscribe", "channels": ["market:m000001"]}
     {"op": "refresh", "token": "<a fresh JWT>"}
     {"op": "ping"}
@@ -12,7 +12,7 @@ Client -> server (JSON text frames)::
 Server -> client::
 
     {"type": "welcome", "channels": ["markets", "market:<market_id>"], "epoch": "9f0c..."}
-    {"type": "subscribed", "channels": [...], "positions": [...],
+    {"type": "subscribed", "channels": [...], "positions": {"<topic>": [offset per partition]},
      "recovered": true, "replayed": 12}          # or "recovered": false, "code", "reason"
     {"type": "unsubscribed", "channels": [...]}
     {"type": "refreshed", "expires_at": 1767229200, "unsubscribed": [...]}
@@ -109,36 +109,45 @@ MAX_POSITIONS = 1_000
 
 
 def parse_since(since: Any) -> Since:
-    """A subscribe's ``since``; :class:`ProtocolError` (``bad_request``) says what is wrong."""
+    """A subscribe's ``since``; :class:`ProtocolError` (``bad_request``) says what is wrong.
+
+    ``positions`` maps each topic to the offsets of its partitions in partition order, as
+    ``subscribed`` gives them: ``{"odds.window.1m": [41, 17, -1], ...}``."""
     if not isinstance(since, dict) or not isinstance(since.get("epoch"), str) or len(since["epoch"]) > 64:
-        raise ProtocolError("bad_request", 'since must be {"epoch": "<from welcome>", "positions": [...]}')
+        raise ProtocolError("bad_request", 'since must be {"epoch": "<from welcome>", "positions": {...}}')
     positions = since.get("positions")
-    if not isinstance(positions, list) or len(positions) > MAX_POSITIONS:
+    if not isinstance(positions, dict):
         raise ProtocolError(
-            "bad_request", f"since.positions must be a list of at most {MAX_POSITIONS} positions"
+            "bad_request", 'since.positions must be {"<topic>": [offset of partition 0, ...]}'
         )
     parsed: dict[Position, int] = {}
-    for p in positions:
+    for topic, offsets in positions.items():
         if not (
-            isinstance(p, dict)
-            and isinstance(p.get("topic"), str)
-            and len(p["topic"]) <= 249
-            and type(p.get("partition")) is int
-            and type(p.get("offset")) is int
-            and 0 <= p["partition"] < 100_000
-            and -1 <= p["offset"] < 2**63
+            isinstance(topic, str)
+            and 0 < len(topic) <= 249
+            and isinstance(offsets, list)
+            and all(type(o) is int and -1 <= o < 2**63 for o in offsets)
         ):
             raise ProtocolError(
                 "bad_request",
-                'each position is {"topic": str, "partition": int >= 0, "offset": int >= -1}, as in '
-                f"event frames; got {json.dumps(p)[:200]}",
+                f"since.positions[{json.dumps(topic)[:100]}] must be a list of offsets (integers >= -1), "
+                f"one per partition; got {json.dumps(offsets)[:200]}",
             )
-        parsed[(p["topic"], p["partition"])] = p["offset"]
+        parsed.update({(topic, partition): offset for partition, offset in enumerate(offsets)})
+        if len(parsed) > MAX_POSITIONS:
+            raise ProtocolError("bad_request", f"since.positions holds more than {MAX_POSITIONS} positions")
     return Since(since["epoch"], parsed)
 
 
-def positions_message(positions: dict[Position, int]) -> list[dict[str, Any]]:
-    return [{"topic": t, "partition": p, "offset": o} for (t, p), o in sorted(positions.items())]
+def positions_message(positions: dict[Position, int]) -> dict[str, list[int]]:
+    """Positions as ``subscribed`` gives them: per topic, the offsets in partition order."""
+    topics: dict[str, dict[int, int]] = {}
+    for (topic, partition), offset in positions.items():
+        topics.setdefault(topic, {})[partition] = offset
+    return {
+        topic: [by_partition.get(p, -1) for p in range(max(by_partition) + 1)]
+        for topic, by_partition in sorted(topics.items())
+    }
 
 
 def channels_of(event_type: str, record: dict[str, Any]) -> list[str]:

@@ -49,11 +49,15 @@ from oddstream.codecs import build_codec
 from oddstream.errors import EventError
 from oddstream.kafka.registry import learn_schema_ids
 from oddstream.metrics import (
+    GATEWAY_BYTES,
+    GATEWAY_CHANNELS,
     GATEWAY_CLIENTS,
     GATEWAY_DROPPED,
     GATEWAY_FRAMES,
+    GATEWAY_LAG,
     GATEWAY_REPLAYED,
     GATEWAY_RESUMES,
+    GATEWAY_SUBSCRIPTIONS,
     PROCESSING_ERRORS,
     REJECTED_RECORDS,
     exposition,
@@ -98,6 +102,8 @@ class Gateway:
         self.live_next: dict[Position, int] = {}
         self._replays = asyncio.Semaphore(CONCURRENT_REPLAYS)
         self.latest = Latest()  # every channel's current state, for snapshots on subscribe
+        GATEWAY_SUBSCRIPTIONS.set_function(lambda: self.hub.subscriptions)
+        GATEWAY_CHANNELS.set_function(lambda: self.hub.channels)
 
     def grant(self, request: Request) -> Grant:
         """The request's grant (gateway/auth.py); AuthError says why there is none."""
@@ -328,26 +334,34 @@ class Gateway:
                 await self._go_live(connection, client)
 
     async def sample_health(self) -> None:
-        """The ``health`` channel: every HEALTH_EVERY_S while someone listens, Kafka's offsets
-        read and turned into rates and lags (gateway/health.py)."""
+        """Every HEALTH_EVERY_S: the gateway's consumer lag for /metrics and, while someone listens
+        to the ``health`` channel, Kafka's offsets turned into rates and lags (gateway/health.py)."""
         previous: Reading | None = None
         readers: tuple[AIOKafkaConsumer, AIOKafkaConsumer] | None = None
         try:
             while True:
                 await asyncio.sleep(HEALTH_EVERY_S)
-                if not self.hub.has_subscribers("health"):
-                    previous = None
-                    continue
+                listened = self.hub.has_subscribers("health")
                 try:
                     if readers is None:
                         readers = await self._offset_readers()
-                    reading = await self._read_offsets(*readers)
+                    if listened:
+                        reading = await self._read_offsets(*readers)
+                        derived_ends = reading.derived_ends
+                    else:
+                        derived_ends = await self._derived_ends(readers[0])
                 except Exception as exc:  # the next round tries again with new readers
                     log.warning("health: could not read offsets: %r", exc)
                     if readers is not None:
                         for reader in readers:
                             await reader.stop()
                     readers = None
+                    continue
+                GATEWAY_LAG.set(
+                    sum(max(0, end - self.live_next.get(tp, end)) for tp, end in derived_ends.items())
+                )
+                if not listened:
+                    previous = None
                     continue
                 data = health(previous, reading, self.live_next)
                 previous = reading
@@ -357,6 +371,10 @@ class Gateway:
             if readers is not None:
                 for reader in readers:
                     await reader.stop()
+
+    async def _derived_ends(self, ends: AIOKafkaConsumer) -> dict[Position, int]:
+        tps = [TopicPartition(t, p) for t, p in self.live_next]
+        return {(tp.topic, tp.partition): int(end) for tp, end in (await ends.end_offsets(tps)).items()}
 
     async def _offset_readers(self) -> tuple[AIOKafkaConsumer, AIOKafkaConsumer]:
         """One consumer for end offsets, one for the worker group's commits (it never joins)."""
@@ -433,11 +451,12 @@ class Gateway:
         event, channels = self._admit(m)
         self.latest.add(channels, Held(event.type, event.record, m.topic, m.partition, m.offset))
         wanted = [c for c in channels if self.hub.has_subscribers(c)]
-        delivered = self.hub.delivered_total
+        delivered, written = self.hub.delivered_total, self.hub.delivered_bytes
         for channel, frame in _encode(event.type, event.record, m.topic, m.partition, m.offset, wanted):
             dropped = self.hub.publish(channel, frame)
             GATEWAY_DROPPED.inc(len(dropped))
         GATEWAY_FRAMES.inc(self.hub.delivered_total - delivered)
+        GATEWAY_BYTES.inc(self.hub.delivered_bytes - written)
 
     def _snapshot(self, channels: Iterable[str]) -> list[str]:
         """The snapshot frames of ``channels``: each one's current state (gateway/latest.py)."""

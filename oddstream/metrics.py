@@ -8,6 +8,14 @@ STORE_ROWS = Counter("oddstream_store_rows_total", "Rows inserted into ClickHous
 STORE_BATCHES = Counter("oddstream_store_batches_total", "Batches committed by the store")
 SQL_QUERIES = Counter("oddstream_sql_queries_total", "Read-only SQL queries", ["outcome"])
 GATEWAY_CLIENTS = Gauge("oddstream_gateway_clients", "Connected WebSocket clients")
+GATEWAY_SUBSCRIPTIONS = Gauge("oddstream_gateway_subscriptions", "Channel subscriptions of all clients")
+GATEWAY_CHANNELS = Gauge("oddstream_gateway_channels", "Channels with at least one subscriber")
+GATEWAY_BYTES = Counter(
+    "oddstream_gateway_bytes_total", "Bytes of live event frames written to clients' sockets"
+)
+GATEWAY_LAG = Gauge(
+    "oddstream_gateway_consumer_lag", "Records on the derived topics the gateway has not fanned out"
+)
 GATEWAY_FRAMES = Counter("oddstream_gateway_frames_total", "Live event frames written to clients' sockets")
 GATEWAY_DROPPED = Counter("oddstream_gateway_dropped_clients_total", "Clients dropped for being slow")
 GATEWAY_RESUMES = Counter(

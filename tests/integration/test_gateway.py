@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from typing import Any
 
 import httpx
 import pytest
@@ -66,12 +67,14 @@ async def test_api_keys_are_required_when_configured(settings: Settings) -> None
 
 
 async def test_a_client_that_never_reads_is_cut_and_the_others_keep_receiving(settings: Settings) -> None:
+    import socket
+    import statistics
     import time
     import uuid
 
     from oddstream.producer import EventProducer
 
-    EVENTS = 1500
+    BASELINE, EVENTS = 300, 1500
     ensure_topics(settings)
     settings = settings.model_copy(
         update={"gateway_client_max_bytes": 256 * 1024, "gateway_max_subscriptions": 150}
@@ -79,16 +82,39 @@ async def test_a_client_that_never_reads_is_cut_and_the_others_keep_receiving(se
     task = await started(settings)
     base = f"ws://127.0.0.1:{settings.gateway_port}/ws"
     health = f"http://127.0.0.1:{settings.gateway_port}/healthz"
-    try:
-        import socket
+    start = 1_767_225_600_000
+    selections = [
+        {"selection_id": f"s{n}", "open": 2.0, "high": 2.5, "low": 1.9, "last": 2.1, "changes": 3,
+         "implied_probability": 0.47} for n in range(40)
+    ]  # fmt: skip
+    sent: dict[int, float] = {}
+    arrived: dict[int, float] = {}
 
-        small = socket.create_connection(("127.0.0.1", settings.gateway_port))
-        small.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # a reader that takes little
+    def publish(versions: range) -> None:  # in a thread: the gateway and both clients share this loop
+        with EventProducer(settings) as producer:
+            for n in versions:
+                producer.publish("OddsWindowUpdated", {
+                    "event_id": str(uuid.uuid4()), "event_time": start, "source": "test",
+                    "window_id": f"w{n}", "market_id": "m1", "window_start": start,
+                    "window_end": start + 60_000, "version": n, "selections": selections,
+                    "overround": None, "final": False, "bookmakers": [], "consensus": [],
+                })  # fmt: skip
+                sent[n] = time.monotonic()
+                if n % 10 == 9:
+                    producer.flush()
+                    time.sleep(0.02)  # a steady 500 events/s, not one burst
+
+    def latencies(versions: range) -> list[float]:
+        return sorted(arrived[n] - sent[n] for n in versions if n in arrived)
+
+    small = socket.create_connection(("127.0.0.1", settings.gateway_port))
+    small.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # a reader that takes little
+    try:
         async with connect(base, max_queue=1, sock=small) as stuck, connect(base) as reader:
             for ws in (stuck, reader):
                 assert json.loads(await ws.recv())["type"] == "welcome"
-                await ws.send('{"op":"subscribe","channels":["markets"]}')
-                assert json.loads(await ws.recv())["type"] == "subscribed"
+            await reader.send('{"op":"subscribe","channels":["markets"]}')
+            assert json.loads(await reader.recv())["type"] == "subscribed"
             # a subscription flood is refused past the limit, whole commands at a time
             channels = [f"market:m{n}" for n in range(100)]
             await reader.send(json.dumps({"op": "subscribe", "channels": channels}))
@@ -98,48 +124,44 @@ async def test_a_client_that_never_reads_is_cut_and_the_others_keep_receiving(se
             )
             error = json.loads(await reader.recv())
             assert error["code"] == "too_many_subscriptions", error
-            start = 1_767_225_600_000
-            selections = [
-                {"selection_id": f"s{n}", "open": 2.0, "high": 2.5, "low": 1.9, "last": 2.1, "changes": 3,
-                 "implied_probability": 0.47} for n in range(40)
-            ]  # fmt: skip
-            received = 0
 
             async def read() -> None:
-                nonlocal received
                 while True:
                     message = json.loads(await reader.recv())
-                    received += message["type"] == "event"
+                    if message["type"] == "event" and message["channel"] == "markets":
+                        arrived[message["data"]["version"]] = time.monotonic()
 
             reading = asyncio.create_task(read())
+            await asyncio.to_thread(publish, range(BASELINE))  # the reader alone: its latency
+            await stuck.send('{"op":"subscribe","channels":["markets"]}')  # then one that never reads
+            await asyncio.sleep(0.5)
             sent_at = time.monotonic()
-
-            def publish() -> None:  # in a thread: the gateway and both clients share this loop
-                with EventProducer(settings) as producer:
-                    # 1,500 frames of about 5.7 KB: past what the sockets buffer for the stuck
-                    # client, then past its 256 KiB of queued frames
-                    for n in range(EVENTS):
-                        producer.publish("OddsWindowUpdated", {
-                            "event_id": str(uuid.uuid4()), "event_time": start, "source": "test",
-                            "window_id": f"w{n}", "market_id": "m1", "window_start": start,
-                            "window_end": start + 60_000, "version": n, "selections": selections,
-                            "overround": None, "final": False, "bookmakers": [], "consensus": [],
-                        })  # fmt: skip
-                        if n % 10 == 9:
-                            producer.flush()
-                            time.sleep(0.02)  # a steady 500 events/s, not one burst
-
-            await asyncio.to_thread(publish)
+            # 1,500 frames of about 5.7 KB: past what the sockets buffer for the stuck client,
+            # then past its 256 KiB: it is cut
+            await asyncio.to_thread(publish, range(BASELINE, BASELINE + EVENTS))
             async with httpx.AsyncClient() as client:
                 for _ in range(100):
-                    if received >= EVENTS and (await client.get(health)).json()["clients"] == 1:
+                    if (
+                        len(arrived) >= BASELINE + EVENTS
+                        and (await client.get(health)).json()["clients"] == 1
+                    ):
                         break
                     await asyncio.sleep(0.1)
                 assert (await client.get(health)).json()["clients"] == 1  # the stuck one is gone
-            assert received >= EVENTS, received  # ... and the reader got every frame meanwhile
+            assert len(arrived) == BASELINE + EVENTS  # ... and the reader got every frame meanwhile
             assert time.monotonic() - sent_at < 20
             reading.cancel()
+            alone, beside = latencies(range(BASELINE)), latencies(range(BASELINE, BASELINE + EVENTS))
+            p99 = [values[int(len(values) * 0.99)] for values in (alone, beside)]
+            p50 = [statistics.median(values) * 1000 for values in (alone, beside)]
+            print(
+                f"\nreader latency alone: p50 {p50[0]:.1f} ms, p99 {p99[0] * 1000:.1f} ms; beside a "
+                f"client that never reads: p50 {p50[1]:.1f} ms, p99 {p99[1] * 1000:.1f} ms"
+            )
+            # not a speed check: a reader held up by the stuck one would wait seconds, not this
+            assert p99[1] < 5 * p99[0] + 1.0, (p99, "the reader waited for the stuck client")
     finally:
+        small.close()
         task.cancel()
 
 
@@ -170,6 +192,16 @@ async def test_a_command_flood_is_refused_then_closed(settings: Settings) -> Non
             assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
             await calm.send('{"op":"ping"}')  # the others are unaffected
             assert json.loads(await calm.recv()) == {"type": "pong"}
+            async with connect(f"ws://127.0.0.1:{settings.gateway_port}/ws", max_size=None) as big:
+                await big.recv()
+                with pytest.raises(ConnectionClosed) as closed:
+                    await big.send(
+                        json.dumps({"op": "subscribe", "channels": ["markets"], "pad": "x" * 70_000})
+                    )
+                    await big.recv()
+                assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009  # frames <= 64 KiB
+            await calm.send('{"op":"ping"}')
+            assert json.loads(await calm.recv()) == {"type": "pong"}
     finally:
         task.cancel()
 
@@ -198,16 +230,15 @@ async def test_a_client_resumes_from_its_last_position_with_no_gap_and_no_duplic
 
     positions: dict[tuple[str, int], int] = {}
 
-    def keep(message: dict[str, object]) -> None:
+    def keep(message: dict[str, Any]) -> None:
         """What a client keeps: the positions of `subscribed`, moved on by every frame."""
         if message["type"] == "subscribed":
-            for p in message["positions"]:  # type: ignore[attr-defined]
-                positions[(p["topic"], p["partition"])] = max(
-                    p["offset"], positions.get((p["topic"], p["partition"]), -1)
-                )
+            for topic, offsets in message["positions"].items():
+                for partition, offset in enumerate(offsets):
+                    positions[(topic, partition)] = max(offset, positions.get((topic, partition), -1))
         elif message["type"] == "event":
             p = message["position"]
-            positions[(p["topic"], p["partition"])] = p["offset"]  # type: ignore[index]
+            positions[(p["topic"], p["partition"])] = p["offset"]
 
     async def events(ws: object, count: int) -> list[int]:
         versions: list[int] = []
@@ -219,10 +250,10 @@ async def test_a_client_resumes_from_its_last_position_with_no_gap_and_no_duplic
         return versions
 
     def since(epoch: str) -> dict[str, object]:
-        return {
-            "epoch": epoch,
-            "positions": [{"topic": t, "partition": p, "offset": o} for (t, p), o in positions.items()],
-        }
+        topics: dict[str, list[int]] = {}
+        for (topic, partition), offset in sorted(positions.items()):
+            topics.setdefault(topic, []).insert(partition, offset)
+        return {"epoch": epoch, "positions": topics}
 
     try:
         async with connect(base) as ws:
@@ -244,7 +275,7 @@ async def test_a_client_resumes_from_its_last_position_with_no_gap_and_no_duplic
                     {
                         "op": "subscribe",
                         "channels": ["market:m1"],
-                        "since": {"epoch": epoch, "positions": [{"topic": 1}]},
+                        "since": {"epoch": epoch, "positions": {"t": [1, "x"]}},
                     }
                 )
             )
@@ -398,7 +429,16 @@ async def test_tokens_keys_origins_and_connection_limits_are_each_refused_with_a
                 await client.get(f"{http}/metrics", params={"token": token(["*"], 60)})
             ).status_code == 403
             metrics = await client.get(f"{http}/metrics", headers={"X-API-Key": "ops"})
-            assert metrics.status_code == 200 and "oddstream_gateway_resumes_total" in metrics.text
+            assert metrics.status_code == 200
+            for name in (
+                "resumes_total",
+                "subscriptions",
+                "channels",
+                "bytes_total",
+                "consumer_lag",
+                "frames_total",
+            ):
+                assert f"oddstream_gateway_{name}" in metrics.text, name
             assert (await client.get(f"{http}/healthz")).json()["clients"] == 0  # all gone, the gateway runs
     finally:
         task.cancel()

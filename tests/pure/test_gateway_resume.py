@@ -25,29 +25,37 @@ def since(positions: dict[tuple[str, int], int], epoch: str = "e1") -> Since:
 def test_a_subscribe_with_positions_parses() -> None:
     frame = {
         "op": "subscribe", "channels": ["markets"],
-        "since": {"epoch": "e1", "positions": [
-            {"topic": "w", "partition": 0, "offset": 41}, {"topic": "a", "partition": 0, "offset": -1},
-        ]},
+        "since": {"epoch": "e1", "positions": {"w": [41, 7], "a": [-1]}},
     }  # fmt: skip
     command = parse_command(json.dumps(frame))
-    assert command.since == Since("e1", {("w", 0): 41, ("a", 0): -1})
+    assert command.since == Since("e1", {("w", 0): 41, ("w", 1): 7, ("a", 0): -1})
+
+
+def test_positions_go_out_as_they_come_back() -> None:
+    from gateway.protocol import parse_since, positions_message
+
+    positions = {("w", 1): 7, ("w", 0): 41, ("a", 0): -1}
+    assert positions_message(positions) == {"a": [-1], "w": [41, 7]}
+    assert parse_since({"epoch": "e1", "positions": positions_message(positions)}).positions == positions
 
 
 @pytest.mark.parametrize(
     "since",
     [
         "yesterday",
-        {"positions": []},
-        {"epoch": 7, "positions": []},
-        {"epoch": "e" * 65, "positions": []},
+        {"positions": {}},
+        {"epoch": 7, "positions": {}},
+        {"epoch": "e" * 65, "positions": {}},
+        {"epoch": "e1", "positions": [{"topic": "w", "partition": 0, "offset": 1}]},
         {"epoch": "e1", "positions": {"w": 1}},
-        {"epoch": "e1", "positions": [{"topic": "w", "partition": 0}]},
-        {"epoch": "e1", "positions": [{"topic": "w", "partition": -1, "offset": 3}]},
-        {"epoch": "e1", "positions": [{"topic": "w", "partition": 0, "offset": -2}]},
-        {"epoch": "e1", "positions": [{"topic": "w", "partition": 0, "offset": 1.5}]},
-        {"epoch": "e1", "positions": [{"topic": "w", "partition": True, "offset": 3}]},
-        {"epoch": "e1", "positions": [{"topic": "w", "partition": 0, "offset": 2**63}]},
-        {"epoch": "e1", "positions": [{"topic": "w", "partition": 0, "offset": 1}] * 1001},
+        {"epoch": "e1", "positions": {"w": [1, "2"]}},
+        {"epoch": "e1", "positions": {"w": [-2]}},
+        {"epoch": "e1", "positions": {"w": [1.5]}},
+        {"epoch": "e1", "positions": {"w": [True]}},
+        {"epoch": "e1", "positions": {"w": [2**63]}},
+        {"epoch": "e1", "positions": {"": [1]}},
+        {"epoch": "e1", "positions": {"w": [1] * 1001}},
+        {"epoch": "e1", "positions": {f"t{n}": [1] * 100 for n in range(11)}},
     ],
 )
 def test_a_bad_position_is_refused_with_a_reason(since: object) -> None:
@@ -58,7 +66,7 @@ def test_a_bad_position_is_refused_with_a_reason(since: object) -> None:
 
 def test_since_goes_with_subscribe_only() -> None:
     with pytest.raises(ProtocolError):
-        parse_command('{"op":"unsubscribe","channels":["markets"],"since":{"epoch":"e1","positions":[]}}')
+        parse_command('{"op":"unsubscribe","channels":["markets"],"since":{"epoch":"e1","positions":{}}}')
 
 
 def test_the_replay_covers_exactly_what_came_after_each_position() -> None:
