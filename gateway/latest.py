@@ -2,8 +2,9 @@
 
 A screen that subscribes to ``market:m1`` should be complete at once, not blank until the
 market next moves. For each channel the gateway keeps the last event of each kind of thing
-it shows: the latest window per market (book consensus, bets, each selection's price per
-bookmaker), per service and route, the latest prediction and value signal per selection,
+it shows: the latest window per market as it goes and its latest final (whose book carries
+the de-vigged consensus and steam), bets, each selection's price per bookmaker, per service
+and route, the latest prediction and value signal per selection,
 the latest evaluation and drift per model, and the alerts that are firing (a resolved
 alert leaves). An event replaces the one it supersedes only if it is not older (a window's
 start, then its version), so a late final of the previous window does not hide the current
@@ -34,7 +35,9 @@ class Held:
 
 def state_key(event_type: str, r: dict[str, Any]) -> Key | None:
     """What an event is the state of (``None``: not kept)."""
-    if event_type in ("OddsWindowUpdated", "BetWindowUpdated"):
+    if event_type == "OddsWindowUpdated":  # the latest window as it goes, and the latest final book
+        return (event_type, r["market_id"], bool(r.get("final")))  # (de-vigged consensus is in finals)
+    if event_type == "BetWindowUpdated":
         return (event_type, r["market_id"])
     if event_type == "PriceWindowUpdated":
         return (event_type, r["market_id"], r["selection_id"], r["bookmaker"])

@@ -21,19 +21,20 @@ def alert(fingerprint: str, status: str) -> Held:
     return Held("AlertChanged", record, "a", 0, 0)
 
 
-def test_the_latest_window_per_market_and_not_a_late_final_of_the_one_before() -> None:
+def test_the_latest_window_per_market_and_its_latest_final_book() -> None:
     latest = Latest()
     latest.add(["markets", "market:m1"], window("m1", 60_000, 3))
     latest.add(["markets", "market:m2"], window("m2", 60_000, 1))
     latest.add(["markets", "market:m1"], window("m1", 120_000, 1))  # the next window begins
     latest.add(["markets", "market:m1"], window("m1", 60_000, 4, final=True))  # the old one's final, late
+    latest.add(["markets", "market:m1"], window("m1", 60_000, 2))  # a stray update of the old window
     latest.add(["markets", "market:m1"], window("m1", 120_000, 2))
-    shown = [
-        (h.record["market_id"], h.record["window_start"], h.record["version"])
-        for h in latest.snapshot("markets")
-    ]
-    assert shown == [("m2", 60_000, 1), ("m1", 120_000, 2)]
-    assert [h.record["version"] for h in latest.snapshot("market:m1")] == [2]
+    shown = [(h.record["market_id"], h.record["window_start"], h.record["version"], h.record["final"])
+             for h in latest.snapshot("markets")]  # fmt: skip
+    assert shown == [("m2", 60_000, 1, False), ("m1", 60_000, 4, True), ("m1", 120_000, 2, False)]
+    assert [h.record["version"] for h in latest.snapshot("market:m1")] == [4, 2]
+    latest.add(["markets", "market:m1"], window("m1", 0, 9, final=True))  # an older final: not shown
+    assert [h.record["window_start"] for h in latest.snapshot("market:m1") if h.record["final"]] == [60_000]
     assert latest.snapshot("market:m9") == []
 
 
@@ -60,7 +61,7 @@ def test_kinds_the_screen_does_not_show_are_not_kept() -> None:
 def test_state_is_bounded_per_channel_and_in_channels() -> None:
     latest = Latest(per_channel=3, channels=2)
     for n in range(5):
-        latest.add(["markets", f"market:m{n}"], window(f"m{n}", 60_000, 1))
+        latest.add(["markets", f"market:m{n}"], window(f"m{n}", 60_000, 1))  # current updates
     assert [h.record["market_id"] for h in latest.snapshot("markets")] == ["m2", "m3", "m4"]
     assert len(latest) == 2  # the least recently changed channels went first
     assert latest.snapshot("market:m4") and not latest.snapshot("market:m1")
