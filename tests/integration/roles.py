@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -19,7 +20,11 @@ def environment(settings: Settings) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ODDSTREAM_")}
     env.pop("KAFKA_BOOTSTRAP_SERVERS", None)
     for name, value in settings.model_dump().items():
-        if value is None or isinstance(value, list):
+        if value is None:
+            continue
+        if isinstance(value, list):  # pydantic-settings reads lists from JSON
+            secret = [v.get_secret_value() if hasattr(v, "get_secret_value") else v for v in value]
+            env[f"ODDSTREAM_{name.upper()}"] = json.dumps(secret)
             continue
         if hasattr(value, "get_secret_value"):
             value = value.get_secret_value()

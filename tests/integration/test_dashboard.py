@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from pydantic import SecretStr
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
@@ -55,13 +56,17 @@ def text(driver: webdriver.Chrome, selector: str) -> str:
 def test_the_dashboard_shows_the_live_stack_and_resumes_after_a_gateway_restart(
     settings: Settings, browser: webdriver.Chrome
 ) -> None:
-    settings = supervised(settings)
+    # a key for just the dashboard's channels: the page passes it on, and every subscribe is checked
+    key = SecretStr("screen-key=markets,alerts,predictions,models,health")
+    settings = supervised(settings).model_copy(update={"gateway_api_keys": [key]})
     ensure_topics(settings)
     up = Up(settings, simulate=True)
     try:
         up.wait_ready()
         assert f"Dashboard           http://{settings.gateway_host}:{settings.gateway_port}/" in up.output()
-        browser.get(f"http://127.0.0.1:{settings.gateway_port}/")
+        browser.get(f"http://127.0.0.1:{settings.gateway_port}/")  # no key: the page says it cannot connect
+        wait_for("the page to be refused", lambda: text(browser, "#status").startswith("disconnected"), 30)
+        browser.get(f"http://127.0.0.1:{settings.gateway_port}/?api_key=screen-key")
         wait_for("the page to connect", lambda: text(browser, "#status") == "live", 30)
         wait_for("markets with consensus prices", lambda: "steam" in browser.page_source or len(
             browser.find_elements(By.CSS_SELECTOR, "#markets tbody tr")) > 0, 180)  # fmt: skip
