@@ -550,6 +550,7 @@ async def run_gateway(settings: Settings) -> None:
         finally:
             for task in background:
                 task.cancel()
+            await asyncio.gather(*background, return_exceptions=True)  # their Kafka readers close
 
 
 def _encode(
