@@ -250,6 +250,24 @@ class Settings(BaseSettings):
             )
         return self
 
+    @model_validator(mode="after")
+    def _gateway_beyond_loopback_needs_credentials(self) -> Settings:
+        secret = self.gateway_jwt_secret.get_secret_value() if self.gateway_jwt_secret else ""
+        if secret and len(secret) < 32:
+            raise ValueError("ODDSTREAM_GATEWAY_JWT_SECRET must be at least 32 characters (an HS256 key)")
+        if (
+            not is_loopback(self.gateway_host)
+            and not self.gateway_api_keys
+            and not secret
+            and not self.gateway_jwt_public_key
+        ):
+            raise ValueError(
+                f"gateway_host {self.gateway_host!r} listens beyond loopback: set ODDSTREAM_GATEWAY_API_KEYS "
+                "or a JWT key (ODDSTREAM_GATEWAY_JWT_SECRET / ODDSTREAM_GATEWAY_JWT_PUBLIC_KEY); "
+                "an open gateway is for this machine only"
+            )
+        return self
+
     @property
     def bootstrap(self) -> str:
         """The Kafka bootstrap servers to use: the configured cluster or the local broker."""

@@ -90,6 +90,17 @@ def test_settings_refuse_an_sql_endpoint_beyond_loopback_without_a_token() -> No
     assert Settings(store_host="0.0.0.0", sql_token="t").store_host == "0.0.0.0"  # type: ignore[arg-type]
 
 
+def test_settings_refuse_a_gateway_beyond_loopback_without_credentials() -> None:
+    with pytest.raises(ValueError, match="ODDSTREAM_GATEWAY_API_KEYS"):
+        Settings(gateway_host="0.0.0.0")
+    assert Settings(gateway_host="0.0.0.0", gateway_api_keys=["k"]).gateway_host == "0.0.0.0"  # type: ignore[list-item]
+    assert Settings(gateway_host="0.0.0.0", gateway_jwt_secret="s" * 64).gateway_host == "0.0.0.0"  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="ODDSTREAM_GATEWAY_API_KEYS"):  # an empty secret is no secret
+        Settings(gateway_host="0.0.0.0", gateway_jwt_secret="")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="at least 32 characters"):
+        Settings(gateway_jwt_secret="short")  # type: ignore[arg-type]
+
+
 def test_a_future_stamped_event_cannot_drag_the_watermark(settings: Settings) -> None:
     settings = settings.model_copy(update={"window_size_ms": 10_000, "window_idle_timeout_ms": 3_000})
     ensure_topics(settings)

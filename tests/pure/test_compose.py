@@ -33,6 +33,7 @@ def test_docker_compose_config_accepts_the_file() -> None:
         "CLICKHOUSE_PASSWORD": "x",
         "ODDSTREAM_WEBHOOK_MASTER_SECRET": "y",
         "ODDSTREAM_SQL_TOKEN": "z",
+        "ODDSTREAM_GATEWAY_API_KEYS": '["k"]',
     }
     result = subprocess.run(
         [binary, "-f", str(COMPOSE), "config", "-q"], capture_output=True, text=True, env=env
@@ -81,6 +82,10 @@ def test_published_ports_match_the_settings() -> None:
     # the SQL endpoint is not published open: loopback only, and it asks for a token
     assert services["store"]["ports"] == [f"127.0.0.1:{defaults.store_port}:{defaults.store_port}"]
     assert services["store"]["environment"]["ODDSTREAM_SQL_TOKEN"].startswith("${ODDSTREAM_SQL_TOKEN:?")
+    # the gateway is published on every interface: it asks for a key
+    assert services["gateway"]["environment"]["ODDSTREAM_GATEWAY_API_KEYS"].startswith(
+        "${ODDSTREAM_GATEWAY_API_KEYS:?"
+    )
     assert services["worker"]["environment"]["ODDSTREAM_TOPIC_PREFIX"] == defaults.topic_prefix
 
 
