@@ -8,6 +8,10 @@ from confluent_kafka.admin import AdminClient, OffsetSpec  # type: ignore[attr-d
 from oddstream.settings import Settings
 from schemas.topics import SOURCE_TOPICS, Topics
 
+# librdkafka at warnings: its info lines (e.g. "BGQUEUE ... Purging unserved events" when a
+# short-lived admin client is dropped) would print before `oddstream status` tables
+QUIET = 4
+
 
 def role_groups(settings: Settings) -> dict[str, tuple[str, list[str]]]:
     """role -> (consumer group, topics it consumes) for the roles that commit offsets."""
@@ -27,7 +31,7 @@ def committed_offsets(
     settings: Settings, group: str, partitions: list[tuple[str, int]], timeout_s: float = 10.0
 ) -> dict[tuple[str, int], int]:
     """(topic, partition) -> the group's committed offset (-1 where it committed nothing)."""
-    admin = AdminClient({"bootstrap.servers": settings.bootstrap})
+    admin = AdminClient({"bootstrap.servers": settings.bootstrap, "log_level": QUIET})
     request = [ConsumerGroupTopicPartitions(group, [TopicPartition(t, p) for t, p in partitions])]
     try:
         answer = admin.list_consumer_group_offsets(request)[group].result(timeout_s)
@@ -38,7 +42,7 @@ def committed_offsets(
 
 def end_offsets(settings: Settings, topics: list[str], timeout_s: float = 10.0) -> dict[tuple[str, int], int]:
     """(topic, partition) -> its end offset, for every partition of ``topics``."""
-    admin = AdminClient({"bootstrap.servers": settings.bootstrap})
+    admin = AdminClient({"bootstrap.servers": settings.bootstrap, "log_level": QUIET})
     metadata = admin.list_topics(timeout=timeout_s).topics
     partitions = [TopicPartition(t, p) for t in topics if t in metadata for p in metadata[t].partitions]
     answers = admin.list_offsets({tp: OffsetSpec.latest() for tp in partitions})  # type: ignore[no-untyped-call]
@@ -48,7 +52,7 @@ def end_offsets(settings: Settings, topics: list[str], timeout_s: float = 10.0) 
 def group_lag(settings: Settings, group: str, topics: list[str], timeout_s: float = 10.0) -> int | None:
     """Sum over the topics' partitions of (end offset - committed offset); None if Kafka
     cannot say. A partition without a commit counts from offset 0."""
-    admin = AdminClient({"bootstrap.servers": settings.bootstrap})
+    admin = AdminClient({"bootstrap.servers": settings.bootstrap, "log_level": QUIET})
     try:
         metadata = admin.list_topics(timeout=timeout_s).topics
         partitions = [TopicPartition(t, p) for t in topics if t in metadata for p in metadata[t].partitions]
