@@ -15,7 +15,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-Position = tuple[str, int]
+from gateway.protocol import Position
+
 HEALTH_EVERY_S = 2.0
 
 

@@ -188,14 +188,12 @@ class Gateway:
                 await connection.close(1008, "too many commands: rate limit ignored")
                 return
             limit = self.settings.gateway_commands_per_s
-            await connection.send(
-                json.dumps(error_message("rate_limited", f"at most {limit:g} commands a second"))
-            )
+            await _error(connection, "rate_limited", f"at most {limit:g} commands a second")
             return
         try:
             command = parse_command(frame)
         except ProtocolError as exc:
-            await connection.send(json.dumps(error_message(exc.code, str(exc))))
+            await _error(connection, exc.code, str(exc))
             return
         if command.op == "ping":
             await connection.send(json.dumps({"type": "pong"}))
@@ -206,7 +204,7 @@ class Gateway:
         denied = client.grant.denied(command.channels) if command.op == "subscribe" else []
         if denied:
             message = f"not allowed for this key or token: {denied[:10]}"
-            await connection.send(json.dumps(error_message("forbidden", message)))
+            await _error(connection, "forbidden", message)
             return
         if command.op == "subscribe" and command.since is not None:
             async with self._replays:
@@ -216,10 +214,10 @@ class Gateway:
             try:
                 self.hub.subscribe(client, command.channels)
             except ProtocolError as exc:
-                await connection.send(json.dumps(error_message(exc.code, str(exc))))
+                await _error(connection, exc.code, str(exc))
                 return
             # taken with the subscription (no await between): the live frames continue it
-            live_next, snapshot = dict(self.live_next), self._snapshot(new)
+            live_next, snapshot = dict(self.live_next), self._snapshot_frames(self._state(new))
             client.paused = True  # the snapshot first: a live frame is newer than any of it
             try:
                 for frame in snapshot:
@@ -238,11 +236,11 @@ class Gateway:
         try:
             grant = self.auth.from_token(token)
         except AuthError as exc:
-            await connection.send(json.dumps(error_message("unauthorized", str(exc))))
+            await _error(connection, "unauthorized", str(exc))
             return
         if grant.subject != client.grant.subject:
             message = "a refreshed token must have the same subject (sub) as the connection's"
-            await connection.send(json.dumps(error_message("unauthorized", message)))
+            await _error(connection, "unauthorized", message)
             return
         client.grant = grant
         dropped = tuple(sorted(c for c in client.channels if not grant.allows(c)))
@@ -260,14 +258,9 @@ class Gateway:
             return
         delay = max(0.0, client.grant.expires_at + self.auth.leeway_s - time.time())
 
-        def expire() -> None:
-            task = asyncio.create_task(
-                connection.close(TOKEN_EXPIRED, "token expired; connect with a fresh one")
-            )
-            self._closing.add(task)
-            task.add_done_callback(self._closing.discard)
-
-        client.expiry = asyncio.get_running_loop().call_later(delay, expire)
+        client.expiry = asyncio.get_running_loop().call_later(
+            delay, self._close_later, connection, TOKEN_EXPIRED, "token expired; connect with a fresh one"
+        )
 
     @staticmethod
     def _subscribed(
@@ -298,14 +291,14 @@ class Gateway:
             except Exception as exc:  # Kafka unreachable: plan without; the read fails if too old
                 log.warning("resume: could not read the log's first offsets: %r", exc)
                 log_start = {}
-            live_next, snapshot = dict(self.live_next), self._snapshot(new)
+            live_next, state = dict(self.live_next), self._state(new)
             plan = plan_resume(
                 command.since, self.epoch, live_next, log_start, self.settings.gateway_resume_max_records
             )
             try:
                 self.hub.subscribe(client, command.channels)
             except ProtocolError as exc:
-                await connection.send(json.dumps(error_message(exc.code, str(exc))))
+                await _error(connection, exc.code, str(exc))
                 return
             client.paused = True
             try:
@@ -321,6 +314,7 @@ class Gateway:
                         plan = NotRecovered("replay_failed", f"reading the missed records failed: {exc!r}")
                 GATEWAY_REPLAYED.inc(replayed)
                 if isinstance(plan, NotRecovered):  # what the client has may be stale: the state now
+                    snapshot = self._snapshot_frames(state)
                     for frame in snapshot:
                         await connection.send(frame)
                     GATEWAY_RESUMES.labels(plan.code).inc()
@@ -428,10 +422,13 @@ class Gateway:
 
     def _cut(self, connection: ServerConnection) -> None:
         """A client fell behind (its socket holds more than its byte limit, or the frames
-        waiting for its snapshot or replay passed their limit): close it with 1013 from outside
-        any send of its own, which may be stuck on a full socket; websockets aborts the TCP
-        connection if the close does not complete in close_timeout."""
-        task = asyncio.create_task(connection.close(1013, "client too slow; reconnect and resume"))
+        waiting for its snapshot or replay passed their limit): close it with 1013."""
+        self._close_later(connection, 1013, "client too slow; reconnect and resume")
+
+    def _close_later(self, connection: ServerConnection, code: int, reason: str) -> None:
+        """Close from outside any send of the client's own, which may be stuck on a full socket;
+        websockets aborts the TCP connection if the close does not complete in close_timeout."""
+        task = asyncio.create_task(connection.close(code, reason))
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)
 
@@ -458,18 +455,18 @@ class Gateway:
         GATEWAY_FRAMES.inc(self.hub.delivered_total - delivered)
         GATEWAY_BYTES.inc(self.hub.delivered_bytes - written)
 
-    def _snapshot(self, channels: Iterable[str]) -> list[str]:
-        """The snapshot frames of ``channels``: each one's current state (gateway/latest.py)."""
-        frames = []
-        for channel in channels:
-            for h in self.latest.snapshot(channel):
-                frames += [
-                    f
-                    for _, f in _encode(
-                        h.event_type, h.record, h.topic, h.partition, h.offset, [channel], True
-                    )
-                ]
-        return frames
+    def _state(self, channels: Iterable[str]) -> list[tuple[str, Held]]:
+        """The channels' current states (gateway/latest.py), as they are now: cheap to take
+        with the subscription, encoded only if they are sent."""
+        return [(channel, held) for channel in channels for held in self.latest.snapshot(channel)]
+
+    @staticmethod
+    def _snapshot_frames(state: list[tuple[str, Held]]) -> list[str]:
+        return [
+            frame
+            for channel, h in state
+            for _, frame in _encode(h.event_type, h.record, h.topic, h.partition, h.offset, [channel], True)
+        ]
 
     async def _warm_up(self) -> None:
         """Read the last ``gateway_snapshot_warm_records`` of every partition, so snapshots are
@@ -568,3 +565,8 @@ def _encode(
     data_json = json.dumps(jsonable(record))  # once per event, not per channel
     position_json = json.dumps({"topic": topic, "partition": partition, "offset": offset})
     return [(c, event_frame(c, event_type, position_json, data_json, snapshot)) for c in channels]
+
+
+async def _error(connection: ServerConnection, code: str, message: str) -> None:
+    """Refuse a command with a coded reason; the connection goes on."""
+    await connection.send(json.dumps(error_message(code, message)))
