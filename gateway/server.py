@@ -486,8 +486,9 @@ class Gateway:
                 await learn_schema_ids(self.intake.codec, (m.value,), "gateway")
                 try:
                     event, channels = self._admit(m)
-                except EventError:
-                    continue  # counted when the live fan-out met it
+                except EventError as exc:  # skipped here as live: counted, not kept
+                    REJECTED_RECORDS.labels(m.topic, type(exc).__name__).inc()
+                    continue
                 self.latest.add(channels, Held(event.type, event.record, m.topic, m.partition, m.offset))
                 kept += 1
         log.info("gateway snapshots warmed from %d records in %.1f s", kept, time.monotonic() - started)

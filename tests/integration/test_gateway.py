@@ -442,3 +442,59 @@ async def test_tokens_keys_origins_and_connection_limits_are_each_refused_with_a
             assert (await client.get(f"{http}/healthz")).json()["clients"] == 0  # all gone, the gateway runs
     finally:
         task.cancel()
+
+
+async def test_garbage_on_its_topics_is_skipped_with_a_reason_at_start_and_live(settings: Settings) -> None:
+    """Records from any Kafka client on the topics the gateway serves: read back at start (the
+    snapshot's warm-up) and live. Each is skipped and counted; the gateway keeps serving."""
+    import uuid
+
+    from oddstream.producer import EventProducer
+    from schemas.topics import Topics
+
+    ensure_topics(settings)
+    topics = Topics(settings.topic_prefix)
+    garbage = [b"", b"\x00\x01not avro", b"\xc3\x01" + b"\xff" * 8 + b"truncated", b'{"json": "not avro"}']
+    start = 1_767_225_600_000
+
+    def window(version: int) -> dict[str, object]:
+        return {
+            "event_id": str(uuid.uuid4()), "event_time": start, "source": "test", "window_id": "w1",
+            "market_id": "m1", "window_start": start, "window_end": start + 60_000, "version": version,
+            "selections": [], "overround": None, "final": False, "bookmakers": [], "consensus": [],
+        }  # fmt: skip
+
+    with EventProducer(settings) as producer:
+        producer.publish("OddsWindowUpdated", window(1))
+        for value in garbage:  # after the valid one: the warm-up reads them last
+            for topic in (topics.odds_window_1m, topics.alerts):
+                producer.produce_raw(topic, b"m1", value)
+    task = await started(settings)  # the warm-up read all of it
+    base = f"ws://127.0.0.1:{settings.gateway_port}/ws"
+    try:
+        async with connect(base) as ws:
+            await ws.recv()
+            await ws.send('{"op":"subscribe","channels":["market:m1","alerts"]}')
+            state = json.loads(await asyncio.wait_for(ws.recv(), 10))
+            assert state["snapshot"] is True and state["data"]["version"] == 1  # the valid one only
+            assert json.loads(await asyncio.wait_for(ws.recv(), 10))["type"] == "subscribed"
+
+            def publish() -> None:
+                with EventProducer(settings) as producer:
+                    for value in garbage:
+                        producer.produce_raw(topics.odds_window_1m, b"m1", value)
+                    producer.publish("OddsWindowUpdated", window(2))
+
+            await asyncio.to_thread(publish)
+            live = json.loads(await asyncio.wait_for(ws.recv(), 20))  # the garbage before it: skipped
+            assert live["type"] == "event" and live["data"]["version"] == 2 and "snapshot" not in live
+        async with httpx.AsyncClient() as client:
+            metrics = (await client.get(f"http://127.0.0.1:{settings.gateway_port}/metrics")).text
+            health = (await client.get(f"http://127.0.0.1:{settings.gateway_port}/healthz")).json()
+        assert health["consuming"] is True
+        skipped = [
+            line for line in metrics.splitlines() if line.startswith("oddstream_rejected_records_total{")
+        ]
+        assert any(settings.topic_prefix in line for line in skipped), skipped  # counted, with the topic
+    finally:
+        task.cancel()
