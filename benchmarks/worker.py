@@ -175,7 +175,7 @@ def main() -> None:
         }
         env.update(ODDSTREAM_KAFKA_BOOTSTRAP_SERVERS=bootstrap, ODDSTREAM_TOPIC_PREFIX=settings.topic_prefix,
                    ODDSTREAM_DATA_DIR=str(data), ODDSTREAM_WORKER_ID=settings.worker_id,
-                   ODDSTREAM_LOG_LEVEL="warn")  # fmt: skip
+                   ODDSTREAM_LOG_LEVEL="warn", ODDSTREAM_DEVELOPMENT="true")  # fmt: skip
         log = (data / "worker.log").open("wb")
         worker = subprocess.Popen([sys.executable, "-m", "oddstream", "worker"], env=env, stdout=log,
                                   stderr=subprocess.STDOUT)  # fmt: skip

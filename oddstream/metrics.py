@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
 
 STORE_ROWS = Counter("oddstream_store_rows_total", "Rows inserted into ClickHouse", ["table"])
 STORE_BATCHES = Counter("oddstream_store_batches_total", "Batches committed by the store")
@@ -34,6 +34,16 @@ PROCESSING_ERRORS = Counter(
 )
 HALTED_PARTITIONS = Gauge(
     "oddstream_worker_halted_partitions", "Source partitions halted by an unacknowledged output"
+)
+SNAPSHOTS_REFUSED = Counter(
+    "oddstream_worker_snapshots_refused_total",
+    "Partition snapshots not read (forged, outdated or unreadable); each partition was rebuilt from the log",
+    ["kind"],
+)
+SNAPSHOT_PAUSE = Histogram(
+    "oddstream_worker_snapshot_pause_seconds",
+    "Time the event loop spends taking one partition snapshot (the rest is sealed in a thread)",
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
 )
 REGISTRY_WAITS = Counter(
     "oddstream_schema_registry_waits_total",

@@ -21,6 +21,7 @@ if TYPE_CHECKING:  # the analytics (River, numpy, scipy) load only where windows
 
 DEFAULT_DATA_DIR = Path(".oddstream")
 DEVELOPMENT_MASTER_SECRET = "oddstream-local-development-secret"
+DEVELOPMENT_STATE_KEY = "oddstream-local-development-state-key"
 
 
 class Settings(BaseSettings):
@@ -133,7 +134,8 @@ class Settings(BaseSettings):
     )
     development: bool = Field(
         default=False,
-        description="Local development (`oddstream up` sets it): allows the development webhook secret.",
+        description="Local development (`oddstream up` sets it): allows the development webhook secret "
+        "and worker state key.",
     )
     webhook_allow_private_targets: bool = Field(
         default=False,
@@ -230,6 +232,19 @@ class Settings(BaseSettings):
         gt=0,
         description="A worker still stopping this long after SIGTERM or SIGINT exits at once; the "
         "next start reads again from the last commit and snapshot, as after a crash.",
+    )
+    worker_state_key: SecretStr = Field(
+        default=SecretStr(DEVELOPMENT_STATE_KEY),
+        description="Authenticates the worker's snapshots (HMAC-SHA256): a snapshot in the changelog not "
+        "written with it is refused and the partition rebuilt from the source log. Changing it rebuilds "
+        "every partition. The worker refuses the development default unless ODDSTREAM_DEVELOPMENT is true.",
+    )
+    worker_snapshot_chunk_bytes: int = Field(
+        default=1024 * 1024,
+        ge=1024,
+        le=8 * 1024 * 1024,
+        description="A partition snapshot larger than this (compressed) is written as chunks of this "
+        "size, so no changelog record nears the 16 MiB message cap.",
     )
     log_level: str = Field(default="info", description="debug, info, warn or error.")
 

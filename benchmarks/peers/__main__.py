@@ -163,7 +163,8 @@ def worker_run(settings: Settings, count: int, codec: Codec, data: Path) -> tupl
     env.update(ODDSTREAM_KAFKA_BOOTSTRAP_SERVERS=settings.bootstrap,
                ODDSTREAM_TOPIC_PREFIX=settings.topic_prefix, ODDSTREAM_DATA_DIR=str(data),
                ODDSTREAM_WORKER_ID=settings.worker_id,
-               ODDSTREAM_LOG_LEVEL="warn", ODDSTREAM_WORKER_METRICS_PORT="0")  # fmt: skip
+               ODDSTREAM_LOG_LEVEL="warn", ODDSTREAM_WORKER_METRICS_PORT="0",
+               ODDSTREAM_DEVELOPMENT="true")  # fmt: skip
     log = (data / "worker.log").open("wb")
     worker = subprocess.Popen([sys.executable, "-m", "oddstream", "worker"], env=env, stdout=log,
                               stderr=subprocess.STDOUT)  # fmt: skip

@@ -23,9 +23,10 @@ from prometheus_client import start_http_server
 from consumers.worker.inbox import BatchingConsumer, Inbox
 from consumers.worker.partitions import SourceAnalytics, SourceRecord
 from oddstream.codecs import build_codec
+from oddstream.errors import ConfigError
 from oddstream.kafka.admin import create_missing
 from oddstream.kafka.registry import register_subjects
-from oddstream.settings import Settings
+from oddstream.settings import DEVELOPMENT_STATE_KEY, Settings
 from schemas.topics import DERIVED_TYPES, Topics
 
 log = logging.getLogger(__name__)
@@ -176,6 +177,7 @@ def changelog_topics(app: faust.App) -> dict[str, bool]:
 
 def run_worker(settings: Settings) -> None:
     """Run the worker until SIGINT/SIGTERM (Faust handles the signals and commits on stop)."""
+    check_state_key(settings)
     app = create_app(settings)
     # Faust creates changelog topics itself, but an event can arrive before the new
     # topic shows in metadata (PartitionsMismatch: "0 partitions"); create them first,
@@ -189,6 +191,16 @@ def run_worker(settings: Settings) -> None:
     # (root logger at DEBUG when the level is warn or higher): 10 % of a busy worker's time
     worker.spinner = None
     worker.execute_from_commandline()
+
+
+def check_state_key(settings: Settings) -> None:
+    """Snapshots are authenticated with the state key: with the public development default,
+    anyone who can write to the changelog could have a worker load their bytes."""
+    if settings.worker_state_key.get_secret_value() == DEVELOPMENT_STATE_KEY and not settings.development:
+        raise ConfigError(
+            "refusing to start: ODDSTREAM_WORKER_STATE_KEY is the public development default; "
+            "set a key of your own (ODDSTREAM_DEVELOPMENT=true allows it for local development)"
+        )
 
 
 class WorkerProcess(faust.Worker):

@@ -10,6 +10,9 @@ The contract (docs/design/state-and-recovery.md):
 * before a snapshot that reflects offset X is written, every output of the records up to
   X has been acknowledged by Kafka (producer flush), so a snapshot never runs ahead of
   what downstream received;
+* snapshots are sealed (consumers/worker/snapshots.py: versioned, HMAC-authenticated,
+  chunked when large); one that is forged, outdated or unreadable is not read, and its
+  partition is rebuilt from the source log's start (the same path as a gap, below);
 * after a restart or rebalance the snapshot is restored and every record after X is
   processed again. Faust may resume from a committed offset *beyond* X (it commits on its
   own schedule): that gap is read with a separate consumer before going on. Re-emitted
@@ -26,9 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import pickle
 import time
-import zlib
 from collections import defaultdict
 from typing import Any, NamedTuple, NoReturn
 
@@ -36,8 +37,17 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from faust.types import TP
 
 from consumers.worker.outputs import Message, apply_record, messages, window_message
+from consumers.worker.snapshots import (
+    SnapshotRefused,
+    dump_state,
+    is_chunk_of,
+    load_state,
+    manifest_chunk_keys,
+    open_sealed,
+    seal,
+)
 from oddstream.kafka.registry import learn_schema_ids
-from oddstream.metrics import HALTED_PARTITIONS
+from oddstream.metrics import HALTED_PARTITIONS, SNAPSHOT_PAUSE, SNAPSHOTS_REFUSED
 from oddstream.settings import Settings
 from schemas.codec import CONFLUENT_MAGIC, Codec
 from schemas.intake import Headers, Intake
@@ -45,7 +55,6 @@ from schemas.topics import Topics
 from streams.processor import PartitionProcessor, WindowConfig
 
 log = logging.getLogger(__name__)
-SNAPSHOT_FORMAT = b"OSP1"
 # how often a busy partition looks for current updates that are due (a window's first update
 # waits at most this long; the throttle's interval decides the rest)
 CURRENTS_LOOK_S = 0.01
@@ -53,17 +62,8 @@ CURRENTS_LOOK_S = 0.01
 COMMIT_HELD_S = 15.0
 
 
-def dump_snapshot(processor: PartitionProcessor) -> bytes:
-    return SNAPSHOT_FORMAT + zlib.compress(pickle.dumps(processor, protocol=5), 1)
-
-
-def load_snapshot(blob: bytes) -> PartitionProcessor:
-    if not blob.startswith(SNAPSHOT_FORMAT):
-        raise ValueError("not an oddstream partition snapshot (format changed? replay to rebuild)")
-    processor = pickle.loads(zlib.decompress(blob[len(SNAPSHOT_FORMAT) :]))
-    if not isinstance(processor, PartitionProcessor):
-        raise ValueError("snapshot holds no PartitionProcessor")
-    return processor
+# a snapshot that holds the event loop longer than this is logged (the metric has them all)
+SLOW_SNAPSHOT_S = 0.1
 
 
 class SourceRecord(NamedTuple):
@@ -82,7 +82,7 @@ class Snapshot(NamedTuple):
 
     partition: int
     processor: PartitionProcessor
-    blob: bytes
+    state: bytes  # dump_state(processor) at the offset it reflects; sealed by the writer
     sent: list[asyncio.Future[Any]]
 
 
@@ -120,6 +120,9 @@ class SourceAnalytics:
         self.commits_released = 0
         self._ends: dict[int, int] = {}  # partition -> its end offset when it was assigned
         self._offsets_reader: AIOKafkaConsumer | None = None
+        self._secret = settings.worker_state_key.get_secret_value().encode()
+        self._chunks: dict[int, list[bytes]] = {}  # partition -> chunk keys of its last snapshot
+        self.rebuilt: dict[int, str] = {}  # partition -> why its snapshot was not read
 
     def state_key(self, partition: int) -> bytes:
         return f"{self.topic}:{partition}".encode()
@@ -384,6 +387,7 @@ class SourceAnalytics:
             self._progress.pop(partition, None)
             self._held.pop(partition, None)
             self._ends.pop(partition, None)
+            self._chunks.pop(partition, None)
             if self.halted.pop(partition, None) is not None:
                 HALTED_PARTITIONS.dec()
 
@@ -398,7 +402,14 @@ class SourceAnalytics:
         if processor is None:
             return
         sent, self._in_flight[partition] = self._in_flight[partition], []
-        self._snapshots.put_nowait(Snapshot(partition, processor, dump_snapshot(processor), sent))
+        started = time.perf_counter()
+        state = dump_state(processor)
+        pause = time.perf_counter() - started
+        SNAPSHOT_PAUSE.observe(pause)
+        if pause >= SLOW_SNAPSHOT_S:
+            log.warning("%s[%d]: taking its snapshot held the event loop %.0f ms (%d bytes)",
+                        self.topic, partition, pause * 1000, len(state))  # fmt: skip
+        self._snapshots.put_nowait(Snapshot(partition, processor, state, sent))
         self._checkpointed[partition] = time.monotonic()
 
     async def write_snapshots(self) -> None:
@@ -426,17 +437,57 @@ class SourceAnalytics:
         if failed:
             self._halt(partition, f"{len(failed)} output(s) not acknowledged, first: {failed[0]!r}")
         key = self.state_key(partition)
-        self.table.data[key] = snapshot.blob
-        await self.table.send_changelog(partition, key, snapshot.blob)
+        sealed = await asyncio.to_thread(
+            seal,
+            snapshot.state,
+            key,
+            self._secret,
+            generation=snapshot.processor.offset,
+            chunk_bytes=self.settings.worker_snapshot_chunk_bytes,
+        )
+        if self.processors.get(partition) is not snapshot.processor or partition in self.halted:
+            return
+        for chunk_key, chunk in sealed.chunks:  # chunks first: a manifest never names a missing chunk
+            self.table.data[chunk_key] = chunk
+            await self.table.send_changelog(partition, chunk_key, chunk)
+        self.table.data[key] = sealed.manifest
+        await self.table.send_changelog(partition, key, sealed.manifest)
+        written = [k for k, _ in sealed.chunks]
+        self._delete_chunks(partition, [k for k in self._chunks.get(partition, []) if k not in written])
+        self._chunks[partition] = written
+
+    def _delete_chunks(self, partition: int, keys: list[bytes]) -> None:
+        """Tombstone chunk records no manifest refers to any more (compaction drops them)."""
+        for chunk_key in keys:
+            self.table.data.pop(chunk_key, None)
+            self.table.send_changelog(partition, chunk_key, None)
 
     # -- internals -----------------------------------------------------------------
 
     def _restore(self, partition: int) -> PartitionProcessor:
-        blob = self.table.data.get(self.state_key(partition))
-        if blob is None:
+        """The partition's processor from its snapshot; an empty one (which the gap filler
+        then feeds from the log's start) when there is none or it is refused."""
+        key = self.state_key(partition)
+        manifest = self.table.data.get(key)
+        current = manifest_chunk_keys(manifest, key) if manifest is not None else []
+        stale = [k for k in list(self.table.data.keys()) if is_chunk_of(k, key) and k not in current]
+        self._delete_chunks(partition, stale)  # a crash between a snapshot's chunks and its manifest
+        self._chunks[partition] = current
+        if manifest is None:
             log.info("%s[%d]: no snapshot, starting empty", self.topic, partition)
             return PartitionProcessor(self.config, partition=partition)
-        processor = load_snapshot(blob)
+        try:
+            processor = load_state(open_sealed(manifest, key, self._secret, self.table.data))
+        except SnapshotRefused as refused:
+            SNAPSHOTS_REFUSED.labels(refused.kind).inc()
+            self.rebuilt[partition] = str(refused)
+            log.log(
+                logging.ERROR if refused.kind == "forged" else logging.WARNING,
+                "%s[%d]: snapshot refused, %s; it is not deserialised. Rebuilding the partition from "
+                "the source log's start (its outputs are sent again with the same ids)",
+                self.topic, partition, refused,
+            )  # fmt: skip
+            return PartitionProcessor(self.config, partition=partition)
         processor.resumed(int(time.time() * 1000))
         log.info("%s[%d]: restored snapshot at offset %d", self.topic, partition, processor.offset)
         return processor

@@ -12,7 +12,7 @@ import httpx
 import pytest
 from confluent_kafka.admin import AdminClient, ConfigResource  # type: ignore[attr-defined]
 
-from consumers.worker.partitions import load_snapshot
+from consumers.worker.snapshots import load_state, open_sealed
 from oddstream.kafka.admin import ensure_topics
 from oddstream.producer import EventProducer
 from oddstream.settings import Settings
@@ -192,8 +192,11 @@ def test_a_refused_output_halts_its_partition_before_any_snapshot_passes_it(sett
         partition = odds[0][0]
         first_quote = min(offset for p, offset in odds if p == partition and offset > 0)
         key = f"{topics.odds}:{partition}".encode()
+        secret = settings.worker_state_key.get_secret_value().encode()
         snapshots = [
-            load_snapshot(m.value() or b"") for m in read_all(settings.bootstrap, changelog) if m.key() == key
+            load_state(open_sealed(m.value() or b"", key, secret))
+            for m in read_all(settings.bootstrap, changelog)
+            if m.key() == key
         ]
         assert snapshots, "the status change before the quotes was snapshotted"
         assert max(s.offset for s in snapshots) < first_quote, "a snapshot moved past a lost output"

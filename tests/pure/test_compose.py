@@ -33,6 +33,7 @@ def test_docker_compose_config_accepts_the_file() -> None:
         "CLICKHOUSE_PASSWORD": "x",
         "ODDSTREAM_WEBHOOK_MASTER_SECRET": "y",
         "ODDSTREAM_SQL_TOKEN": "z",
+        "ODDSTREAM_WORKER_STATE_KEY": "w",
         "ODDSTREAM_GATEWAY_API_KEYS": '["k"]',
     }
     result = subprocess.run(

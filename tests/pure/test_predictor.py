@@ -12,7 +12,6 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from consumers.worker.partitions import dump_snapshot, load_snapshot
 from oddstream.simulator.model import MarketSimulator, disorder
 from schemas.catalog import Event
 from schemas.validation import as_millis
@@ -20,6 +19,7 @@ from streams.evaluation import ForecastScore, log_loss
 from streams.models import MODELS
 from streams.predictor import Predictor, PredictorConfig, logit, market_view, view_after_quote
 from streams.processor import Emission, PartitionProcessor
+from tests.pure.test_snapshots import through_the_changelog
 
 pytestmark = pytest.mark.pure
 T0 = 1_767_225_600_000
@@ -88,7 +88,7 @@ def test_checkpoint_and_restore_give_the_same_predictions_and_alerts_as_an_unint
     start = 0
     for cut in (2_345, 6_001, 9_999, len(EVENTS)):
         restored += notices(EVENTS[:cut], processor, start)
-        processor = load_snapshot(dump_snapshot(processor))  # what a restart restores
+        processor = through_the_changelog(processor)  # what a restart restores
         start = cut
     assert [(e.event_type, e.record) for e in restored] == [(e.event_type, e.record) for e in uninterrupted]
 

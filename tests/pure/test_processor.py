@@ -8,12 +8,12 @@ from typing import Any
 
 import pytest
 
-from consumers.worker.partitions import dump_snapshot, load_snapshot
 from oddstream.simulator.model import MarketSimulator, disorder
 from schemas.catalog import Event, load_catalog
 from schemas.codec import Codec
 from streams.market import fair_probabilities
 from streams.processor import Emission, PartitionProcessor, WindowConfig, window_id
+from tests.pure.test_snapshots import through_the_changelog
 
 pytestmark = pytest.mark.pure
 T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z, a minute boundary
@@ -211,7 +211,7 @@ def test_snapshot_and_replay_of_the_rest_equals_an_uninterrupted_run() -> None:
     expected = run(events, whole) + whole.flush()
     first = PartitionProcessor(CONFIG)
     before = run(events[:2_500], first)
-    restored = load_snapshot(dump_snapshot(first))
+    restored = through_the_changelog(first)
     again = run(events, restored, start=2_000)  # 2000..2499 are redelivered: skipped
     assert before + again + restored.flush() == expected
     assert sum(restored.late_events.values()) > 0  # the disorder made some events late
