@@ -176,6 +176,29 @@ class Settings(BaseSettings):
         gt=0,
         description="After this much silence a partition's watermark follows the clock (quiet markets close)",
     )
+    state_resulted_market_ms: int = Field(
+        default=3_600_000,
+        gt=0,
+        description="A market's state is kept this long (event time) after its result, for late events; "
+        "a quote after that is dead-lettered as an unknown market.",
+    )
+    state_idle_market_ms: int = Field(
+        default=7 * 86_400_000,
+        gt=0,
+        description="A market with no event for this long (event time) is forgotten, with its open "
+        "forecasts (a market never resulted).",
+    )
+    state_idle_user_ms: int = Field(
+        default=30 * 86_400_000,
+        gt=0,
+        description="A user with no bet for this long loses their stake baseline (user_stake_change).",
+    )
+    state_idle_service_ms: int = Field(
+        default=86_400_000,
+        gt=0,
+        description="A service or route silent this long is forgotten: its statistics, and its "
+        "heartbeat_gap alert resolves.",
+    )
     worker_update_interval_ms: int = Field(
         default=250,
         ge=0,
@@ -304,10 +327,20 @@ class Settings(BaseSettings):
         return self.store_url or f"http://{self.store_host}:{self.store_port}"
 
     def window_config(self) -> WindowConfig:
-        from streams.processor import WindowConfig
+        from streams.processor import Retention, WindowConfig
 
+        retention = Retention(
+            resulted_market_ms=self.state_resulted_market_ms,
+            idle_market_ms=self.state_idle_market_ms,
+            idle_user_ms=self.state_idle_user_ms,
+            idle_service_ms=self.state_idle_service_ms,
+        )
         return WindowConfig(
-            self.window_size_ms, self.window_delay_ms, self.window_grace_ms, self.window_idle_timeout_ms
+            self.window_size_ms,
+            self.window_delay_ms,
+            self.window_grace_ms,
+            self.window_idle_timeout_ms,
+            retention,
         )
 
     def limits(self) -> Limits:

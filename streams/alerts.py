@@ -138,6 +138,12 @@ class AlertBook:
         stale = [fp for fp, a in self.active.items() if event_ms - a.last_ms >= self.resolve_after_ms]
         return [self._resolve(fp, event_ms) for fp in sorted(stale)]
 
+    def evict(self, now_ms: int, late_ms: int) -> None:
+        """Forget resolutions whose cooldown is over, with ``late_ms`` to spare for signals
+        stamped earlier than ``now_ms`` (out-of-order events): they suppress nothing more."""
+        horizon = now_ms - self.cooldown_ms - late_ms
+        self.resolved_at = {fp: t for fp, t in self.resolved_at.items() if t > horizon}
+
     def groups(self) -> dict[str, int]:
         """Active alerts per group (rule plus the ``group_by`` labels)."""
         counts: dict[str, int] = {}

@@ -104,6 +104,11 @@ class Detectors:
     heartbeats: dict[str, int] = field(default_factory=dict)
     bet_model: Any = None
     bets_seen: int = 0
+    # event time each key was last seen, for eviction (see evict)
+    user_seen: dict[str, int] = field(default_factory=dict)
+    market_seen: dict[str, int] = field(default_factory=dict)  # bets on a market (exposure)
+    service_seen: dict[str, int] = field(default_factory=dict)
+    route_seen: dict[tuple[str, str], int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         c = self.config
@@ -183,6 +188,8 @@ class Detectors:
                 )
             )
         own.add_robust(x)
+        self.user_seen[user] = max(self.user_seen.get(user, event_ms), event_ms)
+        self.market_seen[market] = max(self.market_seen.get(market, event_ms), event_ms)
         turnover, payouts = self.exposure.get(market, (0.0, {}))
         payouts = {**payouts, selection: payouts.get(selection, 0.0) + stake * odds}
         turnover += stake
@@ -243,6 +250,8 @@ class Detectors:
             )
         else:
             stats.add_robust(x)  # a spike does not teach the detector that spikes are normal
+        self.route_seen[(service, route)] = max(self.route_seen.get((service, route), event_ms), event_ms)
+        self.service_seen[service] = max(self.service_seen.get(service, event_ms), event_ms)
         calls = self.recent_calls.setdefault(service, deque(maxlen=c.error_calls))
         calls.append(status >= 500)
         if len(calls) == c.error_calls:
@@ -277,6 +286,41 @@ class Detectors:
                 )
             )
         return self._observe(signals, event_ms)
+
+    def forget_market(self, market: str) -> None:
+        """A market evicted by the processor: its prices, steam movers and exposure."""
+        self.on_market_closed(market)
+        self.exposure.pop(market, None)
+        self.market_seen.pop(market, None)
+
+    def evict(
+        self, now_ms: int, idle_market_ms: int, idle_user_ms: int, idle_service_ms: int, late_ms: int
+    ) -> None:
+        """Forget what has been idle that long (event time): markets' exposure, users' stake
+        baselines, services' and routes' statistics and heartbeats, prices not quoted again,
+        and resolutions whose cooldown is over. A service forgotten this way stops counting
+        as silent: its heartbeat_gap alert resolves (docs/design/state-and-recovery.md)."""
+        for market in [m for m, t in self.market_seen.items() if now_ms - t >= idle_market_ms]:
+            self.forget_market(market)
+        for user in [u for u, t in self.user_seen.items() if now_ms - t >= idle_user_ms]:
+            del self.user_seen[user]
+            self.user_stakes.pop(user, None)
+        for route in [r for r, t in self.route_seen.items() if now_ms - t >= idle_service_ms]:
+            del self.route_seen[route]
+            self.latency.pop(route, None)
+        for service in [s for s, t in self.service_seen.items() if now_ms - t >= idle_service_ms]:
+            del self.service_seen[service]
+            self.recent_calls.pop(service, None)
+        for service in [s for s, t in self.heartbeats.items() if now_ms - t >= idle_service_ms]:
+            del self.heartbeats[service]
+        for key in [k for k, (_, t) in self.last_price.items() if now_ms - t >= idle_market_ms]:
+            del self.last_price[key]
+        steam_horizon = now_ms - self.config.steam_window_ms - late_ms
+        for pair in [
+            p for p, movers in self.shortened.items() if all(t < steam_horizon for t in movers.values())
+        ]:
+            del self.shortened[pair]
+        self.book.evict(now_ms, late_ms)
 
     def tick(self, event_ms: int) -> list[AlertEvent]:
         """Advance event time: silent services, and alerts no signal confirms any more."""

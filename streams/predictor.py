@@ -178,6 +178,7 @@ class Predictor:
     scores: dict[str, ForecastScore] = field(default_factory=dict)  # "model", "consensus", "book:<b>"
     movement_score: ErrorScore = field(default_factory=ErrorScore)
     learned: int = 0  # labels the outcome model learned from
+    expired_forecasts: int = 0  # forecasts of markets evicted without a result
     drifts: int = 0
 
     def __post_init__(self) -> None:
@@ -245,6 +246,27 @@ class Predictor:
         if self.movement_score.count:
             out.append(("ModelEvaluated", self._movement_record(event_ms)))
         return out
+
+    def idle_markets(self, now_ms: int, idle_ms: int) -> list[str]:
+        """Markets with state here and no quote, status or forecast for ``idle_ms``."""
+        known = set(self.quotes) | set(self.pending) | set(self.opened_ms)
+        idle = []
+        for market in sorted(known):
+            newest = max(
+                [t for _, t in self.quotes.get(market, {}).values()]
+                + [self.opened_ms.get(market, 0), self.last_forecast_ms.get(market, 0)]
+            )
+            if now_ms - newest >= idle_ms:
+                idle.append(market)
+        return idle
+
+    def evict(self, market: str) -> int:
+        """Forget a market (resulted long ago, or idle): its quotes, views and forecasts that
+        never got a result (returned as a count, they teach nothing)."""
+        expired = len(self.pending.pop(market, []))
+        self.expired_forecasts += expired
+        self._forget(market)
+        return expired
 
     # -- internals -------------------------------------------------------------------
 

@@ -81,13 +81,31 @@ WON = {"WON": True, "HALF_WON": True, "LOST": False, "HALF_LOST": False}  # VOID
 
 
 @dataclass(frozen=True)
+class Retention:
+    """How long state with no new events is kept, in event time (the partition's newest
+    event). docs/design/state-and-recovery.md lists what each rule evicts."""
+
+    resulted_market_ms: int = 3_600_000  # a market, after its result
+    idle_market_ms: int = 7 * 86_400_000  # a market with no event at all (never resulted)
+    idle_user_ms: int = 30 * 86_400_000  # a user's stake baseline
+    idle_service_ms: int = 86_400_000  # a service's or route's statistics and heartbeats
+    late_ms: int = 3_600_000  # out-of-order events this much older than the newest still find state
+    sweep_every_ms: int = 60_000
+
+
+FOREVER = 2**62
+KEEP_FOREVER = Retention(FOREVER, FOREVER, FOREVER, FOREVER, FOREVER, FOREVER)  # nothing is evicted
+
+
+@dataclass(frozen=True)
 class WindowConfig:
-    """How the partition's windows behave (the same for every kind)."""
+    """How the partition's windows behave (the same for every kind), and its state's retention."""
 
     size_ms: int = 60_000
     delay_ms: int = 5_000  # watermark = max event time - delay
     grace_ms: int = 10_000  # a window closes when the watermark passes end + grace
     idle_timeout_ms: int = 30_000  # a silent partition's watermark follows the clock after this
+    retention: Retention = Retention()
 
 
 @dataclass(frozen=True)
@@ -140,6 +158,11 @@ class PartitionProcessor:
     partition: int = -1  # the source partition (names the user partials)
     offset: int = -1
     markets: dict[str, str] = field(default_factory=dict)  # market_id -> latest status
+    market_seen: dict[str, int] = field(default_factory=dict)  # market_id -> newest event time
+    resulted: dict[str, int] = field(default_factory=dict)  # market_id -> event time of its result
+    clock_ms: int = 0  # the newest event time seen: eviction's clock
+    evicted_markets: int = 0
+    _next_sweep_ms: int = 0
     engines: dict[str, WindowEngine[Any, Any, Any]] = field(default_factory=dict)
     # windows updated and not yet sent as a current update (see take_currents)
     _pending: dict[tuple[str, Any, int], WindowResult[Any, Any]] = field(default_factory=dict)
@@ -181,13 +204,24 @@ class PartitionProcessor:
         self.offset = offset
         out = Output()
         event_ms = as_millis(record["event_time"])
+        if event_ms > self.clock_ms:
+            self.clock_ms = event_ms
+            if event_ms >= self._next_sweep_ms:
+                self.evict(event_ms)
         if event_type == "MarketStatusChanged":
-            self.markets[record["market_id"]] = record["status"]
+            market = record["market_id"]
+            self.markets[market] = record["status"]
+            self.market_seen[market] = max(self.market_seen.get(market, event_ms), event_ms)
         elif event_type == "OddsChanged":
             market = record["market_id"]
             if market not in self.markets:
-                out.rejected = f"OddsChanged.market_id: unknown market {market!r} (no MarketStatusChanged)"
+                out.rejected = (
+                    f"OddsChanged.market_id: unknown market {market!r} "
+                    "(no MarketStatusChanged, or evicted: resulted or idle past its retention)"
+                )
                 return out
+            seen = self.market_seen.get(market, event_ms)
+            self.market_seen[market] = seen if seen > event_ms else event_ms
             price = Price(float(record["odds"]), (event_ms, record["event_id"]))
             key = (market, record["selection_id"], record["bookmaker"])
             self._feed(out, "price", key, event_ms, price, wall_ms)
@@ -206,6 +240,9 @@ class PartitionProcessor:
             self._feed(out, "route", (record["service"], record["route"]), event_ms, call, wall_ms)
         elif event_type == "ServiceHeartbeat":
             self._feed(out, "service", record["service"], event_ms, None, wall_ms)
+        elif event_type == "MarketResulted":
+            market = record["market_id"]
+            self.resulted[market] = max(self.resulted.get(market, event_ms), event_ms)
         if self.insights:
             self._insights(out, event_type, record, event_ms)
         return out
@@ -252,6 +289,30 @@ class PartitionProcessor:
         out.emissions.extend(
             Emission("alert", "AlertChanged", alert_record(a, self.partition)) for a in raised
         )
+
+    def evict(self, now_ms: int) -> None:
+        """Forget, by event time, what the retention rules say is done: markets resulted or
+        idle that long (their status, models' views and forecasts, detectors' prices and
+        exposure), idle users and services, and expired alert resolutions. Run once per
+        ``sweep_every_ms`` of event time; the same events evict the same state in a replay."""
+        r = self.config.retention
+        self._next_sweep_ms = now_ms + r.sweep_every_ms
+        gone = {m for m, t in self.resulted.items() if now_ms - t >= r.resulted_market_ms}
+        gone |= {m for m, t in self.market_seen.items() if now_ms - t >= r.idle_market_ms}
+        for market in sorted(gone):
+            self.markets.pop(market, None)
+            self.market_seen.pop(market, None)
+            self.resulted.pop(market, None)
+            if self.predictor is not None:
+                self.predictor.evict(market)
+            if self.detectors is not None:
+                self.detectors.forget_market(market)
+        self.evicted_markets += len(gone)
+        if self.predictor is not None:  # markets the models heard of only by quotes: idle ones
+            for market in self.predictor.idle_markets(now_ms, r.idle_market_ms):
+                self.predictor.evict(market)
+        if self.detectors is not None:
+            self.detectors.evict(now_ms, r.idle_market_ms, r.idle_user_ms, r.idle_service_ms, r.late_ms)
 
     def skip(self, offset: int) -> None:
         """A record at ``offset`` was rejected before reaching the windows: reflect it anyway."""

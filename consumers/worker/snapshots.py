@@ -43,9 +43,10 @@ from typing import Literal
 from streams.processor import PartitionProcessor
 
 MAGIC = b"OSS2"
-# bump when PartitionProcessor's pickled layout changes in a way an older pickle cannot be
-# read into (a renamed field, a changed class); snapshots of another version are rebuilt
-STATE_VERSION = 1
+# bump with any change to what a PartitionProcessor pickles (a field added, renamed or
+# retyped in a dataclass of streams/): snapshots of another version are rebuilt from the
+# log. tests/pure/test_snapshots.py pins state_layout()'s digest to this number.
+STATE_VERSION = 2
 CHUNK_BYTES = 1024 * 1024
 _HEAD = struct.Struct(">IQ")  # chunks, generation
 _MAC_BYTES = 32
@@ -75,6 +76,26 @@ def state_tag() -> bytes:
     """What this process writes and reads: the state layout, River and Python versions."""
     python = f"{sys.version_info.major}.{sys.version_info.minor}"
     return f"state={STATE_VERSION} river={version('river')} python={python}".encode()
+
+
+def state_layout() -> str:
+    """Every dataclass of the analytics core with its fields and their types: what a
+    snapshot's pickle is made of."""
+    import dataclasses
+    import importlib
+    import inspect
+    import pkgutil
+
+    import streams
+
+    lines = []
+    for module_info in sorted(pkgutil.iter_modules(streams.__path__), key=lambda m: m.name):
+        module = importlib.import_module(f"streams.{module_info.name}")
+        for name, cls in sorted(inspect.getmembers(module, dataclasses.is_dataclass)):
+            if isinstance(cls, type) and cls.__module__ == module.__name__:
+                fields = ", ".join(f"{f.name}: {f.type}" for f in dataclasses.fields(cls))
+                lines.append(f"{cls.__module__}.{name}({fields})")
+    return "\n".join(lines)
 
 
 def dump_state(processor: PartitionProcessor) -> bytes:

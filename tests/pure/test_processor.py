@@ -106,7 +106,10 @@ def test_redelivered_offset_changes_nothing() -> None:
 def test_quote_for_unknown_market_is_rejected_and_touches_no_window() -> None:
     feed = Feed()
     feed.odds(1_000, "home", 2.0, market="mX")
-    assert feed.rejected == ["OddsChanged.market_id: unknown market 'mX' (no MarketStatusChanged)"]
+    assert feed.rejected == [
+        "OddsChanged.market_id: unknown market 'mX' "
+        "(no MarketStatusChanged, or evicted: resulted or idle past its retention)"
+    ]
     assert feed.emissions == [] and feed.processor.open_windows == 0
 
 

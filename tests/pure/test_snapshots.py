@@ -148,3 +148,12 @@ def test_the_worker_refuses_the_public_development_state_key_outside_development
         check_state_key(Settings())
     check_state_key(Settings(development=True))  # what `oddstream up` sets
     check_state_key(Settings(worker_state_key=SecretStr("a-real-key-of-the-operator")))
+
+
+def test_the_state_layout_is_pinned_to_the_state_version() -> None:
+    """A change to a dataclass of streams/ changes what snapshots hold: bump STATE_VERSION (so
+    the worker rebuilds instead of loading old state into new code) and pin the new digest."""
+    import hashlib
+
+    digest = hashlib.sha256(snapshots.state_layout().encode()).hexdigest()[:16]
+    assert (snapshots.STATE_VERSION, digest) == (2, "f5c0759325796776"), snapshots.state_layout()
