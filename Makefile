@@ -3,7 +3,7 @@ PYTHON ?= python3.11
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: run test install deps lint typecheck test-pure test-integration bench-core bench-kafka bench-worker bench-quality bench-sql bench-peers bench-latency bench-webhooks bench-gateway clean
+.PHONY: run test install deps lint typecheck test-pure test-integration bench-core bench-kafka bench-worker bench-quality bench-sql bench-peers bench-latency bench-webhooks bench-gateway bench-soak clean
 
 run: install                 ## install, then run the whole stack with the simulator
 	$(BIN)/oddstream up
@@ -47,6 +47,9 @@ bench-worker: install      ## analytics worker events/s vs bare aiokafka+fastavr
 
 bench-quality: install     ## model and alert quality vs the simulator's ground truth, models' us/event (not a test)
 	$(BIN)/python -m benchmarks.quality
+
+bench-soak: install        ## 2M simulated events through the worker and store: RSS and snapshot sizes stay flat, windows exact (not a test)
+	$(BIN)/python -m benchmarks.soak
 
 bench-peers: install $(VENV)-peers/.installed  ## the Faust worker next to Quix Streams and Bytewax, one backlog (not a test)
 	$(BIN)/python -m benchmarks.peers

@@ -83,6 +83,7 @@ class Snapshot(NamedTuple):
     partition: int
     processor: PartitionProcessor
     state: bytes  # dump_state(processor) at the offset it reflects; sealed by the writer
+    generation: int  # unique per snapshot (ns since the epoch), names its chunks
     sent: list[asyncio.Future[Any]]
 
 
@@ -409,7 +410,7 @@ class SourceAnalytics:
         if pause >= SLOW_SNAPSHOT_S:
             log.warning("%s[%d]: taking its snapshot held the event loop %.0f ms (%d bytes)",
                         self.topic, partition, pause * 1000, len(state))  # fmt: skip
-        self._snapshots.put_nowait(Snapshot(partition, processor, state, sent))
+        self._snapshots.put_nowait(Snapshot(partition, processor, state, time.time_ns(), sent))
         self._checkpointed[partition] = time.monotonic()
 
     async def write_snapshots(self) -> None:
@@ -442,7 +443,7 @@ class SourceAnalytics:
             snapshot.state,
             key,
             self._secret,
-            generation=snapshot.processor.offset,
+            generation=snapshot.generation,
             chunk_bytes=self.settings.worker_snapshot_chunk_bytes,
         )
         if self.processors.get(partition) is not snapshot.processor or partition in self.halted:

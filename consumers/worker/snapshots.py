@@ -16,14 +16,14 @@ Format 2 (``OSS2``), all integers big-endian::
   is inline when ``chunks`` is 0; otherwise it is split into ``chunks`` records under the
   keys ``<state key>/<generation>/<i>``, written before the manifest, so one record never
   nears the changelog's 16 MiB message cap however large a partition's state grows. The
-  generation is the snapshot's offset, so a crash between chunks and manifest leaves the
-  previous manifest pointing at its own, complete chunks.
+  generation is unique per snapshot (the worker uses the time in ns), so a crash between
+  chunks and manifest leaves the previous manifest pointing at its own, complete chunks.
 
 Format 1 (``OSP1``, an unauthenticated pickle) is never read: it is outdated.
 
 Example::
 
-    sealed = seal(dump_state(processor), b"oddstream.odds:3", key, generation=processor.offset)
+    sealed = seal(dump_state(processor), b"oddstream.odds:3", key, generation=time.time_ns())
     processor = load_state(open_sealed(sealed.manifest, b"oddstream.odds:3", key, dict(sealed.chunks)))
 """
 
