@@ -98,7 +98,12 @@ class Detectors:
     shortened: dict[tuple[str, str], dict[str, int]] = field(default_factory=dict)  # -> bookmaker -> ms
     stakes: Running = field(default_factory=Running)
     user_stakes: dict[str, Running] = field(default_factory=dict)
-    exposure: dict[str, tuple[float, dict[str, float]]] = field(default_factory=dict)  # turnover, payouts
+    # a market's open bets: turnover, payout per selection; and each open bet's part of it
+    exposure: dict[str, tuple[float, dict[str, float]]] = field(default_factory=dict)
+    open_bets: dict[str, dict[str, tuple[str, float, float]]] = field(
+        default_factory=dict
+    )  # -> selection, stake, payout
+    closed_first: dict[tuple[str, str], int] = field(default_factory=dict)  # closes seen before their bet
     latency: dict[tuple[str, str], Running] = field(default_factory=dict)
     recent_calls: dict[str, deque[bool]] = field(default_factory=dict)
     heartbeats: dict[str, int] = field(default_factory=dict)
@@ -156,7 +161,14 @@ class Detectors:
     # -- bets --------------------------------------------------------------------------
 
     def on_bet(
-        self, market: str, selection: str, user: str, stake: float, odds: float, event_ms: int
+        self,
+        market: str,
+        selection: str,
+        user: str,
+        stake: float,
+        odds: float,
+        event_ms: int,
+        bet_id: str = "",
     ) -> list[AlertEvent]:
         c = self.config
         signals = []
@@ -190,22 +202,10 @@ class Detectors:
         own.add_robust(x)
         self.user_seen[user] = max(self.user_seen.get(user, event_ms), event_ms)
         self.market_seen[market] = max(self.market_seen.get(market, event_ms), event_ms)
-        turnover, payouts = self.exposure.get(market, (0.0, {}))
-        payouts = {**payouts, selection: payouts.get(selection, 0.0) + stake * odds}
-        turnover += stake
-        self.exposure[market] = (turnover, payouts)
-        worst = max(payouts.values()) - turnover
-        signals.append(
-            Signal(
-                "liability_breach",
-                {"market_id": market},
-                "critical",
-                worst,
-                event_ms,
-                holds=worst >= c.liability_limit,
-                summary=f"worst-case liability {worst:.2f} over the limit",
-            )
-        )
+        if self.closed_first.pop((market, bet_id), None) is None:  # not settled or cancelled already
+            if bet_id:
+                self.open_bets.setdefault(market, {})[bet_id] = (selection, stake, stake * odds)
+            signals.append(self._expose(market, selection, stake, stake * odds, event_ms))
         features = {"log_stake": x, "log_odds": math.log(odds)}
         self.bets_seen += 1
         if self.bets_seen > c.hst_warmup:
@@ -224,8 +224,39 @@ class Detectors:
         MODELS["anomaly"].learn(self.bet_model, features, None)
         return self._observe(signals, event_ms)
 
-    def on_market_settled(self, market: str) -> None:
-        self.exposure.pop(market, None)
+    def on_bet_closed(self, market: str, bet_id: str, event_ms: int) -> list[AlertEvent]:
+        """A bet settled, cancelled or cashed out: its stake and payout leave the market's
+        exposure (the rest of the market's open bets stay). A close that arrives before its
+        bet (out of order) is remembered, and the bet then never counts."""
+        self.market_seen[market] = max(self.market_seen.get(market, event_ms), event_ms)
+        bet = self.open_bets.get(market, {}).pop(bet_id, None)
+        if bet is None:
+            self.closed_first[(market, bet_id)] = event_ms
+            return self._observe([], event_ms)
+        selection, stake, payout = bet
+        if not self.open_bets[market]:  # the last open bet: nothing exposed (no float residue)
+            del self.open_bets[market]
+            self.exposure.pop(market, None)
+            signal = Signal("liability_breach", {"market_id": market}, "critical", 0.0, event_ms, holds=False)
+            return self._observe([signal], event_ms)
+        return self._observe([self._expose(market, selection, -stake, -payout, event_ms)], event_ms)
+
+    def _expose(self, market: str, selection: str, stake: float, payout: float, event_ms: int) -> Signal:
+        """Move a market's exposure by one bet's stake and payout; the liability signal after it."""
+        turnover, payouts = self.exposure.get(market, (0.0, {}))
+        payouts = {**payouts, selection: payouts.get(selection, 0.0) + payout}
+        turnover += stake
+        self.exposure[market] = (turnover, payouts)
+        worst = max(payouts.values()) - turnover
+        return Signal(
+            "liability_breach",
+            {"market_id": market},
+            "critical",
+            worst,
+            event_ms,
+            holds=worst >= self.config.liability_limit,
+            summary=f"worst-case liability {worst:.2f} over the limit",
+        )
 
     # -- system ------------------------------------------------------------------------
 
@@ -291,6 +322,7 @@ class Detectors:
         """A market evicted by the processor: its prices, steam movers and exposure."""
         self.on_market_closed(market)
         self.exposure.pop(market, None)
+        self.open_bets.pop(market, None)
         self.market_seen.pop(market, None)
 
     def evict(
@@ -320,6 +352,7 @@ class Detectors:
             p for p, movers in self.shortened.items() if all(t < steam_horizon for t in movers.values())
         ]:
             del self.shortened[pair]
+        self.closed_first = {k: t for k, t in self.closed_first.items() if now_ms - t < late_ms}
         self.book.evict(now_ms, late_ms)
 
     def tick(self, event_ms: int) -> list[AlertEvent]:

@@ -268,11 +268,10 @@ class PartitionProcessor:
         elif event_type == "BetPlaced":
             raised = alerts.on_bet(
                 record["market_id"], record["selection_id"], record["user_id"], _money(record["stake"]),
-                float(record["odds"]), event_ms,
+                float(record["odds"]), event_ms, record["bet_id"],
             )  # fmt: skip
-        elif event_type == "BetSettled":
-            alerts.on_market_settled(record["market_id"])
-            raised = alerts.tick(event_ms)
+        elif event_type in ("BetSettled", "BetCancelled", "CashOut"):
+            raised = alerts.on_bet_closed(record["market_id"], record["bet_id"], event_ms)
         elif event_type == "ApiCallRecorded":
             raised = alerts.on_call(
                 record["service"],

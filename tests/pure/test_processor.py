@@ -264,3 +264,21 @@ def test_user_partials_are_additive_and_void_settles_nothing() -> None:
         == window_id("user", ("u1", "4"), *window)
         != window_id("user", ("u1", "5"), *window)
     )
+
+
+def test_cancelled_cashed_out_and_settled_bets_leave_the_liability_one_by_one() -> None:
+    feed = Feed()
+    for n, selection in enumerate(("home", "away", "draw")):
+        feed.send("BetPlaced", 1_000 + n, bet_id=f"b{n}", user_id="u1", market_id="m1",
+                  selection_id=selection, stake=Decimal("10.00"), odds=2.0, currency="EUR")  # fmt: skip
+    alerts = feed.processor.detectors
+    assert alerts is not None and set(alerts.open_bets["m1"]) == {"b0", "b1", "b2"}
+    feed.send(
+        "BetCancelled", 2_000, bet_id="b0", user_id="u1", market_id="m1", selection_id="home", reason="x"
+    )
+    feed.send("CashOut", 2_001, bet_id="b1", user_id="u1", market_id="m1", selection_id="away",
+              amount=Decimal("9.00"), currency="EUR", odds=2.1)  # fmt: skip
+    assert set(alerts.open_bets["m1"]) == {"b2"} and alerts.exposure["m1"][0] == pytest.approx(10.0)
+    feed.send("BetSettled", 3_000, bet_id="b2", user_id="u1", market_id="m1", selection_id="draw",
+              result="LOST", payout=Decimal("0.00"), currency="EUR")  # fmt: skip
+    assert "m1" not in alerts.open_bets and "m1" not in alerts.exposure and feed.rejected == []

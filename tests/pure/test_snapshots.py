@@ -156,4 +156,4 @@ def test_the_state_layout_is_pinned_to_the_state_version() -> None:
     import hashlib
 
     digest = hashlib.sha256(snapshots.state_layout().encode()).hexdigest()[:16]
-    assert (snapshots.STATE_VERSION, digest) == (2, "f5c0759325796776"), snapshots.state_layout()
+    assert (snapshots.STATE_VERSION, digest) == (3, "c3a1926ed2a78ffe"), snapshots.state_layout()
