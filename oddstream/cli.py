@@ -186,6 +186,16 @@ def gateway() -> None:
 
 
 @app.command()
+def api() -> None:
+    """Run the HTTP API: POST /v1/events (ingest), /v1/endpoints (webhooks), /openapi.json."""
+    from gateway.api.app import run_api
+
+    s = settings()
+    prepare(s)
+    run_api(s)
+
+
+@app.command()
 def dispatcher() -> None:
     """Run the webhook dispatcher (Standard Webhooks signatures, retries with backoff)."""
     from consumers.dispatcher.service import check_master_secret, run_dispatcher

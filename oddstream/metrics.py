@@ -49,6 +49,7 @@ REGISTRY_WAITS = Counter(
     "oddstream_schema_registry_waits_total",
     "Times a consumer waited for an unavailable Schema Registry before decoding",
 )
+API_REQUESTS = Counter("oddstream_api_requests_total", "HTTP API requests", ["route", "status"])
 WEBHOOK_ATTEMPTS = Counter("oddstream_webhook_attempts_total", "Webhook delivery attempts", ["outcome"])
 
 

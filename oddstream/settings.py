@@ -75,6 +75,17 @@ class Settings(BaseSettings):
     )
     gateway_host: str = Field(default="127.0.0.1", description="Bind address of the WebSocket gateway.")
     gateway_port: int = Field(default=8765, description="Port of the WebSocket gateway.")
+    api_host: str = Field(default="127.0.0.1", description="Bind address of the HTTP API (`oddstream api`).")
+    api_port: int = Field(default=8127, description="Port of the HTTP API.")
+    api_tokens: list[SecretStr] = Field(
+        default_factory=list,
+        description="Bearer tokens the HTTP API accepts (a JSON list). Required when api_host is not "
+        "loopback.",
+    )
+    api_max_body_bytes: int = Field(
+        default=4 * 1024 * 1024, ge=1024, description="Largest HTTP API request body; larger ones get 413."
+    )
+    api_max_batch: int = Field(default=1000, ge=1, description="Most events in one POST /v1/events batch.")
     gateway_api_keys: list[SecretStr] = Field(
         default_factory=list,
         description="API keys the gateway accepts: KEY (every channel) or KEY=pattern,pattern "
@@ -285,6 +296,15 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"store_host {self.store_host!r} listens beyond loopback: set ODDSTREAM_SQL_TOKEN, "
                 "the bearer token the SQL endpoint will ask for"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _api_beyond_loopback_needs_tokens(self) -> Settings:
+        if not self.api_tokens and not is_loopback(self.api_host):
+            raise ValueError(
+                f"api_host {self.api_host!r} listens beyond loopback: set ODDSTREAM_API_TOKENS, "
+                'the bearer tokens the HTTP API will ask for (a JSON list: ["<token>"])'
             )
         return self
 

@@ -212,6 +212,7 @@ def run_stack(settings: Settings, simulate: bool = True, schema_registry: bool =
         stack.spawn("store", "store")
         stack.spawn("worker", "worker")
         stack.spawn("gateway", "gateway")
+        stack.spawn("api", "api")
         stack.spawn("dispatcher", "dispatcher")
         port = settings.webhook_receiver_port
         receiver_url = f"http://127.0.0.1:{port}/hooks/oddstream"
@@ -252,6 +253,7 @@ oddstream is up.
   Kafka               {kafka}
   Avro framing        {framing}
   WebSocket           ws://{s.gateway_host}:{s.gateway_port}/ws   send {subscribe}
+  HTTP API            http://{s.api_host}:{s.api_port}/v1/events   (ingest; webhook endpoints; /openapi.json)
   SQL (read-only)     oddstream sql "SELECT count() FROM odds_windows_1m"   ({s.sql_endpoint}/sql)
   Webhook receiver    {receiver_url}  deliveries: {stack.logs / "webhook-received.jsonl"}
   Delivery log        {stack.logs / "webhook-deliveries.jsonl"}

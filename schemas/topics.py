@@ -33,6 +33,8 @@ TOPIC_OF_EVENT: dict[str, str] = {
 }
 
 SOURCE_TOPICS = ("bets", "odds", "system", "users")
+# what producers publish (the SDK, the HTTP API, the simulator)
+SOURCE_EVENT_TYPES = tuple(t for t, suffix in TOPIC_OF_EVENT.items() if suffix in SOURCE_TOPICS)
 # what the worker writes (the webhook registry's records come from the CLI and API)
 DERIVED_TYPES = tuple(
     t

@@ -58,6 +58,7 @@ def settings(kafka_bootstrap: str, tmp_path: Path) -> Settings:
         data_dir=tmp_path / "data",
         store_port=free_port(),
         gateway_port=free_port(),
+        api_port=free_port(),
         worker_metrics_port=free_port(),
         worker_id=f"worker-{uuid.uuid4().hex[:8]}",
         webhook_allow_private_targets=True,

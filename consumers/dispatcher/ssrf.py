@@ -60,6 +60,12 @@ def check_url(url: str, allow_private: bool) -> tuple[str, int]:
         raise UnsafeWebhookTarget(f"{shown!r}: credentials in the URL are not allowed")
     if port == 0:
         raise UnsafeWebhookTarget(f"{shown!r}: port 0")
+    try:
+        ipaddress.ip_address(parsed.hostname.split("%", 1)[0])
+    except ValueError:
+        pass  # a name: its addresses are checked when it is resolved, at each delivery
+    else:
+        check_address(parsed.hostname, allow_private)  # an address literal: refused now, not at delivery
     return parsed.hostname, port or (443 if parsed.scheme == "https" else 80)
 
 

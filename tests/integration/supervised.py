@@ -16,7 +16,7 @@ import httpx
 from oddstream.settings import Settings
 from tests.integration.roles import environment, wait_for
 
-ROLES = ("store", "worker", "gateway", "dispatcher", "receiver")
+ROLES = ("store", "worker", "gateway", "api", "dispatcher", "receiver")
 
 
 class Up:

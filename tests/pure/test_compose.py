@@ -18,7 +18,7 @@ from oddstream.settings import Settings
 pytestmark = pytest.mark.pure
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
-ROLES = {"store", "worker", "gateway", "dispatcher", "simulator"}
+ROLES = {"store", "worker", "gateway", "api", "dispatcher", "simulator"}
 
 
 def compose() -> dict[str, Any]:
@@ -34,6 +34,7 @@ def test_docker_compose_config_accepts_the_file() -> None:
         "ODDSTREAM_WEBHOOK_MASTER_SECRET": "y",
         "ODDSTREAM_SQL_TOKEN": "z",
         "ODDSTREAM_WORKER_STATE_KEY": "w",
+        "ODDSTREAM_API_TOKENS": '["t"]',
         "ODDSTREAM_GATEWAY_API_KEYS": '["k"]',
     }
     result = subprocess.run(
@@ -88,6 +89,10 @@ def test_published_ports_match_the_settings() -> None:
         "${ODDSTREAM_GATEWAY_API_KEYS:?"
     )
     assert services["worker"]["environment"]["ODDSTREAM_TOPIC_PREFIX"] == defaults.topic_prefix
+    # the HTTP API is published too: it asks for a token
+    assert services["api"]["ports"] == [f"{defaults.api_port}:{defaults.api_port}"]
+    assert services["api"]["environment"]["ODDSTREAM_API_PORT"] == str(defaults.api_port)
+    assert services["api"]["environment"]["ODDSTREAM_API_TOKENS"].startswith("${ODDSTREAM_API_TOKENS:?")
 
 
 def test_the_registry_service_and_the_local_registry_agree() -> None:

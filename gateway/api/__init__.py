@@ -1,0 +1,1 @@
+"""The HTTP API role (``oddstream api``): event ingest and webhook endpoints over HTTP."""

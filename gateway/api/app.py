@@ -1,0 +1,275 @@
+"""The HTTP API role (``oddstream api``): ingest events, manage webhook endpoints.
+
+Routes (the OpenAPI document at ``/openapi.json`` is the reference, docs/api.md the guide):
+
+* ``POST /v1/events``: one event ``{"type": "BetPlaced", "record": {...}}`` or a list of up
+  to ``api_max_batch``; validated as the producer SDK validates (4xx names the event, the
+  field and the reason; nothing of a batch is sent if one event is bad); 200 only after
+  Kafka acknowledged every record, with where each landed.
+* ``/v1/endpoints``: create (the secret is shown once), list, get, enable/disable, delete,
+  rotate the secret; secrets are never returned otherwise.
+* ``/healthz`` and ``/openapi.json`` (open), ``/metrics`` (Prometheus).
+
+Every ``/v1`` route and ``/metrics`` ask for ``Authorization: Bearer <token>`` when tokens
+are configured (``ODDSTREAM_API_TOKENS``; required beyond loopback).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from consumers.dispatcher.endpoints import (
+    register_endpoint,
+    registrations,
+    remove_endpoint,
+    rotate_secret,
+    set_active,
+)
+from consumers.dispatcher.ssrf import redact_url
+from gateway.api.ingest import Ingest
+from gateway.api.openapi import openapi
+from oddstream.errors import ConfigError, DeliveryFailed, InvalidEvent, OddstreamError, WebhookError
+from oddstream.kafka.registry import register_subjects
+from oddstream.metrics import API_REQUESTS, exposition
+from oddstream.settings import Settings
+from schemas.topics import SOURCE_EVENT_TYPES, TOPIC_OF_EVENT
+
+log = logging.getLogger(__name__)
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+OPEN_PATHS = ("/healthz", "/openapi.json")
+
+
+def error(status: int, message: str, **detail: Any) -> web.Response:
+    return web.json_response({"error": message, **detail}, status=status)
+
+
+class Api:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.ingest = Ingest(settings)
+        self._tokens = [t.get_secret_value().encode() for t in settings.api_tokens]
+
+    def app(self) -> web.Application:
+        app = web.Application(
+            client_max_size=self.settings.api_max_body_bytes, middlewares=[self._guard, self._count]
+        )
+        app.router.add_get("/healthz", self.health)
+        app.router.add_get("/openapi.json", self.document)
+        app.router.add_get("/metrics", self.metrics)
+        app.router.add_post("/v1/events", self.events)
+        app.router.add_post("/v1/endpoints", self.create_endpoint)
+        app.router.add_get("/v1/endpoints", self.list_endpoints)
+        app.router.add_get("/v1/endpoints/{endpoint_id}", self.get_endpoint)
+        app.router.add_patch("/v1/endpoints/{endpoint_id}", self.change_endpoint)
+        app.router.add_delete("/v1/endpoints/{endpoint_id}", self.delete_endpoint)
+        app.router.add_post("/v1/endpoints/{endpoint_id}/rotate", self.rotate_endpoint)
+        app.on_startup.append(self._register_subjects)
+        app.on_cleanup.append(self._close)
+        return app
+
+    # -- middleware ----------------------------------------------------------------
+
+    @web.middleware
+    async def _count(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        route = (
+            request.match_info.route.resource.canonical if request.match_info.route.resource else "unknown"
+        )
+        try:
+            response = await handler(request)
+        except web.HTTPException as exc:
+            API_REQUESTS.labels(route, str(exc.status)).inc()
+            raise
+        API_REQUESTS.labels(route, str(response.status)).inc()
+        return response
+
+    @web.middleware
+    async def _guard(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """Bearer tokens, and every unexpected error as a JSON 500 (the role keeps serving)."""
+        if request.path not in OPEN_PATHS and not self._authorised(request):
+            return web.json_response(
+                {"error": "missing or wrong bearer token (Authorization: Bearer <token>)"},
+                status=401,
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        try:
+            return await handler(request)
+        except web.HTTPException as exc:
+            if exc.status == 413:
+                return error(413, f"body over {self.settings.api_max_body_bytes:,} bytes")
+            if exc.status in (404, 405):
+                return error(exc.status, f"{exc.reason}: {request.method} {request.path[:200]}")
+            raise
+        except Exception:
+            log.exception("%s %s failed", request.method, request.path[:200])
+            return error(500, "internal error (logged); nothing was changed if no result was returned")
+
+    def _authorised(self, request: web.Request) -> bool:
+        if not self._tokens:
+            return True
+        header = request.headers.get("Authorization", "")
+        given = header[7:].encode() if header.startswith("Bearer ") else b""
+        return any(hmac.compare_digest(given, token) for token in self._tokens)
+
+    # -- open routes -----------------------------------------------------------------
+
+    async def health(self, request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok", "accepts": list(SOURCE_EVENT_TYPES)})
+
+    async def document(self, request: web.Request) -> web.Response:
+        return web.json_response(openapi(self.ingest.codec.catalog))
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        body, content_type = exposition()
+        return web.Response(body=body, headers={"Content-Type": content_type})
+
+    # -- ingest ------------------------------------------------------------------------
+
+    async def events(self, request: web.Request) -> web.Response:
+        body = await self._json(request)
+        if isinstance(body, web.Response):
+            return body
+        if isinstance(body, list) and not body:
+            return error(400, "an empty batch")
+        if isinstance(body, list) and len(body) > self.settings.api_max_batch:
+            return error(413, f"a batch of {len(body):,} events; at most {self.settings.api_max_batch:,}")
+        try:
+            events = self.ingest.events(body)
+            landed = await self.ingest.publish(events, int(time.time() * 1000))
+        except InvalidEvent as exc:
+            return error(422, str(exc), event_type=exc.event_type, field=exc.field, reason=exc.problem)
+        except DeliveryFailed as exc:
+            return error(503, f"Kafka did not acknowledge: {exc}; retrying the same events is safe to "
+                              "deduplicate by event_id")  # fmt: skip
+        except OddstreamError as exc:  # e.g. the Schema Registry is unavailable
+            return error(503, str(exc))
+        return web.json_response({"accepted": len(landed), "records": landed})
+
+    # -- endpoints ---------------------------------------------------------------------
+
+    async def create_endpoint(self, request: web.Request) -> web.Response:
+        body = await self._json(request)
+        if isinstance(body, web.Response):
+            return body
+        if not isinstance(body, dict) or not isinstance(body.get("url"), str):
+            expected = '{"url": "https://...", "event_types": [...], "every_window_update": false}'
+            return error(422, f"expected {expected}", field="url")
+        unknown = set(body) - {"url", "event_types", "every_window_update"}
+        if unknown:
+            return error(422, f"unknown field {sorted(unknown)[0]!r}", field=sorted(unknown)[0])
+        types = body.get("event_types", [])
+        if not isinstance(types, list) or not all(isinstance(t, str) and t in TOPIC_OF_EVENT for t in types):
+            return error(
+                422, "event_types must be a list of event type names (empty: all)", field="event_types"
+            )
+        updates = body.get("every_window_update", False)
+        if not isinstance(updates, bool):
+            return error(422, "every_window_update must be true or false", field="every_window_update")
+        try:
+            endpoint_id, secret = await asyncio.to_thread(
+                register_endpoint, self.settings, body["url"], types, window_updates=updates
+            )
+        except WebhookError as exc:
+            return error(422, str(exc), field="url")
+        return web.json_response({"endpoint_id": endpoint_id, "secret": secret}, status=201)
+
+    async def list_endpoints(self, request: web.Request) -> web.Response:
+        found = await asyncio.to_thread(registrations, self.settings)
+        return web.json_response({"endpoints": [_shown(i, r) for i, r in sorted(found.items())]})
+
+    async def get_endpoint(self, request: web.Request) -> web.Response:
+        endpoint_id = request.match_info["endpoint_id"]
+        found = (await asyncio.to_thread(registrations, self.settings)).get(endpoint_id)
+        if found is None:
+            return error(404, f"no endpoint {endpoint_id[:100]!r}")
+        return web.json_response(_shown(endpoint_id, found))
+
+    async def change_endpoint(self, request: web.Request) -> web.Response:
+        body = await self._json(request)
+        if isinstance(body, web.Response):
+            return body
+        if not isinstance(body, dict) or set(body) != {"active"} or not isinstance(body["active"], bool):
+            return error(422, 'expected {"active": true} or {"active": false}', field="active")
+        return await self._on_endpoint(request, set_active, body["active"])
+
+    async def delete_endpoint(self, request: web.Request) -> web.Response:
+        return await self._on_endpoint(request, remove_endpoint)
+
+    async def rotate_endpoint(self, request: web.Request) -> web.Response:
+        body = await self._json(request, empty_ok=True)
+        if isinstance(body, web.Response):
+            return body
+        hours = (body or {}).get("overlap_hours", 24.0) if isinstance(body, dict) else None
+        if isinstance(hours, bool) or not isinstance(hours, int | float) or not 0 <= hours <= 24 * 30:
+            return error(422, "overlap_hours must be a number of hours from 0 to 720", field="overlap_hours")
+        endpoint_id = request.match_info["endpoint_id"]
+        try:
+            secret = await asyncio.to_thread(rotate_secret, self.settings, endpoint_id, hours * 3600)
+        except ConfigError as exc:
+            return error(404, str(exc))
+        return web.json_response(
+            {"endpoint_id": endpoint_id, "secret": secret, "previous_valid_hours": hours}
+        )
+
+    async def _on_endpoint(
+        self, request: web.Request, change: Callable[..., None], *args: Any
+    ) -> web.Response:
+        endpoint_id = request.match_info["endpoint_id"]
+        try:
+            await asyncio.to_thread(change, self.settings, endpoint_id, *args)
+        except ConfigError as exc:
+            return error(404, str(exc))
+        if change is remove_endpoint:
+            return web.json_response({"endpoint_id": endpoint_id, "deleted": True})
+        return web.json_response({"endpoint_id": endpoint_id, "active": args[0]})
+
+    # -- internals -----------------------------------------------------------------------
+
+    async def _json(self, request: web.Request, empty_ok: bool = False) -> Any:
+        """The body as JSON, or the 4xx answer that says why not."""
+        raw = await request.read()
+        if not raw.strip():
+            return None if empty_ok else error(400, "an empty body; expected JSON")
+        try:
+            return json.loads(raw)
+        except UnicodeDecodeError:
+            return error(400, "the body is not UTF-8")
+        except ValueError as exc:
+            return error(400, f"the body is not JSON: {exc}"[:300])
+        except RecursionError:
+            return error(400, "the body is nested too deeply")
+
+    async def _register_subjects(self, app: web.Application) -> None:
+        from schemas.topics import Topics
+
+        await register_subjects(
+            self.ingest.codec, Topics(self.settings.topic_prefix), SOURCE_EVENT_TYPES, "api"
+        )
+
+    async def _close(self, app: web.Application) -> None:
+        await asyncio.to_thread(self.ingest.close)
+
+
+def _shown(endpoint_id: str, record: dict[str, Any]) -> dict[str, Any]:
+    """An endpoint as the API shows it: no secrets, the URL without credentials."""
+    return {
+        "endpoint_id": endpoint_id,
+        "url": redact_url(record["url"]),
+        "event_types": list(record["event_types"]),
+        "active": bool(record["active"]),
+        "every_window_update": bool(record.get("window_updates")),
+        "secret_rotating_until": record.get("previous_secret_until"),
+    }
+
+
+def run_api(settings: Settings) -> None:
+    """Serve until SIGINT/SIGTERM."""
+    web.run_app(Api(settings).app(), host=settings.api_host, port=settings.api_port, print=None,
+                access_log=None)  # fmt: skip

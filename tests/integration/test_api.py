@@ -1,0 +1,169 @@
+"""The HTTP API role against the real broker: events in (one, a batch) land on their topics
+exactly as sent, answered only after Kafka acknowledged them; garbage bodies are refused with
+the field and the reason and send nothing; tokens are asked for; webhook endpoints are
+created, listed, changed, rotated and deleted through it. The role keeps serving through all
+of it."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from decimal import Decimal
+from typing import Any
+
+import httpx
+import pytest
+from pydantic import SecretStr
+
+from infra.broker import free_port
+from oddstream.kafka.admin import ensure_topics
+from oddstream.settings import Settings
+from schemas.catalog import load_catalog
+from schemas.codec import Codec
+from schemas.topics import Topics
+from tests.integration.kafka_read import read_all
+from tests.integration.roles import Role, wait_for
+
+pytestmark = pytest.mark.integration
+TOKEN = "a-token-for-the-tests-0123456789"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+def bet(n: int, **changes: Any) -> dict[str, Any]:
+    record = {
+        "event_id": str(uuid.uuid4()), "event_time": int(time.time() * 1000) - 1_000, "source": "api-test",
+        "bet_id": f"b{n}", "user_id": "u1", "market_id": f"m{n % 3}", "selection_id": "home",
+        "stake": f"{n}.25", "currency": "EUR", "odds": 2.5, "channel": "API",
+    }  # fmt: skip
+    return {"type": "BetPlaced", "record": {**record, **changes}}
+
+
+@pytest.fixture
+def api(settings: Settings) -> Any:
+    settings = settings.model_copy(update={"api_port": free_port(), "api_tokens": [SecretStr(TOKEN)],
+                                           "api_max_body_bytes": 64 * 1024, "api_max_batch": 50})  # fmt: skip
+    ensure_topics(settings)
+    role = Role(settings, "api")
+    url = f"http://127.0.0.1:{settings.api_port}"
+
+    def up() -> bool:
+        try:
+            return httpx.get(f"{url}/healthz", timeout=2).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    wait_for("the API", up, 60, [role])
+    try:
+        yield settings, url, role
+    finally:
+        role.stop()
+
+
+def test_events_land_on_their_topics_as_sent_after_kafka_acknowledged(api: Any) -> None:
+    settings, url, role = api
+    topics = Topics(settings.topic_prefix)
+    one = httpx.post(f"{url}/v1/events", json=bet(1), headers=AUTH, timeout=30)
+    assert one.status_code == 200, one.text
+    [landed] = one.json()["records"]
+    assert landed["topic"] == topics.bets and landed["offset"] >= 0
+    batch = [bet(n) for n in range(2, 12)]
+    many = httpx.post(f"{url}/v1/events", json=batch, headers=AUTH, timeout=30)
+    assert many.status_code == 200 and many.json()["accepted"] == 10
+    codec = Codec(load_catalog())
+    stored = {m.offset(): codec.decode(m.value()).record for m in read_all(settings.bootstrap, topics.bets)
+              if m.partition() == landed["partition"]}  # fmt: skip
+    assert stored[landed["offset"]]["stake"] == Decimal("1.25")  # exact money, as sent
+    assert len(read_all(settings.bootstrap, topics.bets)) == 11
+    assert role.alive()
+
+
+def test_garbage_is_refused_with_a_reason_sends_nothing_and_the_role_keeps_serving(api: Any) -> None:
+    settings, url, role = api
+
+    def post(body: bytes, headers: dict[str, str] | None = None) -> httpx.Response:
+        return httpx.post(f"{url}/v1/events", content=body, headers=headers, timeout=30)
+
+    garbage: list[tuple[bytes, int, str]] = [
+        (b"", 400, "an empty body"),
+        (b"not json", 400, "not JSON"),
+        (b"\xff\xfe\x00", 400, "not UTF-8"),
+        (b"[" * 100_000 + b"]" * 100_000, 413, "bytes"),
+        (b"[" * 5_000 + b"]" * 5_000, 400, "nested too deeply"),
+        (b"[]", 400, "an empty batch"),
+        (json.dumps([bet(n) for n in range(51)]).encode(), 413, "at most 50"),
+        (b'{"type": "BetPlaced"}', 422, "must be a JSON object"),
+        (b'{"record": {}}', 422, '{"type": "<EventType>", "record": {...}}'),
+        (b'{"type": "AlertChanged", "record": {}}', 422, "not an event producers publish"),
+        (b'{"type": "NoSuchThing", "record": {}}', 422, "not an event producers publish"),
+        (b'"BetPlaced"', 422, '{"type": "<EventType>"'),
+        (json.dumps(bet(1, stake="1.234")).encode(), 422, "more than 2 decimal places"),
+        (json.dumps(bet(1, odds=0.5)).encode(), 422, "odds"),
+        (json.dumps(bet(1, event_id="x")).encode(), 422, "event_id"),
+        (json.dumps(bet(1, event_time=int(time.time() * 1000) + 3_600_000)).encode(), 422, "future"),
+        (json.dumps(bet(1, hacker=True)).encode(), 422, "not in the schema"),
+        (b'{"type": "BetPlaced", "record": {"stake": NaN}}', 422, "stake"),
+        # one bad event in a batch: nothing of the batch is sent
+        (json.dumps([bet(1), bet(2), bet(3, odds="x")]).encode(), 422, "[2].odds"),
+    ]
+    for body, status, reason in garbage:
+        answer = post(body, headers=AUTH)
+        assert answer.status_code == status and reason in answer.json()["error"], (body[:60], answer.text)
+    # tokens
+    assert post(json.dumps(bet(1)).encode()).status_code == 401
+    assert post(json.dumps(bet(1)).encode(), headers={"Authorization": "Bearer wrong"}).status_code == 401
+    assert httpx.get(f"{url}/metrics", timeout=10).status_code == 401
+    assert httpx.get(f"{url}/openapi.json", timeout=10).status_code == 200  # open, like /healthz
+    assert httpx.delete(f"{url}/nowhere", headers=AUTH, timeout=10).status_code == 404
+
+    assert read_all(settings.bootstrap, Topics(settings.topic_prefix).bets) == []  # nothing was sent
+    assert role.alive()
+    assert post(json.dumps(bet(1)).encode(), headers=AUTH).status_code == 200  # and it still serves
+    metrics = httpx.get(f"{url}/metrics", headers=AUTH, timeout=10).text
+    assert 'oddstream_api_requests_total{route="/v1/events",status="422"}' in metrics
+
+
+def test_webhook_endpoints_through_the_api(api: Any) -> None:
+    _, url, role = api
+    endpoints = f"{url}/v1/endpoints"
+    created = httpx.post(endpoints, json={"url": "http://127.0.0.1:9/hook", "event_types": ["AlertChanged"]},
+                         headers=AUTH, timeout=30)  # fmt: skip
+    assert created.status_code == 201, created.text
+    endpoint_id, secret = created.json()["endpoint_id"], created.json()["secret"]
+    assert secret.startswith("whsec_")
+    listed = httpx.get(endpoints, headers=AUTH, timeout=30).json()["endpoints"]
+    assert [e["endpoint_id"] for e in listed] == [endpoint_id] and secret not in json.dumps(listed)
+    one = httpx.get(f"{endpoints}/{endpoint_id}", headers=AUTH, timeout=30).json()
+    assert one["event_types"] == ["AlertChanged"] and one["active"] is True
+    changed = httpx.patch(f"{endpoints}/{endpoint_id}", json={"active": False}, headers=AUTH, timeout=30)
+    assert changed.status_code == 200
+    assert httpx.get(f"{endpoints}/{endpoint_id}", headers=AUTH, timeout=30).json()["active"] is False
+    rotated = httpx.post(
+        f"{endpoints}/{endpoint_id}/rotate", json={"overlap_hours": 1}, headers=AUTH, timeout=30
+    )
+    assert rotated.status_code == 200 and rotated.json()["secret"] not in (secret, "")
+    assert httpx.get(f"{endpoints}/{endpoint_id}", headers=AUTH, timeout=30).json()["secret_rotating_until"]
+
+    refused = [
+        ({"url": "http://169.254.169.254/latest/meta-data"}, "metadata"),
+        ({"url": "ftp://example.com/x"}, "scheme"),
+        ({"url": "https://user:pw@example.com/x"}, "credentials"),
+        ({"url": "https://example.com/x", "event_types": ["Nope"]}, "event_types"),
+        ({"url": "https://example.com/x", "secret": "mine"}, "unknown field"),
+        ({"url": 7}, "url"),
+    ]
+    for body, reason in refused:
+        answer = httpx.post(endpoints, json=body, headers=AUTH, timeout=30)
+        assert answer.status_code == 422 and reason in answer.text, (body, answer.text)
+    assert (
+        httpx.patch(
+            f"{endpoints}/{endpoint_id}", json={"active": "yes"}, headers=AUTH, timeout=30
+        ).status_code
+        == 422
+    )
+    assert httpx.get(f"{endpoints}/ep_missing", headers=AUTH, timeout=30).status_code == 404
+    assert httpx.delete(f"{endpoints}/ep_missing", headers=AUTH, timeout=30).status_code == 404
+
+    assert httpx.delete(f"{endpoints}/{endpoint_id}", headers=AUTH, timeout=30).status_code == 200
+    assert httpx.get(endpoints, headers=AUTH, timeout=30).json()["endpoints"] == []
+    assert role.alive()
