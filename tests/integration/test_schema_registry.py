@@ -302,3 +302,39 @@ def test_registry_command_starts_health_checks_and_stops(tmp_path: Path, setting
     finally:
         if process.poll() is None:
             process.kill()
+
+
+def test_the_http_api_registers_its_subjects_and_writes_confluent_frames(
+    settings: Settings, registry_url: str
+) -> None:
+    settings = with_registry(settings, registry_url).model_copy(update={"api_port": free_port()})
+    ensure_topics(settings)
+    topics = Topics(settings.topic_prefix)
+    api = Role(settings, "api")
+    url = f"http://127.0.0.1:{settings.api_port}"
+
+    def up() -> bool:
+        try:
+            return httpx.get(f"{url}/healthz", timeout=2).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    try:
+        wait_for("the API", up, 60, [api])
+        client = SchemaRegistryClient({"url": registry_url})
+        subjects = set(client.get_subjects())
+        assert {f"{topics.odds}-value", f"{topics.bets}-value", f"{topics.name('users')}-value"} <= subjects
+        minute = int(time.time() * 1000) // 60_000 * 60_000
+        body = {"type": "OddsChanged", "record": quote("mA", "home", 2.0, minute)}
+        answer = httpx.post(f"{url}/v1/events", json=body, timeout=30)
+        assert answer.status_code == 200, answer.text
+        [record] = read_all(settings.bootstrap, topics.odds)
+        value = record.value() or b""
+        latest = client.get_latest_version(f"{topics.odds}-value")
+        assert value[:1] == b"\x00" and struct.unpack(">I", value[1:5])[0] == latest.schema_id
+        reader = AvroDeserializer(client)  # a stock Confluent reader decodes what the API wrote
+        decoded = reader(value, SerializationContext(topics.odds, MessageField.VALUE))
+        assert isinstance(decoded, dict) and (decoded["market_id"], decoded["odds"]) == ("mA", 2.0)
+        assert Codec(CATALOG, ConfluentSchemaIds(registry_url)).decode(value).record["market_id"] == "mA"
+    finally:
+        api.stop()
