@@ -20,10 +20,12 @@ import asyncio
 import hmac
 import json
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import httpx
 from aiohttp import web
 
 from consumers.dispatcher.endpoints import (
@@ -45,6 +47,12 @@ from schemas.topics import SOURCE_EVENT_TYPES, TOPIC_OF_EVENT
 log = logging.getLogger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 OPEN_PATHS = ("/healthz", "/openapi.json")
+ENDPOINT_ID = re.compile(r"[A-Za-z0-9_.-]{1,100}")  # what register_endpoint makes; nothing else is queried
+OUTCOME_FILTERS = {
+    "all": "",
+    "delivered": " AND outcome = 'delivered'",
+    "failed": " AND outcome != 'delivered'",
+}
 
 
 def error(status: int, message: str, **detail: Any) -> web.Response:
@@ -71,6 +79,8 @@ class Api:
         app.router.add_patch("/v1/endpoints/{endpoint_id}", self.change_endpoint)
         app.router.add_delete("/v1/endpoints/{endpoint_id}", self.delete_endpoint)
         app.router.add_post("/v1/endpoints/{endpoint_id}/rotate", self.rotate_endpoint)
+        app.router.add_get("/v1/endpoints/{endpoint_id}/attempts", self.endpoint_attempts)
+        app.router.add_get("/v1/endpoints/{endpoint_id}/messages", self.endpoint_messages)
         app.on_startup.append(self._register_subjects)
         app.on_cleanup.append(self._close)
         return app
@@ -229,6 +239,67 @@ class Api:
         if change is remove_endpoint:
             return web.json_response({"endpoint_id": endpoint_id, "deleted": True})
         return web.json_response({"endpoint_id": endpoint_id, "active": args[0]})
+
+    async def endpoint_attempts(self, request: web.Request) -> web.Response:
+        """The endpoint's delivery attempts, newest first, from ClickHouse (``webhook_attempts``)."""
+        query = await self._history_query(request)
+        if isinstance(query, web.Response):
+            return query
+        where, limit = query
+        sql = (
+            "SELECT toUnixTimestamp64Milli(event_time), message_id, event_type, attempt, outcome, status, "
+            "duration_ms, error, toUnixTimestamp64Milli(next_retry) FROM webhook_attempts FINAL "
+            f"WHERE {where} ORDER BY event_time DESC, attempt DESC LIMIT {limit}"
+        )
+        names = ("at", "message_id", "event_type", "attempt", "outcome", "status", "duration_ms", "error",
+                 "next_retry")  # fmt: skip
+        return await self._rows(sql, "attempts", names)
+
+    async def endpoint_messages(self, request: web.Request) -> web.Response:
+        """The endpoint's messages (one per ``webhook-id``): attempts so far and where each stands."""
+        query = await self._history_query(request)
+        if isinstance(query, web.Response):
+            return query
+        where, limit = query
+        sql = (
+            "SELECT message_id, any(event_type), count(), argMax(outcome, (attempt, event_time)), "
+            "toUnixTimestamp64Milli(max(event_time)), toBool(countIf(outcome = 'delivered') > 0), "
+            "toUnixTimestamp64Milli(argMax(next_retry, (attempt, event_time))) FROM webhook_attempts FINAL "
+            f"WHERE {where} GROUP BY message_id ORDER BY max(event_time) DESC LIMIT {limit}"
+        )
+        names = ("message_id", "event_type", "attempts", "last_outcome", "last_attempt_at", "delivered",
+                 "next_retry")  # fmt: skip
+        return await self._rows(sql, "messages", names)
+
+    async def _history_query(self, request: web.Request) -> tuple[str, int] | web.Response:
+        """The WHERE clause and limit for an endpoint's history, from checked parameters only."""
+        endpoint_id = request.match_info["endpoint_id"]
+        if not ENDPOINT_ID.fullmatch(endpoint_id):
+            return error(404, f"no endpoint {endpoint_id[:100]!r}")
+        outcome = request.query.get("outcome", "all")
+        if outcome not in OUTCOME_FILTERS:
+            return error(422, f"outcome must be one of {', '.join(OUTCOME_FILTERS)}", field="outcome")
+        try:
+            limit = int(request.query.get("limit", "100"))
+        except ValueError:
+            limit = 0
+        if not 1 <= limit <= 1000:
+            return error(422, "limit must be a whole number from 1 to 1000", field="limit")
+        return f"endpoint_id = '{endpoint_id}'{OUTCOME_FILTERS[outcome]}", limit
+
+    async def _rows(self, sql: str, name: str, columns: tuple[str, ...]) -> web.Response:
+        headers = {}
+        if self.settings.sql_token is not None:
+            headers["Authorization"] = f"Bearer {self.settings.sql_token.get_secret_value()}"
+        try:
+            async with httpx.AsyncClient(timeout=30) as client:
+                answer = await client.post(f"{self.settings.sql_endpoint}/sql", content=sql, headers=headers)
+        except httpx.HTTPError as exc:
+            return error(503, f"the store (ClickHouse) is not reachable: {type(exc).__name__}")
+        if answer.status_code != 200:
+            return error(503, f"the store answered {answer.status_code}: {answer.text[:300]}")
+        rows = answer.json()["rows"]
+        return web.json_response({name: [dict(zip(columns, row, strict=True)) for row in rows]})
 
     # -- internals -----------------------------------------------------------------------
 

@@ -114,6 +114,10 @@ def openapi(catalog: SchemaCatalog) -> dict[str, Any]:
         "404": _error("no such endpoint"),
         "422": _error("refused: the field and the reason"),
     }
+    history = [
+        {"name": "outcome", "in": "query", "schema": {"enum": ["all", "delivered", "failed"]}},
+        {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000}},
+    ]
     path_id = [{"name": "endpoint_id", "in": "path", "required": True, "schema": {"type": "string"}}]
 
     def ok(schema: dict[str, Any], description: str = "done", status: str = "200") -> dict[str, Any]:
@@ -248,6 +252,20 @@ def openapi(catalog: SchemaCatalog) -> dict[str, Any]:
                         required=False,
                     ),
                     "responses": {**ok({"$ref": "#/components/schemas/Secret"}), **bad},
+                },
+            },
+            "/v1/endpoints/{endpoint_id}/attempts": {
+                "parameters": [*path_id, *history],
+                "get": {
+                    "summary": "Delivery attempts, newest first (webhook_attempts)",
+                    "responses": {**ok({"type": "object"}), **bad},
+                },
+            },
+            "/v1/endpoints/{endpoint_id}/messages": {
+                "parameters": [*path_id, *history],
+                "get": {
+                    "summary": "Messages (one per webhook-id): attempts and where each stands",
+                    "responses": {**ok({"type": "object"}), **bad},
                 },
             },
             "/healthz": {"get": {"summary": "Liveness", "security": [], "responses": ok({"type": "object"})}},

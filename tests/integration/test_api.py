@@ -18,6 +18,7 @@ from pydantic import SecretStr
 
 from infra.broker import free_port
 from oddstream.kafka.admin import ensure_topics
+from oddstream.producer import EventProducer
 from oddstream.settings import Settings
 from schemas.catalog import load_catalog
 from schemas.codec import Codec
@@ -167,3 +168,57 @@ def test_webhook_endpoints_through_the_api(api: Any) -> None:
     assert httpx.delete(f"{endpoints}/{endpoint_id}", headers=AUTH, timeout=30).status_code == 200
     assert httpx.get(endpoints, headers=AUTH, timeout=30).json()["endpoints"] == []
     assert role.alive()
+
+
+def test_an_endpoints_attempts_and_messages_from_clickhouse(api: Any) -> None:
+    settings, url, role = api
+    store = Role(settings, "store")
+    now = int(time.time() * 1000)
+
+    def attempt(message: str, n: int, outcome: str, next_retry: int | None, at: int) -> dict[str, Any]:
+        return {
+            "event_id": str(uuid.uuid4()), "event_time": now + at, "source": "test", "endpoint_id": "ep_x",
+            "message_id": message, "event_type": "AlertChanged", "attempt": n, "outcome": outcome,
+            "status": 500 if outcome == "http_error" else (200 if outcome == "delivered" else None),
+            "duration_ms": 12.5, "error": "" if outcome == "delivered" else "boom", "url": "https://h/x",
+            "next_retry": next_retry,
+        }  # fmt: skip
+
+    try:
+        records = [
+            attempt("msg_1", 1, "http_error", now + 5_000, at=1),
+            attempt("msg_1", 2, "delivered", None, at=5_001),
+            attempt("msg_2", 1, "network_error", None, at=6_000),
+        ]
+        with EventProducer(settings) as producer:
+            for record in records:
+                producer.publish("WebhookAttempted", record)
+        history = f"{url}/v1/endpoints/ep_x"
+
+        def attempts() -> list[dict[str, Any]]:
+            answer = httpx.get(f"{history}/attempts", headers=AUTH, timeout=30).json()
+            return answer.get("attempts", [])  # type: ignore[no-any-return]
+
+        got = wait_for("3 attempts in ClickHouse", lambda: len(found := attempts()) == 3 and found, 120,
+                       [store, role])  # fmt: skip
+        assert [(a["message_id"], a["attempt"], a["outcome"]) for a in got] == [
+            ("msg_2", 1, "network_error"), ("msg_1", 2, "delivered"), ("msg_1", 1, "http_error"),
+        ]  # fmt: skip
+        failed = httpx.get(f"{history}/attempts?outcome=failed", headers=AUTH, timeout=30).json()["attempts"]
+        assert {a["outcome"] for a in failed} == {"network_error", "http_error"}
+        messages = httpx.get(f"{history}/messages", headers=AUTH, timeout=30).json()["messages"]
+        by_id = {m["message_id"]: m for m in messages}
+        assert by_id["msg_1"]["attempts"] == 2 and by_id["msg_1"]["delivered"] is True
+        assert by_id["msg_2"]["last_outcome"] == "network_error" and by_id["msg_2"]["delivered"] is False
+        # hostile parameters: refused before any query is built
+        hostile = [
+            (f"{url}/v1/endpoints/x'%20OR%201=1%20--/attempts", 404),
+            (f"{history}/attempts?limit=abc", 422),
+            (f"{history}/attempts?limit=100000", 422),
+            (f"{history}/messages?outcome=evil", 422),
+        ]
+        for path, status in hostile:
+            assert httpx.get(path, headers=AUTH, timeout=30).status_code == status, path
+        assert role.alive() and store.alive()
+    finally:
+        store.stop()
