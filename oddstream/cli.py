@@ -292,6 +292,29 @@ def sql(
         typer.echo("\t".join("NULL" if v is None else str(v) for v in row))
 
 
+def _api(method: str, path: str, body: Any = None) -> Any:
+    """One call to the HTTP API (the webhook commands manage endpoints through it, as any
+    client does); its refusal, or its absence, as a clear error."""
+    import httpx
+
+    s = settings()
+    headers = {"Authorization": f"Bearer {s.api_tokens[0].get_secret_value()}"} if s.api_tokens else {}
+    try:
+        response = httpx.request(method, f"{s.api_base}{path}", json=body, headers=headers, timeout=60)
+    except httpx.HTTPError as exc:
+        raise OddstreamError(
+            f"the HTTP API is not reachable at {s.api_base} ({type(exc).__name__}); "
+            "start it with `oddstream api` (or `oddstream up`), or point ODDSTREAM_API_URL at it"
+        ) from exc
+    try:
+        answer = response.json()
+    except ValueError:
+        answer = {"error": response.text[:300]}
+    if response.status_code >= 400:
+        raise OddstreamError(f"the API refused ({response.status_code}): {answer.get('error', answer)}")
+    return answer
+
+
 @webhook_app.command("add")
 def webhook_add(
     url: Annotated[str, typer.Argument(help="HTTPS URL to POST deliveries to.")],
@@ -303,26 +326,20 @@ def webhook_add(
         typer.Option(help="Window events: every current update, not only each closed window's final."),
     ] = False,
 ) -> None:
-    """Register an endpoint; prints its id and its signing secret (whsec_...)."""
-    from consumers.dispatcher.endpoints import register_endpoint
-
-    s = settings()
-    prepare(s)
-    endpoint_id, secret = register_endpoint(s, url, list(event_type), window_updates=every_window_update)
-    typer.echo(f"endpoint {endpoint_id}\nsecret   {secret}")
+    """Register an endpoint; prints its id and its signing secret (whsec_...). Through the API."""
+    body = {"url": url, "event_types": list(event_type), "every_window_update": every_window_update}
+    answer = _api("POST", "/v1/endpoints", body)
+    typer.echo(f"endpoint {answer['endpoint_id']}\nsecret   {answer['secret']}")
 
 
 @webhook_app.command("list")
 def webhook_list() -> None:
-    """The endpoints in the registry (no secrets)."""
-    from consumers.dispatcher.endpoints import registrations
-    from consumers.dispatcher.ssrf import redact_url
-
-    for endpoint_id, r in sorted(registrations(settings()).items()):
-        types = ",".join(r["event_types"]) or "all"
-        state = "active" if r["active"] else "disabled"
-        updates = "every update" if r.get("window_updates") else "finals"
-        typer.echo(f"{endpoint_id}  {state}  {redact_url(r['url'])}  types={types}  windows={updates}")
+    """The endpoints (no secrets, URLs without credentials). Through the API."""
+    for e in _api("GET", "/v1/endpoints")["endpoints"]:
+        types = ",".join(e["event_types"]) or "all"
+        state = "active" if e["active"] else "disabled"
+        updates = "every update" if e["every_window_update"] else "finals"
+        typer.echo(f"{e['endpoint_id']}  {state}  {e['url']}  types={types}  windows={updates}")
 
 
 @webhook_app.command("rotate")
@@ -333,38 +350,43 @@ def webhook_rotate(
     ] = 24.0,
 ) -> None:
     """Give the endpoint a new signing secret; prints it (the only time it is shown)."""
-    from consumers.dispatcher.endpoints import rotate_secret
-
-    secret = rotate_secret(settings(), endpoint_id, overlap_hours * 3600)
-    typer.echo(f"endpoint {endpoint_id}\nsecret   {secret}")
+    answer = _api("POST", f"/v1/endpoints/{endpoint_id}/rotate", {"overlap_hours": overlap_hours})
+    typer.echo(f"endpoint {endpoint_id}\nsecret   {answer['secret']}")
     typer.echo(f"(the previous secret stays valid for {overlap_hours:g} h)")
 
 
 @webhook_app.command("disable")
 def webhook_disable(endpoint_id: str) -> None:
     """Pause deliveries to the endpoint."""
-    from consumers.dispatcher.endpoints import set_active
-
-    set_active(settings(), endpoint_id, False)
+    _api("PATCH", f"/v1/endpoints/{endpoint_id}", {"active": False})
     typer.echo(f"endpoint {endpoint_id} disabled")
 
 
 @webhook_app.command("enable")
 def webhook_enable(endpoint_id: str) -> None:
     """Resume deliveries to the endpoint."""
-    from consumers.dispatcher.endpoints import set_active
-
-    set_active(settings(), endpoint_id, True)
+    _api("PATCH", f"/v1/endpoints/{endpoint_id}", {"active": True})
     typer.echo(f"endpoint {endpoint_id} enabled")
 
 
 @webhook_app.command("remove")
 def webhook_remove(endpoint_id: str) -> None:
-    """Delete the endpoint from the registry."""
-    from consumers.dispatcher.endpoints import remove_endpoint
-
-    remove_endpoint(settings(), endpoint_id)
+    """Delete the endpoint."""
+    _api("DELETE", f"/v1/endpoints/{endpoint_id}")
     typer.echo(f"endpoint {endpoint_id} removed")
+
+
+@webhook_app.command("attempts")
+def webhook_attempts(
+    endpoint_id: str,
+    outcome: Annotated[str, typer.Option(help="all, delivered or failed")] = "all",
+    limit: Annotated[int, typer.Option(help="At most this many, newest first.")] = 20,
+) -> None:
+    """The endpoint's last delivery attempts (from ClickHouse, through the API)."""
+    answer = _api("GET", f"/v1/endpoints/{endpoint_id}/attempts?outcome={outcome}&limit={limit}")
+    for a in answer["attempts"]:
+        typer.echo(f"{a['at']}  {a['message_id']}  #{a['attempt']}  {a['outcome']}  {a['status'] or '-'}  "
+                   f"{a['error']}")  # fmt: skip
 
 
 @webhook_app.command("listen")

@@ -82,6 +82,11 @@ class Settings(BaseSettings):
         description="Bearer tokens the HTTP API accepts (a JSON list). Required when api_host is not "
         "loopback.",
     )
+    api_url: str | None = Field(
+        default=None,
+        description="Where `oddstream webhook ...` finds the HTTP API (default http://<api_host>:<api_port>; "
+        "it sends the first of api_tokens).",
+    )
     api_max_body_bytes: int = Field(
         default=4 * 1024 * 1024, ge=1024, description="Largest HTTP API request body; larger ones get 413."
     )
@@ -341,6 +346,11 @@ class Settings(BaseSettings):
     @property
     def clickhouse_is_embedded(self) -> bool:
         return self.clickhouse.startswith("chdb:")
+
+    @property
+    def api_base(self) -> str:
+        host = "127.0.0.1" if self.api_host in ("0.0.0.0", "::") else self.api_host
+        return self.api_url or f"http://{host}:{self.api_port}"
 
     @property
     def sql_endpoint(self) -> str:

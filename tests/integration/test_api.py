@@ -222,3 +222,38 @@ def test_an_endpoints_attempts_and_messages_from_clickhouse(api: Any) -> None:
         assert role.alive() and store.alive()
     finally:
         store.stop()
+
+
+def test_the_webhook_commands_manage_endpoints_through_the_api(api: Any) -> None:
+    import subprocess
+    import sys
+
+    from tests.integration.roles import environment
+
+    settings, _, role = api
+
+    def cli(*args: str, config: Settings = settings) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "oddstream", "webhook", *args], env=environment(config),
+                              capture_output=True, text=True, timeout=60)  # fmt: skip
+
+    added = cli("add", "http://127.0.0.1:9/hook", "--event-type", "AlertChanged")
+    assert added.returncode == 0, added.stderr
+    endpoint_id = added.stdout.split()[1]
+    assert "whsec_" in added.stdout
+    listed = cli("list")
+    assert f"{endpoint_id}  active  http://127.0.0.1:9/hook  types=AlertChanged" in listed.stdout
+    assert cli("disable", endpoint_id).returncode == 0
+    assert f"{endpoint_id}  disabled" in cli("list").stdout
+    rotated = cli("rotate", endpoint_id, "--overlap-hours", "1")
+    assert rotated.returncode == 0 and "whsec_" in rotated.stdout
+    refused = cli("add", "http://169.254.169.254/x")
+    assert (
+        refused.returncode == 2 and "the API refused (422)" in refused.stderr and "metadata" in refused.stderr
+    )
+    assert cli("remove", endpoint_id).returncode == 0
+    assert endpoint_id not in cli("list").stdout
+    # no API where the settings point: a clear error, not a traceback
+    away = cli("list", config=settings.model_copy(update={"api_port": free_port()}))
+    assert away.returncode == 2 and "the HTTP API is not reachable" in away.stderr
+    assert "Traceback" not in away.stderr
+    assert role.alive()
