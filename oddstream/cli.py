@@ -383,9 +383,12 @@ def webhook_attempts(
     limit: Annotated[int, typer.Option(help="At most this many, newest first.")] = 20,
 ) -> None:
     """The endpoint's last delivery attempts (from ClickHouse, through the API)."""
+    from datetime import UTC, datetime
+
     answer = _api("GET", f"/v1/endpoints/{endpoint_id}/attempts?outcome={outcome}&limit={limit}")
     for a in answer["attempts"]:
-        typer.echo(f"{a['at']}  {a['message_id']}  #{a['attempt']}  {a['outcome']}  {a['status'] or '-'}  "
+        at = datetime.fromtimestamp(a["at"] / 1000, UTC).isoformat(timespec="milliseconds")
+        typer.echo(f"{at}  {a['message_id']}  #{a['attempt']}  {a['outcome']}  {a['status'] or '-'}  "
                    f"{a['error']}")  # fmt: skip
 
 

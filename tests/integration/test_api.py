@@ -219,6 +219,23 @@ def test_an_endpoints_attempts_and_messages_from_clickhouse(api: Any) -> None:
         ]
         for path, status in hostile:
             assert httpx.get(path, headers=AUTH, timeout=30).status_code == status, path
+        # and the CLI's view of it, through the API
+        import subprocess
+        import sys
+
+        from tests.integration.roles import environment
+
+        shown = subprocess.run(
+            [sys.executable, "-m", "oddstream", "webhook", "attempts", "ep_x", "--outcome", "failed"],
+            env=environment(settings), capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        lines = shown.stdout.splitlines()
+        assert shown.returncode == 0 and len(lines) == 2, shown.stdout + shown.stderr
+        assert (
+            "msg_2  #1  network_error  -  boom" in lines[0]
+            and lines[0][:4].isdigit()
+            and "T" in lines[0][:12]
+        )
         assert role.alive() and store.alive()
     finally:
         store.stop()
