@@ -419,16 +419,27 @@ def broker_fetch() -> None:
 
 
 @broker_app.command("start")
-def broker_start() -> None:
-    """Start the local broker in the foreground (Ctrl-C stops it)."""
+def broker_start(
+    nodes: Annotated[
+        int | None,
+        typer.Option(
+            help="Nodes (3: replicated three times, two in sync); default ODDSTREAM_LOCAL_KAFKA_NODES."
+        ),
+    ] = None,
+) -> None:
+    """Start the local broker, or a local cluster, in the foreground (Ctrl-C stops it)."""
     import time
 
-    from infra.broker import LocalKafka
+    from infra.broker import local_kafka
 
     s = settings()
-    broker = LocalKafka(Path(s.data_dir) / "kafka", port=s.local_kafka_port)
+    if nodes is not None:
+        s = s.model_copy(update={"local_kafka_nodes": nodes})
+    broker = local_kafka(s)
     broker.start()
-    typer.echo(f"Kafka on {broker.bootstrap}; logs in {broker.log_file}")
+    typer.echo(
+        f"Kafka on {broker.bootstrap} ({s.local_kafka_nodes} node(s)); data and logs in {broker.data_dir}"
+    )
     try:
         while broker.running:
             time.sleep(1)

@@ -50,6 +50,13 @@ class Settings(BaseSettings):
     local_kafka_port: int = Field(
         default=9092, description="Client port of the local broker started when no cluster is set."
     )
+    local_kafka_nodes: int = Field(
+        default=1,
+        ge=1,
+        le=5,
+        description="Nodes of the local cluster `oddstream broker start` and `up` run (3: replication "
+        "factor 3, two in sync, one node may be lost); node i listens on local_kafka_port + 2i.",
+    )
     topic_prefix: str = Field(default="oddstream.", description="Prefix of every topic name.")
     topic_partitions: int = Field(default=6, ge=1, description="Partitions of topics oddstream creates.")
     topic_replication: int = Field(default=1, ge=1, description="Replication factor of new topics.")
@@ -305,6 +312,15 @@ class Settings(BaseSettings):
         return self
 
     @model_validator(mode="after")
+    def _replication_fits_the_local_cluster(self) -> Settings:
+        if not self.kafka_bootstrap_servers and self.topic_replication > self.local_kafka_nodes:
+            raise ValueError(
+                f"topic_replication {self.topic_replication} needs as many brokers; the local cluster has "
+                f"{self.local_kafka_nodes} (set ODDSTREAM_LOCAL_KAFKA_NODES)"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _api_beyond_loopback_needs_tokens(self) -> Settings:
         if not self.api_tokens and not is_loopback(self.api_host):
             raise ValueError(
@@ -334,7 +350,14 @@ class Settings(BaseSettings):
     @property
     def bootstrap(self) -> str:
         """The Kafka bootstrap servers to use: the configured cluster or the local broker."""
-        return self.kafka_bootstrap_servers or f"127.0.0.1:{self.local_kafka_port}"
+        return self.kafka_bootstrap_servers or ",".join(
+            f"127.0.0.1:{port}" for port in self.local_kafka_ports
+        )
+
+    @property
+    def local_kafka_ports(self) -> list[int]:
+        """Client ports of the local nodes (each node's controller listens on the next port)."""
+        return [self.local_kafka_port + 2 * i for i in range(self.local_kafka_nodes)]
 
     @property
     def clickhouse(self) -> str:

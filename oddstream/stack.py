@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from infra.broker import LocalKafka, kafka_is_healthy
+from infra.broker import LocalCluster, LocalKafka, kafka_is_healthy, local_kafka
 from infra.registry import LocalRegistry, registry_is_healthy
 from oddstream.errors import BrokerError, OddstreamError, SchemaRegistryError
 from oddstream.kafka.admin import ensure_topics
@@ -46,7 +46,7 @@ class Child:
 @dataclass
 class Stack:
     settings: Settings
-    broker: LocalKafka | None = None
+    broker: LocalKafka | LocalCluster | None = None
     registry: LocalRegistry | None = None
     children: list[Child] = field(default_factory=list)
     policy: RestartPolicy = field(default_factory=RestartPolicy)
@@ -62,7 +62,7 @@ class Stack:
             return
         if kafka_is_healthy(self.settings.bootstrap, 2):
             return  # a local broker from an earlier run is still up: reuse it
-        self.broker = LocalKafka(self.settings.data_dir / "kafka", port=self.settings.local_kafka_port)
+        self.broker = local_kafka(self.settings)
         self.broker.start()
 
     def start_registry(self) -> None:

@@ -112,3 +112,14 @@ def test_the_registry_service_and_the_local_registry_agree() -> None:
     for role in ROLES:
         url = compose()["services"][role]["environment"]["ODDSTREAM_SCHEMA_REGISTRY_URL"]
         assert url == f"http://schema-registry:{port}{CCOMPAT_PATH}"
+
+
+def test_the_compose_brokers_and_the_local_cluster_replicate_alike() -> None:
+    """`oddstream broker start --nodes 3` sets what the compose brokers set (infra/broker.py)."""
+    from infra.broker import REPLICATED
+
+    env = compose()["services"]["kafka-1"]["environment"]
+    for key, value in REPLICATED.items():
+        assert env["KAFKA_" + key.upper().replace(".", "_")] == value, key
+    role_env = compose()["services"]["worker"]["environment"]
+    assert role_env["ODDSTREAM_TOPIC_REPLICATION"] == REPLICATED["default.replication.factor"]
