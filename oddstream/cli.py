@@ -56,12 +56,21 @@ def up(
             "or a local Apicurio registry started (and stopped) with the stack."
         ),
     ] = False,
+    workers: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            max=12,
+            help="Worker processes in the one consumer group (the partitions are split between them; "
+            "worker i serves /metrics on ODDSTREAM_WORKER_METRICS_PORT + 10(i-1)).",
+        ),
+    ] = 1,
 ) -> None:
     """Start everything on this machine: Kafka (unless KAFKA_BOOTSTRAP_SERVERS is set), embedded
-    ClickHouse, worker, gateway, dispatcher, a demo webhook receiver and the simulator."""
+    ClickHouse, worker, gateway, api, dispatcher, a demo webhook receiver and the simulator."""
     from oddstream.stack import run_stack
 
-    run_stack(settings(), simulate=simulate, schema_registry=schema_registry)
+    run_stack(settings(), simulate=simulate, schema_registry=schema_registry, workers=workers)
 
 
 @app.command()
@@ -83,7 +92,7 @@ def status(
     rows = []
     for role, info in state["roles"].items():
         alive = info["pid"] is not None and _pid_alive(info["pid"])
-        group = groups.get(role)
+        group = groups.get(role.split("-", 1)[0])  # worker-2 is in the worker group (the group's lag)
         rows.append(
             {
                 "role": role,

@@ -197,7 +197,9 @@ def status_path(settings: Settings) -> Path:
     return settings.data_dir.resolve() / "run" / "stack.json"
 
 
-def run_stack(settings: Settings, simulate: bool = True, schema_registry: bool = False) -> None:
+def run_stack(
+    settings: Settings, simulate: bool = True, schema_registry: bool = False, workers: int = 1
+) -> None:
     from consumers.dispatcher.endpoints import register_endpoint
 
     stack = Stack(settings)
@@ -210,7 +212,11 @@ def run_stack(settings: Settings, simulate: bool = True, schema_registry: bool =
             stack.start_registry()
             settings = stack.settings
         stack.spawn("store", "store")
-        stack.spawn("worker", "worker")
+        if workers == 1:
+            stack.spawn("worker", "worker")
+        for i in range(1, workers + 1) if workers > 1 else ():  # one group: Kafka splits the partitions
+            port = settings.worker_metrics_port + 10 * (i - 1) if settings.worker_metrics_port else 0
+            stack.spawn(f"worker-{i}", "worker", env={"ODDSTREAM_WORKER_METRICS_PORT": str(port)})
         stack.spawn("gateway", "gateway")
         stack.spawn("api", "api")
         stack.spawn("dispatcher", "dispatcher")

@@ -8,13 +8,16 @@ import signal
 import socket
 import time
 import uuid
+from pathlib import Path
 
+import httpx
 import pytest
 
 from infra.broker import free_port
 from oddstream.kafka.admin import ensure_topics
 from oddstream.producer import EventProducer
 from oddstream.settings import Settings
+from schemas.topics import Topics
 from tests.integration.roles import wait_for
 from tests.integration.supervised import ROLES, Up, stop_times
 
@@ -97,3 +100,36 @@ def test_a_crash_looping_role_stops_everything_and_says_why(settings: Settings) 
     finally:
         up.stop()
         taken.close()
+
+
+def test_up_with_two_workers_splits_the_partitions_and_restarts_a_killed_one(settings: Settings) -> None:
+    settings = settings.model_copy(update={"worker_metrics_port": free_port()})
+    up = Up(settings, "--workers", "2", simulate=True)
+    try:
+        up.wait_ready()
+        roles = {r["role"] for r in up.status()["roles"]}
+        assert {"worker-1", "worker-2"} <= roles and "worker" not in roles
+        logs = Path(settings.data_dir) / "logs"
+        topics = Topics(settings.topic_prefix)
+
+        def owned(worker: str) -> set[int]:
+            text = (logs / f"{worker}.log").read_text(errors="replace")
+            return {p for p in range(settings.topic_partitions) if f"{topics.odds}[{p}]: no snapshot" in text
+                    or f"{topics.odds}[{p}]: restored snapshot" in text}  # fmt: skip
+
+        wait_for(
+            "both workers to own odds partitions",
+            lambda: owned("worker-1") and owned("worker-2")
+            and owned("worker-1") | owned("worker-2") == set(range(settings.topic_partitions)),
+            120,
+        )  # fmt: skip
+        rows = "SELECT count() FROM odds_windows_1m"
+        wait_for("window rows", lambda: httpx.post(f"{settings.sql_endpoint}/sql", content=rows, timeout=30)
+                 .json()["rows"][0][0] > 0, 120)  # fmt: skip
+        killed = up.kill("worker-1")
+        wait_for("worker-1 restarted", lambda: up.role("worker-1")["pid"] not in (None, killed)
+                 and up.role("worker-1")["state"] == "running", 60)  # fmt: skip
+        assert up.role("worker-2")["restarts"] == 0
+        assert up.role("worker-2")["lag"] is not None  # the group's lag, shown for each worker
+    finally:
+        up.stop()
