@@ -214,9 +214,10 @@ def run_stack(
         stack.spawn("store", "store")
         if workers == 1:
             stack.spawn("worker", "worker")
-        for i in range(1, workers + 1) if workers > 1 else ():  # one group: Kafka splits the partitions
-            port = settings.worker_metrics_port + 10 * (i - 1) if settings.worker_metrics_port else 0
-            stack.spawn(f"worker-{i}", "worker", env={"ODDSTREAM_WORKER_METRICS_PORT": str(port)})
+        else:  # one consumer group: Kafka splits the partitions between them
+            for i in range(1, workers + 1):
+                port = settings.worker_metrics_port + 10 * (i - 1) if settings.worker_metrics_port else 0
+                stack.spawn(f"worker-{i}", "worker", env={"ODDSTREAM_WORKER_METRICS_PORT": str(port)})
         stack.spawn("gateway", "gateway")
         stack.spawn("api", "api")
         stack.spawn("dispatcher", "dispatcher")

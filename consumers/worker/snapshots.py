@@ -131,26 +131,14 @@ def open_sealed(
         if manifest.startswith(b"OSP1"):
             raise SnapshotRefused("outdated", "format 1 (an unauthenticated pickle), never read")
         raise SnapshotRefused("forged", f"not an oddstream snapshot (first bytes {manifest[:4].hex()})")
-    try:
-        at = len(MAGIC)
-        (tag_length,) = struct.unpack_from(">H", manifest, at)
-        at += 2
-        tag = manifest[at : at + tag_length]
-        at += tag_length
-        count, generation = _HEAD.unpack_from(manifest, at)
-        at += _HEAD.size
-        header = manifest[:at]
-        mac = manifest[at : at + _MAC_BYTES]
-        at += _MAC_BYTES
-    except struct.error as exc:
-        raise SnapshotRefused("forged", f"truncated header ({exc})") from exc
-    if len(tag) != tag_length or len(mac) != _MAC_BYTES:
+    parsed = _parse(manifest)
+    if parsed is None:
         raise SnapshotRefused("forged", "truncated header")
+    header, tag, count, generation, mac = parsed
+    at = len(header) + _MAC_BYTES
     if count == 0:
         body = manifest[at:]
     else:
-        if count > 1_000_000:
-            raise SnapshotRefused("forged", f"{count} chunks")
         pieces = []
         for key in chunk_keys(state_key, generation, count):
             piece = (chunks or {}).get(key)
@@ -190,14 +178,24 @@ def chunk_keys(state_key: bytes, generation: int, chunks: int) -> list[bytes]:
 
 def manifest_chunk_keys(manifest: bytes, state_key: bytes) -> list[bytes]:
     """The chunk keys a manifest refers to (none for an inline or unparsable one)."""
+    parsed = _parse(manifest) if manifest.startswith(MAGIC) else None
+    return chunk_keys(state_key, parsed[3], parsed[2]) if parsed else []
+
+
+def _parse(manifest: bytes) -> tuple[bytes, bytes, int, int, bytes] | None:
+    """(header before the MAC, tag, chunk count, generation, MAC) of a format-2 manifest, or
+    None when it is truncated or names an absurd number of chunks."""
     try:
         (tag_length,) = struct.unpack_from(">H", manifest, len(MAGIC))
-        chunks, generation = _HEAD.unpack_from(manifest, len(MAGIC) + 2 + tag_length)
+        end = len(MAGIC) + 2 + tag_length
+        count, generation = _HEAD.unpack_from(manifest, end)
     except struct.error:
-        return []
-    if not manifest.startswith(MAGIC) or chunks > 1_000_000:
-        return []
-    return chunk_keys(state_key, generation, chunks)
+        return None
+    header = manifest[: end + _HEAD.size]
+    mac = manifest[len(header) : len(header) + _MAC_BYTES]
+    if len(mac) != _MAC_BYTES or count > 1_000_000:
+        return None
+    return header, manifest[len(MAGIC) + 2 : end], count, generation, mac
 
 
 def is_chunk_of(key: bytes, state_key: bytes) -> bool:

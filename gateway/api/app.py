@@ -48,6 +48,21 @@ log = logging.getLogger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 OPEN_PATHS = ("/healthz", "/openapi.json")
 ENDPOINT_ID = re.compile(r"[A-Za-z0-9_.-]{1,100}")  # what register_endpoint makes; nothing else is queried
+ATTEMPTS_SQL = (
+    "SELECT toUnixTimestamp64Milli(event_time), message_id, event_type, attempt, outcome, status, "
+    "duration_ms, error, toUnixTimestamp64Milli(next_retry) FROM webhook_attempts FINAL "
+    "WHERE {where} ORDER BY event_time DESC, attempt DESC LIMIT {limit}"
+)
+ATTEMPT_FIELDS = ("at", "message_id", "event_type", "attempt", "outcome", "status", "duration_ms", "error",
+                  "next_retry")  # fmt: skip
+MESSAGES_SQL = (
+    "SELECT message_id, any(event_type), count(), argMax(outcome, (attempt, event_time)), "
+    "toUnixTimestamp64Milli(max(event_time)), toBool(countIf(outcome = 'delivered') > 0), "
+    "toUnixTimestamp64Milli(argMax(next_retry, (attempt, event_time))) FROM webhook_attempts FINAL "
+    "WHERE {where} GROUP BY message_id ORDER BY max(event_time) DESC LIMIT {limit}"
+)
+MESSAGE_FIELDS = ("message_id", "event_type", "attempts", "last_outcome", "last_attempt_at", "delivered",
+                  "next_retry")  # fmt: skip
 OUTCOME_FILTERS = {
     "all": "",
     "delivered": " AND outcome = 'delivered'",
@@ -151,8 +166,8 @@ class Api:
         if isinstance(body, list) and len(body) > self.settings.api_max_batch:
             return error(413, f"a batch of {len(body):,} events; at most {self.settings.api_max_batch:,}")
         try:
-            events = self.ingest.events(body)
-            landed = await self.ingest.publish(events, int(time.time() * 1000))
+            events = self.ingest.events(body, int(time.time() * 1000))
+            landed = await self.ingest.publish(events)
         except InvalidEvent as exc:
             return error(422, str(exc), event_type=exc.event_type, field=exc.field, reason=exc.problem)
         except DeliveryFailed as exc:
@@ -242,34 +257,20 @@ class Api:
 
     async def endpoint_attempts(self, request: web.Request) -> web.Response:
         """The endpoint's delivery attempts, newest first, from ClickHouse (``webhook_attempts``)."""
-        query = await self._history_query(request)
-        if isinstance(query, web.Response):
-            return query
-        where, limit = query
-        sql = (
-            "SELECT toUnixTimestamp64Milli(event_time), message_id, event_type, attempt, outcome, status, "
-            "duration_ms, error, toUnixTimestamp64Milli(next_retry) FROM webhook_attempts FINAL "
-            f"WHERE {where} ORDER BY event_time DESC, attempt DESC LIMIT {limit}"
-        )
-        names = ("at", "message_id", "event_type", "attempt", "outcome", "status", "duration_ms", "error",
-                 "next_retry")  # fmt: skip
-        return await self._rows(sql, "attempts", names)
+        return await self._history(request, "attempts", ATTEMPTS_SQL, ATTEMPT_FIELDS)
 
     async def endpoint_messages(self, request: web.Request) -> web.Response:
         """The endpoint's messages (one per ``webhook-id``): attempts so far and where each stands."""
+        return await self._history(request, "messages", MESSAGES_SQL, MESSAGE_FIELDS)
+
+    async def _history(
+        self, request: web.Request, name: str, sql: str, fields: tuple[str, ...]
+    ) -> web.Response:
         query = await self._history_query(request)
         if isinstance(query, web.Response):
             return query
         where, limit = query
-        sql = (
-            "SELECT message_id, any(event_type), count(), argMax(outcome, (attempt, event_time)), "
-            "toUnixTimestamp64Milli(max(event_time)), toBool(countIf(outcome = 'delivered') > 0), "
-            "toUnixTimestamp64Milli(argMax(next_retry, (attempt, event_time))) FROM webhook_attempts FINAL "
-            f"WHERE {where} GROUP BY message_id ORDER BY max(event_time) DESC LIMIT {limit}"
-        )
-        names = ("message_id", "event_type", "attempts", "last_outcome", "last_attempt_at", "delivered",
-                 "next_retry")  # fmt: skip
-        return await self._rows(sql, "messages", names)
+        return await self._rows(sql.format(where=where, limit=limit), name, fields)
 
     async def _history_query(self, request: web.Request) -> tuple[str, int] | web.Response:
         """The WHERE clause and limit for an endpoint's history, from checked parameters only."""

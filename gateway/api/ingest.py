@@ -34,20 +34,20 @@ class Ingest:
         self._poller = threading.Thread(target=self._poll, name="api-deliveries", daemon=True)
         self._poller.start()
 
-    def events(self, body: Any) -> list[Event]:
-        """The events of a body: one ``{"type", "record"}`` object or a list of them. Raises
-        :class:`InvalidEvent` for the first bad one, with its index in a batch."""
+    def events(self, body: Any, now_ms: int) -> list[Event]:
+        """The checked events of a body: one ``{"type", "record"}`` object or a list of them.
+        Raises :class:`InvalidEvent` for the first bad one, with its index in a batch."""
         items = body if isinstance(body, list) else [body]
         events = []
         for index, item in enumerate(items):
             where = f"[{index}]." if isinstance(body, list) else ""
             try:
-                events.append(self._event(item))
+                events.append(self._event(item, now_ms))
             except InvalidEvent as exc:
                 raise InvalidEvent(exc.event_type, f"{where}{exc.field}", exc.problem) from None
         return events
 
-    def _event(self, item: Any) -> Event:
+    def _event(self, item: Any, now_ms: int) -> Event:
         if not isinstance(item, dict) or set(item) - {"type", "record"} or "type" not in item:
             raise InvalidEvent("?", "body", 'each event must be {"type": "<EventType>", "record": {...}}')
         event_type = item["type"]
@@ -59,18 +59,18 @@ class Ingest:
             )
         schema = self.codec.catalog.schema(event_type).source
         event = Event(event_type, record_from_json(event_type, schema, item.get("record")))
-        self.codec.validate(event, now_ms=None)
+        self.codec.validate(event, now_ms)
         return event
 
-    async def publish(self, events: list[Event], now_ms: int) -> list[dict[str, Any]]:
-        """Encode (and check) every event, send them, and wait for Kafka's acknowledgements:
-        where each one landed. Raises :class:`InvalidEvent` before sending anything, and
-        :class:`DeliveryFailed` if Kafka refused any."""
+    async def publish(self, events: list[Event]) -> list[dict[str, Any]]:
+        """Encode the events :meth:`events` checked, send them, and wait for Kafka's
+        acknowledgements: where each one landed. Raises :class:`DeliveryFailed` if Kafka
+        refused any."""
         loop = asyncio.get_running_loop()
         framed = []
         for event in events:
             topic = self.topics.for_event(event.type)
-            framed.append((topic, event.key, self.codec.encode(event, topic=topic, now_ms=now_ms)))
+            framed.append((topic, event.key, self.codec.encode(event, topic=topic, trusted=True)))
         futures = []
         for topic, key, value in framed:
             future: asyncio.Future[Message] = loop.create_future()

@@ -90,3 +90,19 @@ def wait_for(what: str, check: Callable[[], Any], timeout_s: float, roles: Seque
         time.sleep(0.25)
     logs = "\n".join(f"--- {r.log.stem}\n{r.output()}" for r in roles)
     raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}\n{logs}")
+
+
+def http_role(settings: Settings, role: str, url: str) -> Role:
+    """Start an HTTP role and return once ``url``/healthz answers 200 (fails with its log if not)."""
+    import httpx
+
+    started = Role(settings, role)
+
+    def answers() -> bool:
+        try:
+            return httpx.get(f"{url}/healthz", timeout=2).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    wait_for(f"the {role} at {url}", answers, 60, [started])
+    return started

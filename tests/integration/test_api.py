@@ -24,7 +24,7 @@ from schemas.catalog import load_catalog
 from schemas.codec import Codec
 from schemas.topics import Topics
 from tests.integration.kafka_read import read_all
-from tests.integration.roles import Role, wait_for
+from tests.integration.roles import Role, http_role, wait_for
 
 pytestmark = pytest.mark.integration
 TOKEN = "a-token-for-the-tests-0123456789"
@@ -45,16 +45,8 @@ def api(settings: Settings) -> Any:
     settings = settings.model_copy(update={"api_port": free_port(), "api_tokens": [SecretStr(TOKEN)],
                                            "api_max_body_bytes": 64 * 1024, "api_max_batch": 50})  # fmt: skip
     ensure_topics(settings)
-    role = Role(settings, "api")
     url = f"http://127.0.0.1:{settings.api_port}"
-
-    def up() -> bool:
-        try:
-            return httpx.get(f"{url}/healthz", timeout=2).status_code == 200
-        except httpx.TransportError:
-            return False
-
-    wait_for("the API", up, 60, [role])
+    role = http_role(settings, "api", url)
     try:
         yield settings, url, role
     finally:

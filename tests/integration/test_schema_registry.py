@@ -39,7 +39,7 @@ from schemas.catalog import Event, load_catalog
 from schemas.codec import Codec
 from schemas.topics import Topics
 from tests.integration.kafka_read import read_all
-from tests.integration.roles import Role, environment, wait_for
+from tests.integration.roles import Role, environment, http_role, wait_for
 
 pytestmark = pytest.mark.integration
 CATALOG = load_catalog()
@@ -310,17 +310,9 @@ def test_the_http_api_registers_its_subjects_and_writes_confluent_frames(
     settings = with_registry(settings, registry_url).model_copy(update={"api_port": free_port()})
     ensure_topics(settings)
     topics = Topics(settings.topic_prefix)
-    api = Role(settings, "api")
     url = f"http://127.0.0.1:{settings.api_port}"
-
-    def up() -> bool:
-        try:
-            return httpx.get(f"{url}/healthz", timeout=2).status_code == 200
-        except httpx.TransportError:
-            return False
-
+    api = http_role(settings, "api", url)
     try:
-        wait_for("the API", up, 60, [api])
         client = SchemaRegistryClient({"url": registry_url})
         subjects = set(client.get_subjects())
         assert {f"{topics.odds}-value", f"{topics.bets}-value", f"{topics.name('users')}-value"} <= subjects
