@@ -51,6 +51,9 @@ REGISTRY_WAITS = Counter(
 )
 API_REQUESTS = Counter("oddstream_api_requests_total", "HTTP API requests", ["route", "status"])
 WEBHOOK_ATTEMPTS = Counter("oddstream_webhook_attempts_total", "Webhook delivery attempts", ["outcome"])
+WEBHOOK_ENDPOINTS_DISABLED = Counter(
+    "oddstream_webhook_endpoints_disabled_total", "Webhook endpoints disabled after failing too long"
+)
 
 
 def exposition() -> tuple[bytes, str]:

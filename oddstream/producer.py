@@ -68,17 +68,31 @@ class EventProducer:
         key: bytes | None,
         value: bytes | None,
         headers: list[tuple[str, str | bytes | None]] | None = None,
+        partition: int | None = None,
     ) -> None:
-        """Send bytes as they are (replays, dead letters, tests of bad input)."""
+        """Send bytes as they are (replays, dead letters, tests of bad input), to ``partition``
+        or the one the key hashes to."""
         while True:
             try:
-                self._producer.produce(
-                    topic, value=value, key=key, headers=headers, on_delivery=self._on_delivery
-                )
+                if partition is None:
+                    self._producer.produce(
+                        topic, value=value, key=key, headers=headers, on_delivery=self._on_delivery
+                    )
+                else:
+                    self._producer.produce(
+                        topic, value, key, partition, headers=headers, on_delivery=self._on_delivery
+                    )
                 break
             except BufferError:
                 self._producer.poll(0.1)  # local queue full: let deliveries drain
         self._producer.poll(0)
+
+    def partitions(self, topic: str, timeout_s: float = 10.0) -> int:
+        """How many partitions ``topic`` has."""
+        metadata = self._producer.list_topics(topic, timeout=timeout_s).topics[topic]
+        if metadata.error is not None or not metadata.partitions:
+            raise DeliveryFailed([(None, f"topic {topic} is not available: {metadata.error}")])
+        return len(metadata.partitions)
 
     def _on_delivery(self, error: KafkaError | None, message: Message) -> None:
         if error is not None:

@@ -167,7 +167,23 @@ class Settings(BaseSettings):
     webhook_receiver_port: int = Field(
         default=8899, description="Port of the demo webhook receiver `oddstream up` runs on 127.0.0.1."
     )
-    webhook_max_attempts: int = Field(default=5, ge=1, description="Delivery attempts per webhook.")
+    webhook_retry_schedule_s: tuple[float, ...] = Field(
+        default=(5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0),  # SVIX_SCHEDULE_S
+        description="Delays before the 2nd, 3rd, ... attempt of a webhook message, in seconds (JSON list; "
+        "Svix's by default: 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h); after the last the message is "
+        "given up to the webhook dead-letter topic.",
+    )
+    webhook_disable_after_s: float = Field(
+        default=5 * 24 * 3600.0,
+        gt=0,
+        description="An endpoint whose attempts have all failed for this long is disabled (5 days, as Svix).",
+    )
+    webhook_breaker_failures: int = Field(
+        default=5, ge=1, description="Failed attempts in a row that open an endpoint's circuit."
+    )
+    webhook_breaker_open_s: float = Field(
+        default=30.0, gt=0, description="How long an open circuit sends nothing before one probe."
+    )
     webhook_timeout_s: float = Field(default=5.0, gt=0, description="Timeout of one webhook POST.")
     webhook_endpoint_concurrency: int = Field(
         default=4, ge=1, le=64, description="Deliveries in flight per endpoint (its lane's workers)."
@@ -319,6 +335,13 @@ class Settings(BaseSettings):
                 f"{self.local_kafka_nodes} (set ODDSTREAM_LOCAL_KAFKA_NODES)"
             )
         return self
+
+    @field_validator("webhook_retry_schedule_s")
+    @classmethod
+    def _schedule_is_delays(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+        if len(value) > 30 or any(not 0 < d <= 7 * 24 * 3600 for d in value):
+            raise ValueError("webhook_retry_schedule_s: at most 30 delays, each from 0 (excluded) to 7 days")
+        return value
 
     @model_validator(mode="after")
     def _api_beyond_loopback_needs_tokens(self) -> Settings:

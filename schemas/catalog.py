@@ -39,6 +39,8 @@ KEY_FIELD: dict[str, str] = {
     "UserWindowUpdated": "user_id",
     "WebhookEndpoint": "endpoint_id",
     "WebhookAttempted": "endpoint_id",
+    "WebhookMessagePending": "endpoint_id",
+    "WebhookMessageFailed": "endpoint_id",
     "PredictionMade": "market_id",
     "ValueSignalRaised": "market_id",
     "ModelEvaluated": "model",

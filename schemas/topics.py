@@ -25,6 +25,8 @@ TOPIC_OF_EVENT: dict[str, str] = {
     "UserWindowUpdated": "analytics.users.1m",
     "WebhookEndpoint": "webhooks.endpoints",
     "WebhookAttempted": "webhooks.attempts",
+    "WebhookMessagePending": "webhooks.retries",
+    "WebhookMessageFailed": "webhooks.dead-letters",
     "PredictionMade": "predictions",
     "ValueSignalRaised": "predictions",
     "ModelEvaluated": "model-metrics",
@@ -37,9 +39,7 @@ SOURCE_TOPICS = ("bets", "odds", "system", "users")
 SOURCE_EVENT_TYPES = tuple(t for t, suffix in TOPIC_OF_EVENT.items() if suffix in SOURCE_TOPICS)
 # what the worker writes (the webhook registry's records come from the CLI and API)
 DERIVED_TYPES = tuple(
-    t
-    for t, suffix in TOPIC_OF_EVENT.items()
-    if suffix not in SOURCE_TOPICS and t not in ("WebhookEndpoint", "WebhookAttempted")
+    t for t, suffix in TOPIC_OF_EVENT.items() if suffix not in SOURCE_TOPICS and not t.startswith("Webhook")
 )
 WINDOW_EVENT_TYPES = (
     "OddsWindowUpdated",
@@ -118,6 +118,16 @@ class Topics:
         """Every webhook delivery attempt (WebhookAttempted), sunk to webhook_attempts."""
         return self.name("webhooks.attempts")
 
+    @property
+    def webhook_retries(self) -> str:
+        """Webhook messages waiting for their next attempt (compacted; the retry schedule)."""
+        return self.name("webhooks.retries")
+
+    @property
+    def webhook_dead_letters(self) -> str:
+        """Webhook messages given up on, with their payload and attempts."""
+        return self.name("webhooks.dead-letters")
+
     def all(self) -> list[str]:
         """Every topic oddstream creates, sources first."""
         suffixes = [
@@ -127,8 +137,10 @@ class Topics:
             "dead-letter",
             "webhooks.endpoints",
             "webhooks.attempts",
+            "webhooks.retries",
+            "webhooks.dead-letters",
         ]
         return [self.name(s) for s in suffixes]
 
     def compacted(self) -> set[str]:
-        return {self.webhook_endpoints}
+        return {self.webhook_endpoints, self.webhook_retries}

@@ -36,6 +36,7 @@ def register_endpoint(
     event_types: list[str],
     endpoint_id: str | None = None,
     window_updates: bool = False,
+    rate_limit: int = 0,
 ) -> tuple[str, str]:
     """Publish a WebhookEndpoint with a new random secret; return (endpoint_id, the secret),
     the only time the secret is shown. Window events go out as finals only unless
@@ -49,6 +50,8 @@ def register_endpoint(
         "event_types": event_types,
         "active": True,
         "window_updates": window_updates,
+        "rate_limit": rate_limit,
+        "disabled_reason": "",
         "secret_sealed": seal_secret(_master(settings), endpoint_id, secret),
         "previous_secret_sealed": "",
         "previous_secret_until": None,
@@ -75,11 +78,26 @@ def rotate_secret(settings: Settings, endpoint_id: str, overlap_s: float) -> str
     return secret
 
 
-def set_active(settings: Settings, endpoint_id: str, active: bool) -> None:
-    """Pause (False) or resume (True) deliveries to the endpoint, keeping everything else."""
+def set_active(settings: Settings, endpoint_id: str, active: bool, reason: str = "") -> None:
+    """Pause (False) or resume (True) deliveries to the endpoint, keeping everything else;
+    ``reason`` says why the dispatcher disabled it (enabling clears it)."""
     record = _current(settings, endpoint_id)
     record["active"] = active
+    record["disabled_reason"] = "" if active else reason
     publish_registration(settings, endpoint_id, record)
+
+
+def update_endpoint(settings: Settings, endpoint_id: str, changes: dict[str, Any]) -> dict[str, Any]:
+    """Change some of url, event_types, window_updates, rate_limit, active (checked by the
+    caller; the URL is checked here again); return the record as it now is."""
+    if "url" in changes:
+        check_url(changes["url"], settings.webhook_allow_private_targets)
+    record = _current(settings, endpoint_id)
+    record.update(changes)
+    if changes.get("active"):
+        record["disabled_reason"] = ""
+    publish_registration(settings, endpoint_id, record)
+    return record
 
 
 def remove_endpoint(settings: Settings, endpoint_id: str) -> None:

@@ -16,6 +16,8 @@ class Endpoint:
     secret: str = ""  # opened (consumers/dispatcher/signing.py); never written anywhere
     previous_secret: str = ""
     previous_until_ms: int | None = None
+    rate_limit: int = 0  # deliveries per second at most (0: none)
+    disabled_reason: str = ""
 
     def signing_secrets(self, now_ms: int) -> list[str]:
         """The secrets a delivery is signed with now: the current one, and the previous one
@@ -50,7 +52,12 @@ class EndpointRegistry:
             secret=record.get("secret", ""),
             previous_secret=record.get("previous_secret", ""),
             previous_until_ms=record.get("previous_until_ms"),
+            rate_limit=int(record.get("rate_limit") or 0),
+            disabled_reason=str(record.get("disabled_reason") or ""),
         )
+
+    def get(self, endpoint_id: str) -> Endpoint | None:
+        return self._endpoints.get(endpoint_id)
 
     def for_event(self, event_type: str, final: bool = True) -> list[Endpoint]:
         return [e for e in self._endpoints.values() if e.wants(event_type, final)]

@@ -24,8 +24,11 @@ from typing import Any
 import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from consumers.dispatcher.endpoints import set_active
 from consumers.dispatcher.lanes import CommitTracker, Lanes
 from consumers.dispatcher.registry import Endpoint, EndpointRegistry
+from consumers.dispatcher.retries import Message, RetryTopic
+from consumers.dispatcher.schedule import Breaker, PendingBook, RateLimit, RetrySchedule
 from consumers.dispatcher.signing import endpoint_secret, open_secret, registry_record_is_authentic, sign
 from consumers.dispatcher.ssrf import check_url, redact_url
 from consumers.dispatcher.transport import guarded_client
@@ -33,7 +36,12 @@ from oddstream.codecs import build_codec
 from oddstream.errors import ConfigError, EventError, MalformedRecord, UnsafeWebhookTarget
 from oddstream.kafka.deadletter import dead_letter_headers, processing_failure
 from oddstream.kafka.registry import learn_schema_ids
-from oddstream.metrics import PROCESSING_ERRORS, REJECTED_RECORDS, WEBHOOK_ATTEMPTS
+from oddstream.metrics import (
+    PROCESSING_ERRORS,
+    REJECTED_RECORDS,
+    WEBHOOK_ATTEMPTS,
+    WEBHOOK_ENDPOINTS_DISABLED,
+)
 from oddstream.settings import DEVELOPMENT_MASTER_SECRET, Settings
 from schemas.catalog import Event
 from schemas.intake import Intake
@@ -66,6 +74,13 @@ class Dispatcher:
         self.log_path = settings.data_dir / "logs" / "webhook-deliveries.jsonl"
         self.delivered = 0
         self.failed = 0
+        self.schedule = RetrySchedule(tuple(settings.webhook_retry_schedule_s))
+        self.book = PendingBook()
+        self._retry_topic: RetryTopic | None = None
+        self._breakers: dict[str, Breaker] = {}
+        self._limits: dict[str, RateLimit] = {}
+        self._failing_since: dict[str, int] = {}  # endpoint -> start of its current run of failures
+        self._disabled: set[str] = set()
 
     async def follow_registry(self, caught_up: asyncio.Event) -> None:
         """Read the compacted registry from the start, then keep following it."""
@@ -159,6 +174,10 @@ class Dispatcher:
         assert self._producer is not None, "the dispatcher's producer starts before the registry is read"
         return self._producer
 
+    def _retries(self) -> RetryTopic:
+        assert self._retry_topic is not None, "the retry topic is followed before anything is attempted"
+        return self._retry_topic
+
     async def run(self) -> None:
         self._producer = AIOKafkaProducer(bootstrap_servers=self.settings.bootstrap, acks="all")
         await self._producer.start()
@@ -177,6 +196,9 @@ class Dispatcher:
             registry_task.result()  # raises what killed it
             raise RuntimeError("the webhook registry reader stopped")
         registry_task.add_done_callback(_crash_on_failure)
+        self._retry_topic = RetryTopic(self.settings, self.intake, self._dead_letters, self.book)
+        retries_task = asyncio.create_task(self._retry_topic.follow(asyncio.Event()))
+        retries_task.add_done_callback(_crash_on_failure)
         consumer = AIOKafkaConsumer(
             self.topics.odds_window_1m,
             self.topics.alerts,
@@ -209,6 +231,8 @@ class Dispatcher:
                 self.settings.webhook_allow_private_targets,
                 max_connections=MAX_CONNECTIONS,
             ) as http:
+                firing = asyncio.create_task(self._fire_due(http, lanes))
+                firing.add_done_callback(_crash_on_failure)
                 while True:
                     if tracker.in_flight() >= MAX_IN_FLIGHT:  # lanes this far behind: stop reading
                         await asyncio.sleep(0.1)
@@ -222,13 +246,14 @@ class Dispatcher:
                     await self._commit(consumer, tracker)
         finally:
             registry_task.cancel()
+            retries_task.cancel()
             await lanes.close()
             await consumer.stop()
 
     def _dispatch(
         self, http: httpx.AsyncClient, lanes: Lanes, tracker: CommitTracker, tp: Any, m: Any
     ) -> None:
-        """Start the deliveries of one record, each on its endpoint's lane. A record that
+        """Start the first attempts of one record, each on its endpoint's lane. A record that
         cannot be delivered (refused by admission, or a bug meeting it) is skipped: the store
         dead-letters what admission refuses."""
         try:
@@ -251,15 +276,30 @@ class Dispatcher:
             return
         tracker.add(tp, m.offset, len(endpoints))
         for endpoint in endpoints:
+            message = Message(endpoint.endpoint_id, message_id, event.type, body)
             lanes.submit(
                 endpoint.endpoint_id,
-                functools.partial(self.deliver, http, endpoint, message_id, body, event.type),
+                functools.partial(self.attempt, http, message),
                 functools.partial(tracker.done, tp, m.offset),
             )
 
+    async def _fire_due(self, http: httpx.AsyncClient, lanes: Lanes) -> None:
+        """Hand the retries that are due to their endpoints' lanes, every 100 ms."""
+        while True:
+            now = _now_ms()
+            for pending in self.book.due(now):
+                lanes.submit(
+                    pending.endpoint_id,
+                    functools.partial(self.attempt, http, Message.waiting(pending), pending.key),
+                    functools.partial(self.book.settled, pending.key),
+                )
+            self.book.prune(now)
+            await asyncio.sleep(0.1)
+
     async def _commit(self, consumer: AIOKafkaConsumer, tracker: CommitTracker) -> None:
-        """Commit each partition up to its first record with a delivery still going, once
-        the attempt records of what is committed were acknowledged."""
+        """Commit each partition up to its first record with a first attempt still going (a
+        failed one counts once its retry is written), once the attempt records of what is
+        committed were acknowledged."""
         assigned = consumer.assignment()
         tracker.forget({tp for tp in tracker.committable_partitions() if tp not in assigned})
         offsets = {tp: offset for tp, offset in tracker.committable().items() if tp in assigned}
@@ -271,50 +311,111 @@ class Dispatcher:
         except Exception as exc:  # a rebalance meanwhile: the next owner delivers from its commit
             log.warning("commit of %s failed: %r", offsets, exc)
 
-    async def deliver(
-        self, http: httpx.AsyncClient, endpoint: Endpoint, message_id: str, body: bytes, event_type: str = ""
-    ) -> bool:
-        """POST with exponential backoff; True when the endpoint answered 2xx."""
-        for attempt in range(1, self.settings.webhook_max_attempts + 1):
-            started = time.monotonic()
-            error = ""
-            try:
-                # the URL here; every resolved address when connecting (consumers/dispatcher/transport.py)
-                check_url(endpoint.url, self.settings.webhook_allow_private_targets)
-                now = time.time()
-                headers = sign(endpoint.signing_secrets(int(now * 1000)), message_id, int(now), body)
-                response = await http.post(endpoint.url, content=body, headers=headers)
-                outcome, status = (
-                    ("delivered" if response.is_success else "http_error"),
-                    response.status_code,
+    async def attempt(self, http: httpx.AsyncClient, message: Message, book_key: str | None = None) -> bool:
+        """One attempt of ``message``, unless its endpoint's circuit is open (then it waits, no
+        attempt spent). A failure is written to the retry schedule, or gives the message up
+        (schedule exhausted, target refused, endpoint failing too long); True if delivered."""
+        retries = self._retries()
+        now = _now_ms()
+        endpoint = self.registry.get(message.endpoint_id)
+        if endpoint is None or not endpoint.active:
+            why = "endpoint removed" if endpoint is None else f"endpoint disabled {endpoint.disabled_reason}"
+            await retries.give_up(message, why.strip())
+            return False
+        breaker = self._breakers.setdefault(
+            endpoint.endpoint_id,
+            Breaker(self.settings.webhook_breaker_failures, self.settings.webhook_breaker_open_s),
+        )
+        if not breaker.allows(now):
+            if book_key is not None:
+                self.book.defer(book_key, breaker.reopens_at(now))
+            else:
+                await retries.schedule(
+                    message, breaker.reopens_at(now), self._failing_since.get(endpoint.endpoint_id)
                 )
-                if response.is_redirect:
-                    error = "redirect not followed"
-            except UnsafeWebhookTarget as exc:
-                await self._record(
-                    endpoint, message_id, event_type, attempt, "refused", None, str(exc), started
-                )
-                self.failed += 1
-                return False
-            except (httpx.HTTPError, OSError) as exc:  # refused, reset, timeout, TLS, DNS, ...
-                outcome, status = "network_error", None
-                error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-            except Exception as exc:  # whatever an endpoint or its URL does, never the dispatcher
-                outcome, status = "error", None
-                error = f"{type(exc).__name__}: {exc}"
-            backoff = min(30.0, 0.5 * 2 ** (attempt - 1))
-            last = outcome == "delivered" or attempt == self.settings.webhook_max_attempts
-            await self._record(
-                endpoint, message_id, event_type, attempt, outcome, status, error, started,
-                None if last else backoff,
-            )  # fmt: skip
-            if outcome == "delivered":
-                self.delivered += 1
-                return True
-            if not last:
-                await asyncio.sleep(backoff)
+            return False
+        limit = self._limits.get(endpoint.endpoint_id)
+        if limit is None or limit.per_s != endpoint.rate_limit:
+            limit = self._limits[endpoint.endpoint_id] = RateLimit(endpoint.rate_limit)
+        wait = limit.wait_s(now)
+        if wait:
+            await asyncio.sleep(wait)
+        started = time.monotonic()
+        outcome, status, error = await self._post(http, endpoint, message)
+        now = _now_ms()
+        message.attempts += 1
+        message.first_attempt_ms = message.first_attempt_ms or now
+        message.outcomes.append(
+            f"{message.attempts} {_iso(now)} {outcome} {status or ''} {error[:200]}".rstrip()
+        )
+        if outcome == "delivered":
+            breaker.success()
+            self._failing_since.pop(endpoint.endpoint_id, None)
+            await self._record(endpoint, message, outcome, status, error, started)
+            await retries.resolve(message)
+            self.delivered += 1
+            return True
         self.failed += 1
+        if outcome == "refused":
+            await self._record(endpoint, message, outcome, status, error, started)
+            await retries.give_up(message, f"target refused: {error}")
+            return False
+        breaker.failure(now)
+        since = self._failing_since.setdefault(
+            endpoint.endpoint_id, self.book.failing_since(endpoint.endpoint_id) or now
+        )
+        due = self.schedule.next_attempt_ms(message.attempts, now)
+        if now - since >= self.settings.webhook_disable_after_s * 1000:
+            await self._record(endpoint, message, outcome, status, error, started)
+            await self._disable(endpoint.endpoint_id, since)
+            await retries.give_up(message, "endpoint disabled after failing since " + _iso(since))
+            return False
+        await self._record(endpoint, message, outcome, status, error, started, due)
+        if due is None:
+            await retries.give_up(
+                message, f"all {message.attempts} attempts failed; the last: {outcome} {error}"
+            )
+        else:
+            await retries.schedule(message, due, since)
         return False
+
+    async def _post(
+        self, http: httpx.AsyncClient, endpoint: Endpoint, message: Message
+    ) -> tuple[str, int | None, str]:
+        """POST the signed message: (outcome, HTTP status, error). Never raises."""
+        try:
+            # the URL here; every resolved address when connecting (consumers/dispatcher/transport.py)
+            check_url(endpoint.url, self.settings.webhook_allow_private_targets)
+            now = time.time()
+            headers = sign(
+                endpoint.signing_secrets(int(now * 1000)), message.message_id, int(now), message.payload
+            )
+            response = await http.post(endpoint.url, content=message.payload, headers=headers)
+        except UnsafeWebhookTarget as exc:
+            return "refused", None, str(exc)
+        except (httpx.HTTPError, OSError) as exc:  # refused, reset, timeout, TLS, DNS, ...
+            return "network_error", None, f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        except Exception as exc:  # whatever an endpoint or its URL does, never the dispatcher
+            return "error", None, f"{type(exc).__name__}: {exc}"
+        if response.is_success:
+            return "delivered", response.status_code, ""
+        return "http_error", response.status_code, "redirect not followed" if response.is_redirect else ""
+
+    async def _disable(self, endpoint_id: str, since_ms: int) -> None:
+        """Disable an endpoint that has failed for ``webhook_disable_after_s``: a registry record
+        (active false, with the reason) and a log line; its waiting messages are given up as
+        they come due, and ``recover`` sends them again once it is enabled."""
+        if endpoint_id in self._disabled:
+            return
+        self._disabled.add(endpoint_id)
+        reason = f"every attempt failed since {_iso(since_ms)} (ODDSTREAM_WEBHOOK_DISABLE_AFTER_S)"
+        log.error("disabling webhook endpoint %s: %s", endpoint_id, reason)
+        WEBHOOK_ENDPOINTS_DISABLED.inc()
+        try:
+            await asyncio.to_thread(set_active, self.settings, endpoint_id, False, reason)
+        except Exception as exc:  # the registry is unreachable: the next failure tries again
+            self._disabled.discard(endpoint_id)
+            log.warning("could not disable endpoint %s: %r", endpoint_id, exc)
 
     def _append_log(self, entry: dict[str, Any]) -> None:
         """One line, appended (a local file, a few hundred bytes: no need to leave the loop)."""
@@ -322,21 +423,21 @@ class Dispatcher:
             fh.write(json.dumps(entry) + "\n")
 
     async def _record(
-        self, endpoint: Endpoint, message_id: str, event_type: str, attempt: int, outcome: str,
-        status: int | None, error: str, started: float, next_retry_s: float | None = None,
+        self, endpoint: Endpoint, message: Message, outcome: str, status: int | None, error: str,
+        started: float, next_retry_ms: int | None = None,
     ) -> None:  # fmt: skip
         """One attempt: a line in the delivery log and a WebhookAttempted event on
         webhooks.attempts (the store keeps it in webhook_attempts)."""
         WEBHOOK_ATTEMPTS.labels(outcome).inc()
-        now_ms = int(time.time() * 1000)
+        now_ms = _now_ms()
         duration_ms = round((time.monotonic() - started) * 1000, 1)
         url = redact_url(endpoint.url)
         entry: dict[str, Any] = {
             "time": datetime.now(UTC).isoformat(),
             "endpoint_id": endpoint.endpoint_id,
             "url": url,
-            "webhook_id": message_id,
-            "attempt": attempt,
+            "webhook_id": message.message_id,
+            "attempt": message.attempts,
             "outcome": outcome,
             "status": status,
             "error": error,
@@ -345,10 +446,10 @@ class Dispatcher:
         self._append_log(entry)
         record = {
             "event_id": str(uuid.uuid4()), "event_time": now_ms, "source": "dispatcher",
-            "endpoint_id": endpoint.endpoint_id, "message_id": message_id, "event_type": event_type,
-            "attempt": attempt, "outcome": outcome, "status": status, "duration_ms": float(duration_ms),
-            "error": error[:2000], "url": url[:2048],
-            "next_retry": None if next_retry_s is None else now_ms + round(next_retry_s * 1000),
+            "endpoint_id": endpoint.endpoint_id, "message_id": message.message_id,
+            "event_type": message.event_type, "attempt": message.attempts, "outcome": outcome,
+            "status": status, "duration_ms": float(duration_ms), "error": error[:2000], "url": url[:2048],
+            "next_retry": next_retry_ms,
         }  # fmt: skip
         event = Event("WebhookAttempted", record)
         topic = self.topics.webhook_attempts
@@ -368,9 +469,17 @@ def registration_key(key: bytes | None) -> str:
         raise MalformedRecord(f"registry key is not UTF-8: {key[:32]!r}") from None
 
 
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _iso(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds")
+
+
 def _crash_on_failure(task: asyncio.Task[None]) -> None:
     if not task.cancelled() and task.exception() is not None:
-        log.critical("webhook registry reader died: %r", task.exception())
+        log.critical("a dispatcher task died (%s): %r", task.get_name(), task.exception())
         raise SystemExit(1)
 
 

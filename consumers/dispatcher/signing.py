@@ -9,7 +9,8 @@
 * During a rotation a delivery carries two signatures (``v1,<new> v1,<old>``); a
   Standard Webhooks verifier accepts either.
 * Registry records are signed (:func:`registry_signature`), so only a holder of the
-  master secret can create, change or delete an endpoint.
+  master secret can create, change or delete an endpoint; so are the records of the
+  retries topic (:func:`retry_signature`), so nobody else can have a payload delivered.
 
 Example::
 
@@ -45,18 +46,42 @@ def registry_signature(master_secret: str, key: bytes, value: bytes | None) -> b
     its key and value (or of the deletion, for a tombstone) with a key derived from the
     master secret, so only a holder of the master secret can add, change or delete an
     endpoint. Anyone else who can write to the topic gets a refused, logged record."""
-    signing_key = hmac.new(master_secret.encode(), b"oddstream:webhook-registry", hashlib.sha256).digest()
-    body = len(key).to_bytes(4, "big") + key + (b"\x00" if value is None else b"\x01" + value)
-    return base64.b64encode(hmac.new(signing_key, body, hashlib.sha256).digest())
+    return _record_signature(master_secret, b"oddstream:webhook-registry", key, value)
 
 
 def registry_record_is_authentic(
     master_secret: str, key: bytes, value: bytes | None, headers: list[tuple[str, bytes]] | None
 ) -> bool:
-    given = [v for name, v in headers or [] if name == REGISTRY_SIGNATURE]
+    return _authentic(headers, REGISTRY_SIGNATURE, registry_signature(master_secret, key, value))
+
+
+RETRY_SIGNATURE = "oddstream-retry-signature"
+
+
+def retry_signature(master_secret: str, key: bytes, value: bytes | None) -> bytes:
+    """The same for a record of the retries topic (a message waiting for its next attempt):
+    the dispatcher signs what it delivers, so it sends only what a holder of the master
+    secret (the dispatcher, the API's replay) scheduled."""
+    return _record_signature(master_secret, b"oddstream:webhook-retries", key, value)
+
+
+def retry_record_is_authentic(
+    master_secret: str, key: bytes, value: bytes | None, headers: list[tuple[str, bytes]] | None
+) -> bool:
+    return _authentic(headers, RETRY_SIGNATURE, retry_signature(master_secret, key, value))
+
+
+def _record_signature(master_secret: str, domain: bytes, key: bytes, value: bytes | None) -> bytes:
+    signing_key = hmac.new(master_secret.encode(), domain, hashlib.sha256).digest()
+    body = len(key).to_bytes(4, "big") + key + (b"\x00" if value is None else b"\x01" + value)
+    return base64.b64encode(hmac.new(signing_key, body, hashlib.sha256).digest())
+
+
+def _authentic(headers: list[tuple[str, bytes]] | None, name: str, expected: bytes) -> bool:
+    given = [v for header, v in headers or [] if header == name]
     if len(given) != 1 or not isinstance(given[0], bytes):
         return False
-    return hmac.compare_digest(given[0], registry_signature(master_secret, key, value))
+    return hmac.compare_digest(given[0], expected)
 
 
 def new_secret() -> str:

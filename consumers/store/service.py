@@ -54,7 +54,8 @@ from schemas.jsonable import jsonable
 from schemas.topics import SOURCE_TOPICS, Topics
 
 log = logging.getLogger(__name__)
-ATTEMPTS_TABLE = "webhook_attempts"
+# webhook delivery history: event type -> table (columns straight from the schema)
+WEBHOOK_TABLES = {"WebhookAttempted": "webhook_attempts", "WebhookMessageFailed": "webhook_dead_letters"}
 
 
 MAX_SQL_BODY_BYTES = 256 * 1024
@@ -85,7 +86,8 @@ class StoreService:
         self._raw_columns = {
             event_type_table(t): [name for name, _ in columns(self.catalog, t)] for t in RAW_EVENT_TYPES
         }
-        self._raw_columns[ATTEMPTS_TABLE] = [name for name, _ in columns(self.catalog, "WebhookAttempted")]
+        for event_type, table in WEBHOOK_TABLES.items():
+            self._raw_columns[table] = [name for name, _ in columns(self.catalog, event_type)]
 
     def _columns(self, table: str) -> Sequence[str]:
         if table == "odds_windows_1m":
@@ -105,6 +107,7 @@ class StoreService:
             self.topics.dead_letter,
             self.topics.late,
             self.topics.webhook_attempts,
+            self.topics.webhook_dead_letters,
             *(self.topics.name(suffix) for suffix in SOURCE_TOPICS),
             bootstrap_servers=self.settings.bootstrap,
             group_id=f"{self.settings.topic_prefix}store",
@@ -164,7 +167,7 @@ class StoreService:
                     for row in more:
                         rows[table].add(row, m)
         else:
-            table = ATTEMPTS_TABLE if event.type == "WebhookAttempted" else event_type_table(event.type)
+            table = WEBHOOK_TABLES.get(event.type) or event_type_table(event.type)
             rows[table].add(raw_row(self.catalog, event, m.partition, m.offset), m)
 
     async def _insert(self, table: str, rows: Rows) -> list[tuple[Any, str]]:

@@ -23,6 +23,7 @@ import logging
 import re
 import time
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from typing import Any
 
 import httpx
@@ -33,8 +34,9 @@ from consumers.dispatcher.endpoints import (
     registrations,
     remove_endpoint,
     rotate_secret,
-    set_active,
+    update_endpoint,
 )
+from consumers.dispatcher.replay import Replay, schedule_now, test_message
 from consumers.dispatcher.ssrf import redact_url
 from gateway.api.ingest import Ingest
 from gateway.api.openapi import openapi
@@ -63,6 +65,16 @@ MESSAGES_SQL = (
 )
 MESSAGE_FIELDS = ("message_id", "event_type", "attempts", "last_outcome", "last_attempt_at", "delivered",
                   "next_retry")  # fmt: skip
+MESSAGE_ID = re.compile(r"msg_[A-Za-z0-9_-]{1,100}")
+DEAD_LETTER_SQL = (
+    "SELECT message_id, argMax(event_type, event_time), argMax(payload, event_time) "
+    "FROM webhook_dead_letters FINAL WHERE endpoint_id = '{endpoint}' AND {where} "
+    "AND message_id NOT IN (SELECT message_id FROM webhook_attempts WHERE endpoint_id = '{endpoint}' "
+    "AND outcome = 'delivered' AND {where}) GROUP BY message_id ORDER BY min(event_time) LIMIT {limit}"
+)
+MAX_RECOVER = 10_000
+MAX_RATE_LIMIT = 10_000
+CHANGEABLE = {"active", "url", "event_types", "every_window_update", "rate_limit"}
 OUTCOME_FILTERS = {
     "all": "",
     "delivered": " AND outcome = 'delivered'",
@@ -96,6 +108,9 @@ class Api:
         app.router.add_post("/v1/endpoints/{endpoint_id}/rotate", self.rotate_endpoint)
         app.router.add_get("/v1/endpoints/{endpoint_id}/attempts", self.endpoint_attempts)
         app.router.add_get("/v1/endpoints/{endpoint_id}/messages", self.endpoint_messages)
+        app.router.add_post("/v1/endpoints/{endpoint_id}/test", self.send_test)
+        app.router.add_post("/v1/endpoints/{endpoint_id}/messages/{message_id}/resend", self.resend)
+        app.router.add_post("/v1/endpoints/{endpoint_id}/recover", self.recover)
         app.on_startup.append(self._register_subjects)
         app.on_cleanup.append(self._close)
         return app
@@ -186,21 +201,14 @@ class Api:
         if not isinstance(body, dict) or not isinstance(body.get("url"), str):
             expected = '{"url": "https://...", "event_types": [...], "every_window_update": false}'
             return error(422, f"expected {expected}", field="url")
-        unknown = set(body) - {"url", "event_types", "every_window_update"}
-        if unknown:
-            return error(422, f"unknown field {sorted(unknown)[0]!r}", field=sorted(unknown)[0])
-        types = body.get("event_types", [])
-        if not isinstance(types, list) or not all(isinstance(t, str) and t in TOPIC_OF_EVENT for t in types):
-            return error(
-                422, "event_types must be a list of event type names (empty: all)", field="event_types"
-            )
-        updates = body.get("every_window_update", False)
-        if not isinstance(updates, bool):
-            return error(422, "every_window_update must be true or false", field="every_window_update")
+        checked = _endpoint_fields(body, CHANGEABLE - {"active"})
+        if isinstance(checked, web.Response):
+            return checked
         try:
             endpoint_id, secret = await asyncio.to_thread(
-                register_endpoint, self.settings, body["url"], types, window_updates=updates
-            )
+                register_endpoint, self.settings, body["url"], checked.get("event_types", []),
+                window_updates=checked.get("window_updates", False), rate_limit=checked.get("rate_limit", 0),
+            )  # fmt: skip
         except WebhookError as exc:
             return error(422, str(exc), field="url")
         return web.json_response({"endpoint_id": endpoint_id, "secret": secret}, status=201)
@@ -217,12 +225,23 @@ class Api:
         return web.json_response(_shown(endpoint_id, found))
 
     async def change_endpoint(self, request: web.Request) -> web.Response:
+        """Change any of active, url, event_types, every_window_update, rate_limit."""
         body = await self._json(request)
         if isinstance(body, web.Response):
             return body
-        if not isinstance(body, dict) or set(body) != {"active"} or not isinstance(body["active"], bool):
-            return error(422, 'expected {"active": true} or {"active": false}', field="active")
-        return await self._on_endpoint(request, set_active, body["active"])
+        if not isinstance(body, dict) or not body:
+            return error(422, f"expected an object with some of {sorted(CHANGEABLE)}")
+        checked = _endpoint_fields(body, CHANGEABLE)
+        if isinstance(checked, web.Response):
+            return checked
+        endpoint_id = request.match_info["endpoint_id"]
+        try:
+            record = await asyncio.to_thread(update_endpoint, self.settings, endpoint_id, checked)
+        except ConfigError as exc:
+            return error(404, str(exc))
+        except WebhookError as exc:
+            return error(422, str(exc), field="url")
+        return web.json_response(_shown(endpoint_id, record))
 
     async def delete_endpoint(self, request: web.Request) -> web.Response:
         return await self._on_endpoint(request, remove_endpoint)
@@ -251,9 +270,7 @@ class Api:
             await asyncio.to_thread(change, self.settings, endpoint_id, *args)
         except ConfigError as exc:
             return error(404, str(exc))
-        if change is remove_endpoint:
-            return web.json_response({"endpoint_id": endpoint_id, "deleted": True})
-        return web.json_response({"endpoint_id": endpoint_id, "active": args[0]})
+        return web.json_response({"endpoint_id": endpoint_id, "deleted": True})
 
     async def endpoint_attempts(self, request: web.Request) -> web.Response:
         """The endpoint's delivery attempts, newest first, from ClickHouse (``webhook_attempts``)."""
@@ -262,6 +279,68 @@ class Api:
     async def endpoint_messages(self, request: web.Request) -> web.Response:
         """The endpoint's messages (one per ``webhook-id``): attempts so far and where each stands."""
         return await self._history(request, "messages", MESSAGES_SQL, MESSAGE_FIELDS)
+
+    # -- replay ------------------------------------------------------------------------
+
+    async def send_test(self, request: web.Request) -> web.Response:
+        """A test message to the endpoint, through the same schedule as every delivery."""
+        endpoint_id = await self._active_endpoint(request)
+        if isinstance(endpoint_id, web.Response):
+            return endpoint_id
+        message = test_message(endpoint_id)
+        await asyncio.to_thread(schedule_now, self.settings, [message])
+        return web.json_response({"endpoint_id": endpoint_id, "message_id": message.message_id}, status=202)
+
+    async def resend(self, request: web.Request) -> web.Response:
+        """Send one given-up message again (a fresh schedule, the same webhook-id)."""
+        endpoint_id = await self._active_endpoint(request)
+        if isinstance(endpoint_id, web.Response):
+            return endpoint_id
+        message_id = request.match_info["message_id"]
+        if not MESSAGE_ID.fullmatch(message_id):
+            return error(404, f"no message {message_id[:100]!r} (ids look like msg_...)")
+        where = f"message_id = '{message_id}'"
+        rows = await self._query(DEAD_LETTER_SQL.format(endpoint=endpoint_id, where=where, limit=1))
+        if isinstance(rows, web.Response):
+            return rows
+        if not rows:
+            return error(
+                404, f"no message {message_id!r} given up for {endpoint_id!r} and not delivered since: only "
+                "messages given up on keep their payload (webhook_dead_letters)",
+            )  # fmt: skip
+        await asyncio.to_thread(schedule_now, self.settings, [Replay(endpoint_id, *rows[0])])
+        return web.json_response({"endpoint_id": endpoint_id, "message_id": message_id}, status=202)
+
+    async def recover(self, request: web.Request) -> web.Response:
+        """Send again every message given up for the endpoint since a time and not delivered
+        since (Svix's "recover"): ``{"since": "2026-11-26T08:00:00Z"}`` or epoch milliseconds."""
+        endpoint_id = await self._active_endpoint(request)
+        if isinstance(endpoint_id, web.Response):
+            return endpoint_id
+        body = await self._json(request)
+        if isinstance(body, web.Response):
+            return body
+        since = _since_ms(body.get("since") if isinstance(body, dict) else None)
+        if since is None:
+            return error(422, 'expected {"since": "<ISO 8601 time>"} or epoch milliseconds', field="since")
+        where = f"event_time >= fromUnixTimestamp64Milli(toInt64({since}))"
+        sql = DEAD_LETTER_SQL.format(endpoint=endpoint_id, where=where, limit=MAX_RECOVER)
+        rows = await self._query(sql)
+        if isinstance(rows, web.Response):
+            return rows
+        await asyncio.to_thread(schedule_now, self.settings, [Replay(endpoint_id, *row) for row in rows])
+        return web.json_response(
+            {"endpoint_id": endpoint_id, "scheduled": len(rows), "more": len(rows) == MAX_RECOVER}, status=202
+        )
+
+    async def _active_endpoint(self, request: web.Request) -> str | web.Response:
+        endpoint_id = request.match_info["endpoint_id"]
+        found = (await asyncio.to_thread(registrations, self.settings)).get(endpoint_id)
+        if found is None or not ENDPOINT_ID.fullmatch(endpoint_id):
+            return error(404, f"no endpoint {endpoint_id[:100]!r}")
+        if not found["active"]:
+            return error(409, f"endpoint {endpoint_id!r} is disabled; enable it first (PATCH active: true)")
+        return endpoint_id
 
     async def _history(
         self, request: web.Request, name: str, sql: str, fields: tuple[str, ...]
@@ -289,6 +368,13 @@ class Api:
         return f"endpoint_id = '{endpoint_id}'{OUTCOME_FILTERS[outcome]}", limit
 
     async def _rows(self, sql: str, name: str, columns: tuple[str, ...]) -> web.Response:
+        rows = await self._query(sql)
+        if isinstance(rows, web.Response):
+            return rows
+        return web.json_response({name: [dict(zip(columns, row, strict=True)) for row in rows]})
+
+    async def _query(self, sql: str) -> list[Any] | web.Response:
+        """Rows from the store's read-only SQL endpoint, or the 503 that says why not."""
         headers = {}
         if self.settings.sql_token is not None:
             headers["Authorization"] = f"Bearer {self.settings.sql_token.get_secret_value()}"
@@ -299,8 +385,7 @@ class Api:
             return error(503, f"the store (ClickHouse) is not reachable: {type(exc).__name__}")
         if answer.status_code != 200:
             return error(503, f"the store answered {answer.status_code}: {answer.text[:300]}")
-        rows = answer.json()["rows"]
-        return web.json_response({name: [dict(zip(columns, row, strict=True)) for row in rows]})
+        return list(answer.json()["rows"])
 
     # -- internals -----------------------------------------------------------------------
 
@@ -338,7 +423,57 @@ def _shown(endpoint_id: str, record: dict[str, Any]) -> dict[str, Any]:
         "active": bool(record["active"]),
         "every_window_update": bool(record.get("window_updates")),
         "secret_rotating_until": record.get("previous_secret_until"),
+        "rate_limit": int(record.get("rate_limit") or 0),
+        "disabled_reason": record.get("disabled_reason") or "",
     }
+
+
+def _endpoint_fields(body: dict[str, Any], allowed: set[str]) -> dict[str, Any] | web.Response:
+    """The registry fields an endpoint body asks for, each checked, or the 422 naming the first
+    bad one (``every_window_update`` is the record's ``window_updates``)."""
+    unknown = sorted(set(body) - allowed)
+    if unknown:
+        return error(422, f"unknown field {unknown[0]!r}", field=unknown[0])
+    out: dict[str, Any] = {}
+    if "url" in body:
+        if not isinstance(body["url"], str):
+            return error(422, "url must be a string", field="url")
+        out["url"] = body["url"]
+    if "event_types" in body:
+        types = body["event_types"]
+        if not isinstance(types, list) or not all(isinstance(t, str) and t in TOPIC_OF_EVENT for t in types):
+            return error(
+                422, "event_types must be a list of event type names (empty: all)", field="event_types"
+            )
+        out["event_types"] = types
+    for name, field in (("every_window_update", "window_updates"), ("active", "active")):
+        if name in body:
+            if not isinstance(body[name], bool):
+                return error(422, f"{name} must be true or false", field=name)
+            out[field] = body[name]
+    if "rate_limit" in body:
+        rate = body["rate_limit"]
+        if isinstance(rate, bool) or not isinstance(rate, int) or not 0 <= rate <= MAX_RATE_LIMIT:
+            return error(
+                422, f"rate_limit must be deliveries per second from 0 (none) to {MAX_RATE_LIMIT}",
+                field="rate_limit",
+            )  # fmt: skip
+        out["rate_limit"] = rate
+    return out
+
+
+def _since_ms(value: Any) -> int | None:
+    """Epoch milliseconds from an ISO 8601 time (with a zone) or a whole number; None if neither."""
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 10**14:
+        return value
+    if isinstance(value, str) and len(value) <= 64:
+        try:
+            when = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            return None
+        if when.tzinfo is not None:
+            return int(when.timestamp() * 1000)
+    return None
 
 
 def run_api(settings: Settings) -> None:

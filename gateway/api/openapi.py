@@ -99,7 +99,19 @@ def openapi(catalog: SchemaCatalog) -> dict[str, Any]:
             "active": {"type": "boolean"},
             "every_window_update": {"type": "boolean"},
             "secret_rotating_until": {"type": ["integer", "null"]},
+            "rate_limit": {"type": "integer", "description": "deliveries per second at most (0: none)"},
+            "disabled_reason": {"type": "string", "description": "why the dispatcher disabled it"},
         },
+    }
+    changeable = {
+        "url": {"type": "string"},
+        "event_types": {"type": "array", "items": {"type": "string"}},
+        "every_window_update": {"type": "boolean"},
+        "rate_limit": {"type": "integer", "minimum": 0, "maximum": 10_000},
+    }
+    scheduled = {
+        "type": "object",
+        "properties": {"endpoint_id": {"type": "string"}, "message_id": {"type": "string"}},
     }
     secret = {
         "type": "object",
@@ -211,11 +223,7 @@ def openapi(catalog: SchemaCatalog) -> dict[str, Any]:
                             "type": "object",
                             "required": ["url"],
                             "additionalProperties": False,
-                            "properties": {
-                                "url": {"type": "string"},
-                                "event_types": {"type": "array", "items": {"type": "string"}},
-                                "every_window_update": {"type": "boolean"},
-                            },
+                            "properties": changeable,
                         }
                     ),
                     "responses": {**ok({"$ref": "#/components/schemas/Secret"}, "created", "201"), **bad},
@@ -228,15 +236,16 @@ def openapi(catalog: SchemaCatalog) -> dict[str, Any]:
                     "responses": {**ok({"$ref": "#/components/schemas/Endpoint"}), **bad},
                 },
                 "patch": {
-                    "summary": "Enable or disable",
+                    "summary": "Change any of active, url, event types, every window update, rate limit",
                     "requestBody": body(
                         {
                             "type": "object",
-                            "required": ["active"],
-                            "properties": {"active": {"type": "boolean"}},
+                            "minProperties": 1,
+                            "additionalProperties": False,
+                            "properties": {"active": {"type": "boolean"}, **changeable},
                         }
                     ),
-                    "responses": {**ok({"type": "object"}), **bad},
+                    "responses": {**ok({"$ref": "#/components/schemas/Endpoint"}), **bad},
                 },
                 "delete": {"summary": "Delete", "responses": {**ok({"type": "object"}), **bad}},
             },
@@ -266,6 +275,65 @@ def openapi(catalog: SchemaCatalog) -> dict[str, Any]:
                 "get": {
                     "summary": "Messages (one per webhook-id): attempts and where each stands",
                     "responses": {**ok({"type": "object"}), **bad},
+                },
+            },
+            "/v1/endpoints/{endpoint_id}/test": {
+                "parameters": path_id,
+                "post": {
+                    "summary": "Send a test message (type WebhookTest) through the delivery schedule",
+                    "responses": {
+                        **ok(scheduled, "scheduled", "202"),
+                        "409": _error("endpoint disabled"),
+                        **bad,
+                    },
+                },
+            },
+            "/v1/endpoints/{endpoint_id}/messages/{message_id}/resend": {
+                "parameters": [
+                    *path_id,
+                    {"name": "message_id", "in": "path", "required": True, "schema": {"type": "string"}},
+                ],
+                "post": {
+                    "summary": "Send a given-up message again (fresh schedule, same webhook-id)",
+                    "responses": {
+                        **ok(scheduled, "scheduled", "202"),
+                        "409": _error("endpoint disabled"),
+                        **bad,
+                    },
+                },
+            },
+            "/v1/endpoints/{endpoint_id}/recover": {
+                "parameters": path_id,
+                "post": {
+                    "summary": "Send again every message given up since a time and not delivered since",
+                    "requestBody": body(
+                        {
+                            "type": "object",
+                            "required": ["since"],
+                            "properties": {
+                                "since": {
+                                    "type": ["string", "integer"],
+                                    "description": "ISO 8601 with a zone, or epoch milliseconds",
+                                }
+                            },
+                        }
+                    ),
+                    "responses": {
+                        **ok(
+                            {
+                                "type": "object",
+                                "properties": {
+                                    "endpoint_id": {"type": "string"},
+                                    "scheduled": {"type": "integer"},
+                                    "more": {"type": "boolean", "description": "call again for the rest"},
+                                },
+                            },
+                            "scheduled",
+                            "202",
+                        ),
+                        "409": _error("endpoint disabled"),
+                        **bad,
+                    },
                 },
             },
             "/healthz": {"get": {"summary": "Liveness", "security": [], "responses": ok({"type": "object"})}},

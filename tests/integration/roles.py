@@ -22,7 +22,7 @@ def environment(settings: Settings) -> dict[str, str]:
     for name, value in settings.model_dump().items():
         if value is None:
             continue
-        if isinstance(value, list):  # pydantic-settings reads lists from JSON
+        if isinstance(value, list | tuple):  # pydantic-settings reads lists from JSON
             secret = [v.get_secret_value() if hasattr(v, "get_secret_value") else v for v in value]
             env[f"ODDSTREAM_{name.upper()}"] = json.dumps(secret)
             continue
