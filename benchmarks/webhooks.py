@@ -3,8 +3,9 @@
     make bench-webhooks      (python -m benchmarks.webhooks [--messages 10000])
 
 1. A local receiver (aiohttp, its own process, answers 204) counts POSTs and when they came.
-2. Baseline: a bare loop (httpx, the same number of requests in flight as one endpoint's
-   lane) POSTs ``--messages`` Standard Webhooks-signed bodies of the same size to it.
+2. Baseline: a bare loop (aiohttp, the dispatcher's client library, the same number of
+   requests in flight as one endpoint's lane) POSTs ``--messages`` Standard
+   Webhooks-signed bodies of the same size to it; the same with httpx for reference.
 3. The real dispatcher process (``oddstream dispatcher``) with one endpoint on that
    receiver delivers the same number of window updates read from Kafka: admission, JSON
    payload, signing, the SSRF-guarded client, the attempt record on ``webhooks.attempts``
@@ -27,6 +28,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import httpx
 from aiohttp import web
 
@@ -126,20 +128,33 @@ def window(n: int) -> dict[str, Any]:
     }  # fmt: skip
 
 
-async def bare_loop(url: str, bodies: list[bytes], concurrency: int) -> None:
+async def bare_loop(url: str, bodies: list[bytes], concurrency: int, library: str) -> None:
+    """``concurrency`` workers POSTing the signed bodies with aiohttp (the dispatcher's client)
+    or httpx (its client before), nothing else."""
     secret = new_secret()
     queue: asyncio.Queue[bytes] = asyncio.Queue()
     for body in bodies:
         queue.put_nowait(body)
 
-    async def worker(http: httpx.AsyncClient) -> None:
+    async def with_aiohttp(http: aiohttp.ClientSession) -> None:
+        while not queue.empty():
+            body = queue.get_nowait()
+            headers = sign([secret], f"msg_{uuid.uuid4()}", int(time.time()), body)
+            async with http.post(url, data=body, headers=headers) as answer:
+                answer.raise_for_status()
+
+    async def with_httpx(http: httpx.AsyncClient) -> None:
         while not queue.empty():
             body = queue.get_nowait()
             headers = sign([secret], f"msg_{uuid.uuid4()}", int(time.time()), body)
             (await http.post(url, content=body, headers=headers)).raise_for_status()
 
-    async with httpx.AsyncClient(timeout=5.0) as http:
-        await asyncio.gather(*(worker(http) for _ in range(concurrency)))
+    if library == "aiohttp":
+        async with aiohttp.ClientSession() as session:
+            await asyncio.gather(*(with_aiohttp(session) for _ in range(concurrency)))
+    else:
+        async with httpx.AsyncClient(timeout=5.0) as client:
+            await asyncio.gather(*(with_httpx(client) for _ in range(concurrency)))
 
 
 def main() -> None:
@@ -165,10 +180,14 @@ def main() -> None:
         receiver = Receiver()
         sample = payload_of(Event("OddsWindowUpdated", window(0)))  # the same bytes the dispatcher sends
         concurrency = settings.webhook_endpoint_concurrency  # ODDSTREAM_WEBHOOK_ENDPOINT_CONCURRENCY
-        asyncio.run(bare_loop(receiver.url, [sample] * n, concurrency))
+        asyncio.run(bare_loop(receiver.url, [sample] * n, concurrency, "httpx"))
+        _, bare_httpx = rate(receiver, n)
+        receiver.reset()
+        print(f"bare httpx loop ({concurrency} in flight, signed):    {bare_httpx:10,.0f}/s  (reference)")
+        asyncio.run(bare_loop(receiver.url, [sample] * n, concurrency, "aiohttp"))
         _, bare = rate(receiver, n)
         receiver.reset()
-        print(f"bare httpx loop ({concurrency} in flight, signed):  {bare:10,.0f} deliveries/s")
+        print(f"bare aiohttp loop ({concurrency} in flight, signed):  {bare:10,.0f}/s  (baseline)")
 
         register_endpoint(settings, receiver.url, ["OddsWindowUpdated"], window_updates=True)
         env = {k: v for k, v in os.environ.items() if not k.startswith("ODDSTREAM_")}
@@ -192,9 +211,7 @@ def main() -> None:
             for i in range(n):
                 producer.publish("OddsWindowUpdated", window(i))
         delivered, real = rate(receiver, n)
-        print(
-            f"oddstream dispatcher (one endpoint):       {real:10,.0f} deliveries/s   ratio {real / bare:.2f}"
-        )
+        print(f"oddstream dispatcher (one endpoint):         {real:10,.0f}/s  ratio {real / bare:.2f}")
         print(f"delivered {delivered:,} of {n:,}")
         print(f"goals: >= 2,000 deliveries/s and >= 0.7x the bare loop: {real:,.0f}/s, {real / bare:.2f}x")
     finally:

@@ -334,9 +334,11 @@ def webhook_add(
         bool,
         typer.Option(help="Window events: every current update, not only each closed window's final."),
     ] = False,
+    rate_limit: Annotated[int, typer.Option(help="Deliveries per second at most (0: none).")] = 0,
 ) -> None:
     """Register an endpoint; prints its id and its signing secret (whsec_...). Through the API."""
-    body = {"url": url, "event_types": list(event_type), "every_window_update": every_window_update}
+    body = {"url": url, "event_types": list(event_type), "every_window_update": every_window_update,
+            "rate_limit": rate_limit}  # fmt: skip
     answer = _api("POST", "/v1/endpoints", body)
     typer.echo(f"endpoint {answer['endpoint_id']}\nsecret   {answer['secret']}")
 
@@ -348,7 +350,9 @@ def webhook_list() -> None:
         types = ",".join(e["event_types"]) or "all"
         state = "active" if e["active"] else "disabled"
         updates = "every update" if e["every_window_update"] else "finals"
-        typer.echo(f"{e['endpoint_id']}  {state}  {e['url']}  types={types}  windows={updates}")
+        rate = f"  rate<={e['rate_limit']}/s" if e.get("rate_limit") else ""
+        why = f"  ({e['disabled_reason']})" if e.get("disabled_reason") else ""
+        typer.echo(f"{e['endpoint_id']}  {state}  {e['url']}  types={types}  windows={updates}{rate}{why}")
 
 
 @webhook_app.command("rotate")
@@ -399,6 +403,31 @@ def webhook_attempts(
         at = datetime.fromtimestamp(a["at"] / 1000, UTC).isoformat(timespec="milliseconds")
         typer.echo(f"{at}  {a['message_id']}  #{a['attempt']}  {a['outcome']}  {a['status'] or '-'}  "
                    f"{a['error']}")  # fmt: skip
+
+
+@webhook_app.command("test")
+def webhook_test(endpoint_id: str) -> None:
+    """Send the endpoint a test message (type WebhookTest), signed and scheduled like any other."""
+    answer = _api("POST", f"/v1/endpoints/{endpoint_id}/test")
+    typer.echo(f"test message {answer['message_id']} scheduled for {endpoint_id}")
+
+
+@webhook_app.command("resend")
+def webhook_resend(endpoint_id: str, message_id: str) -> None:
+    """Send a given-up message again (a fresh schedule, the same webhook-id)."""
+    _api("POST", f"/v1/endpoints/{endpoint_id}/messages/{message_id}/resend")
+    typer.echo(f"message {message_id} scheduled for {endpoint_id}")
+
+
+@webhook_app.command("recover")
+def webhook_recover(
+    endpoint_id: str,
+    since: Annotated[str, typer.Option(help="ISO 8601 time with a zone, e.g. 2026-11-26T08:00:00Z.")],
+) -> None:
+    """Send again every message given up for the endpoint since then and not delivered since."""
+    answer = _api("POST", f"/v1/endpoints/{endpoint_id}/recover", {"since": since})
+    more = " (more remain: run it again once these are through)" if answer["more"] else ""
+    typer.echo(f"{answer['scheduled']} message(s) scheduled for {endpoint_id}{more}")
 
 
 @webhook_app.command("listen")

@@ -109,6 +109,21 @@ class EventProducer:
         if failures:
             raise DeliveryFailed(failures)
 
+    async def acknowledged(self, timeout_s: float = 30.0) -> None:
+        """:meth:`flush` for an event loop: poll without blocking it until every queued record
+        was acknowledged; raise :class:`DeliveryFailed` as flush does."""
+        import asyncio
+        import time
+
+        deadline = time.monotonic() + timeout_s
+        while (remaining := self._producer.flush(0)) and time.monotonic() < deadline:  # noqa: ASYNC110 - librdkafka has no awaitable
+            await asyncio.sleep(0.005)
+        failures, self._failures = self._failures, []
+        if remaining:
+            failures.append((None, f"{remaining} record(s) still queued after {timeout_s:.0f} s"))
+        if failures:
+            raise DeliveryFailed(failures)
+
     def close(self) -> None:
         self.flush()
 

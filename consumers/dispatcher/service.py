@@ -2,11 +2,13 @@
 
 Each endpoint has its own lane (consumers/dispatcher/lanes.py): a queue and a few
 workers, so one endpoint failing, hanging or unresolvable never delays another's
-deliveries. A source record's offset is committed once every delivery it started has
-ended (delivered, refused, or given up after ``webhook_max_attempts``), partition by
-partition up to the first record still in flight, so a crash re-delivers rather than
-loses; receivers deduplicate on ``webhook-id`` (the event's id, stable across retries
-and replays). Each attempt is appended to the delivery log.
+deliveries. A source record's offset is committed once each first attempt it started has
+ended (delivered, refused, or failed with its retry written to the ``webhooks.retries``
+topic: consumers/dispatcher/retries.py), partition by partition up to the first record
+still in flight, so a crash re-delivers rather than loses; receivers deduplicate on
+``webhook-id`` (the event's id, stable across retries, restarts and replays). Retries
+come from the retries topic when due (consumers/dispatcher/schedule.py: the schedule, the
+circuit breaker, the rate limit). Each attempt is appended to the delivery log.
 """
 
 from __future__ import annotations
@@ -15,13 +17,14 @@ import asyncio
 import functools
 import json
 import logging
+import random
 import time
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
-import httpx
+import aiohttp
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from consumers.dispatcher.endpoints import set_active
@@ -31,7 +34,7 @@ from consumers.dispatcher.retries import Message, RetryTopic
 from consumers.dispatcher.schedule import Breaker, PendingBook, RateLimit, RetrySchedule
 from consumers.dispatcher.signing import endpoint_secret, open_secret, registry_record_is_authentic, sign
 from consumers.dispatcher.ssrf import check_url, redact_url
-from consumers.dispatcher.transport import guarded_client
+from consumers.dispatcher.transport import GuardedClient, guarded_client
 from oddstream.codecs import build_codec
 from oddstream.errors import ConfigError, EventError, MalformedRecord, UnsafeWebhookTarget
 from oddstream.kafka.deadletter import dead_letter_headers, processing_failure
@@ -42,6 +45,7 @@ from oddstream.metrics import (
     WEBHOOK_ATTEMPTS,
     WEBHOOK_ENDPOINTS_DISABLED,
 )
+from oddstream.producer import EventProducer
 from oddstream.settings import DEVELOPMENT_MASTER_SECRET, Settings
 from schemas.catalog import Event
 from schemas.intake import Intake
@@ -51,6 +55,7 @@ from schemas.topics import Topics
 log = logging.getLogger(__name__)
 DELIVERED_TYPES = ("OddsWindowUpdated", "AlertChanged")
 MAX_CONNECTIONS = 200  # the HTTP pool: well above the lanes' needs, so no lane waits on another's
+_ids = random.Random()  # attempt record ids: unique, not secret (os.urandom per record costs)
 MAX_IN_FLIGHT = 50_000  # records with deliveries still going before reading stops
 
 
@@ -81,6 +86,8 @@ class Dispatcher:
         self._limits: dict[str, RateLimit] = {}
         self._failing_since: dict[str, int] = {}  # endpoint -> start of its current run of failures
         self._disabled: set[str] = set()
+        self._log_file: TextIO | None = None
+        self._attempts_out: EventProducer | None = None  # attempt records (librdkafka: the hot path)
 
     async def follow_registry(self, caught_up: asyncio.Event) -> None:
         """Read the compacted registry from the start, then keep following it."""
@@ -174,17 +181,23 @@ class Dispatcher:
         assert self._producer is not None, "the dispatcher's producer starts before the registry is read"
         return self._producer
 
+    def _attempts(self) -> EventProducer:
+        assert self._attempts_out is not None, "started in run()"
+        return self._attempts_out
+
     def _retries(self) -> RetryTopic:
         assert self._retry_topic is not None, "the retry topic is followed before anything is attempted"
         return self._retry_topic
 
     async def run(self) -> None:
         self._producer = AIOKafkaProducer(bootstrap_servers=self.settings.bootstrap, acks="all")
+        self._attempts_out = EventProducer(self.settings, self.intake.codec, **{"client.id": "dispatcher"})
         await self._producer.start()
         try:
             await self._run()
         finally:
             await self._producer.stop()
+            self._attempts_out.flush(10)
 
     async def _run(self) -> None:
         caught_up = asyncio.Event()
@@ -248,11 +261,11 @@ class Dispatcher:
             registry_task.cancel()
             retries_task.cancel()
             await lanes.close()
+            if self._log_file is not None:
+                self._log_file.close()
             await consumer.stop()
 
-    def _dispatch(
-        self, http: httpx.AsyncClient, lanes: Lanes, tracker: CommitTracker, tp: Any, m: Any
-    ) -> None:
+    def _dispatch(self, http: GuardedClient, lanes: Lanes, tracker: CommitTracker, tp: Any, m: Any) -> None:
         """Start the first attempts of one record, each on its endpoint's lane. A record that
         cannot be delivered (refused by admission, or a bug meeting it) is skipped: the store
         dead-letters what admission refuses."""
@@ -283,7 +296,7 @@ class Dispatcher:
                 functools.partial(tracker.done, tp, m.offset),
             )
 
-    async def _fire_due(self, http: httpx.AsyncClient, lanes: Lanes) -> None:
+    async def _fire_due(self, http: GuardedClient, lanes: Lanes) -> None:
         """Hand the retries that are due to their endpoints' lanes, every 100 ms."""
         while True:
             now = _now_ms()
@@ -300,18 +313,22 @@ class Dispatcher:
         """Commit each partition up to its first record with a first attempt still going (a
         failed one counts once its retry is written), once the attempt records of what is
         committed were acknowledged."""
+        if self._log_file is not None:
+            self._log_file.flush()
         assigned = consumer.assignment()
         tracker.forget({tp for tp in tracker.committable_partitions() if tp not in assigned})
         offsets = {tp: offset for tp, offset in tracker.committable().items() if tp in assigned}
         if not offsets:
             return
+        # the attempt records of what is committed are in Kafka (DeliveryFailed stops the role:
+        # its restart delivers again from the last commit, and records the attempts)
+        await self._attempts().acknowledged()
         try:
-            await self._dead_letters().flush()
             await consumer.commit(offsets)
         except Exception as exc:  # a rebalance meanwhile: the next owner delivers from its commit
             log.warning("commit of %s failed: %r", offsets, exc)
 
-    async def attempt(self, http: httpx.AsyncClient, message: Message, book_key: str | None = None) -> bool:
+    async def attempt(self, http: GuardedClient, message: Message, book_key: str | None = None) -> bool:
         """One attempt of ``message``, unless its endpoint's circuit is open (then it waits, no
         attempt spent). A failure is written to the retry schedule, or gives the message up
         (schedule exhausted, target refused, endpoint failing too long); True if delivered."""
@@ -345,9 +362,6 @@ class Dispatcher:
         now = _now_ms()
         message.attempts += 1
         message.first_attempt_ms = message.first_attempt_ms or now
-        message.outcomes.append(
-            f"{message.attempts} {_iso(now)} {outcome} {status or ''} {error[:200]}".rstrip()
-        )
         if outcome == "delivered":
             breaker.success()
             self._failing_since.pop(endpoint.endpoint_id, None)
@@ -356,6 +370,8 @@ class Dispatcher:
             self.delivered += 1
             return True
         self.failed += 1
+        line = f"{message.attempts} {_iso(now)} {outcome} {status or ''} {error[:200]}"
+        message.outcomes.append(line.rstrip())
         if outcome == "refused":
             await self._record(endpoint, message, outcome, status, error, started)
             await retries.give_up(message, f"target refused: {error}")
@@ -380,7 +396,7 @@ class Dispatcher:
         return False
 
     async def _post(
-        self, http: httpx.AsyncClient, endpoint: Endpoint, message: Message
+        self, http: GuardedClient, endpoint: Endpoint, message: Message
     ) -> tuple[str, int | None, str]:
         """POST the signed message: (outcome, HTTP status, error). Never raises."""
         try:
@@ -390,16 +406,16 @@ class Dispatcher:
             headers = sign(
                 endpoint.signing_secrets(int(now * 1000)), message.message_id, int(now), message.payload
             )
-            response = await http.post(endpoint.url, content=message.payload, headers=headers)
+            response = await http.post(endpoint.url, message.payload, headers)
         except UnsafeWebhookTarget as exc:
             return "refused", None, str(exc)
-        except (httpx.HTTPError, OSError) as exc:  # refused, reset, timeout, TLS, DNS, ...
+        except (aiohttp.ClientError, OSError) as exc:  # refused, reset, timeout, TLS, DNS, ...
             return "network_error", None, f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         except Exception as exc:  # whatever an endpoint or its URL does, never the dispatcher
             return "error", None, f"{type(exc).__name__}: {exc}"
         if response.is_success:
-            return "delivered", response.status_code, ""
-        return "http_error", response.status_code, "redirect not followed" if response.is_redirect else ""
+            return "delivered", response.status, ""
+        return "http_error", response.status, "redirect not followed" if response.is_redirect else ""
 
     async def _disable(self, endpoint_id: str, since_ms: int) -> None:
         """Disable an endpoint that has failed for ``webhook_disable_after_s``: a registry record
@@ -418,9 +434,10 @@ class Dispatcher:
             log.warning("could not disable endpoint %s: %r", endpoint_id, exc)
 
     def _append_log(self, entry: dict[str, Any]) -> None:
-        """One line, appended (a local file, a few hundred bytes: no need to leave the loop)."""
-        with Path(self.log_path).open("a") as fh:
-            fh.write(json.dumps(entry) + "\n")
+        """One line, appended to the open log (flushed before each commit and at stop)."""
+        if self._log_file is None:
+            self._log_file = Path(self.log_path).open("a", buffering=1 << 16)  # noqa: SIM115 - kept open
+        self._log_file.write(json.dumps(entry) + "\n")
 
     async def _record(
         self, endpoint: Endpoint, message: Message, outcome: str, status: int | None, error: str,
@@ -445,7 +462,8 @@ class Dispatcher:
         }
         self._append_log(entry)
         record = {
-            "event_id": str(uuid.uuid4()), "event_time": now_ms, "source": "dispatcher",
+            "event_id": str(uuid.UUID(int=_ids.getrandbits(128), version=4)), "event_time": now_ms,
+            "source": "dispatcher",
             "endpoint_id": endpoint.endpoint_id, "message_id": message.message_id,
             "event_type": message.event_type, "attempt": message.attempts, "outcome": outcome,
             "status": status, "duration_ms": float(duration_ms), "error": error[:2000], "url": url[:2048],
@@ -454,7 +472,7 @@ class Dispatcher:
         event = Event("WebhookAttempted", record)
         topic = self.topics.webhook_attempts
         value = self.intake.codec.encode(event, topic=topic, trusted=True)
-        await self._dead_letters().send(topic, value, key=event.key)
+        self._attempts().produce_raw(topic, event.key, value)
 
 
 def registration_key(key: bytes | None) -> str:

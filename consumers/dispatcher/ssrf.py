@@ -23,6 +23,7 @@ Example::
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from urllib.parse import urlparse, urlunparse
 
@@ -39,6 +40,7 @@ LOCAL_NAT64 = ipaddress.ip_network("64:ff9b:1::/48")
 MAX_URL_CHARS = 2048
 
 
+@functools.lru_cache(maxsize=4096)  # checked at each attempt: the answer for a URL never changes
 def check_url(url: str, allow_private: bool) -> tuple[str, int]:
     """Return (host, port) of an acceptable URL; raise :class:`UnsafeWebhookTarget` otherwise."""
     if not isinstance(url, str) or len(url) > MAX_URL_CHARS:
@@ -107,6 +109,7 @@ def carried_ipv4(ip: IPAddress) -> ipaddress.IPv4Address | None:
     return None
 
 
+@functools.lru_cache(maxsize=4096)
 def redact_url(url: str) -> str:
     """The URL without user, password and query values: what logs and delivery records show."""
     try:

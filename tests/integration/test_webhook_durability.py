@@ -213,6 +213,30 @@ def test_given_up_messages_are_dead_lettered_and_recovered_and_forged_retries_re
             "the test message", lambda: [p for p in receiver.delivered() if p["id"] == test_id], 60, roles
         )
         assert json.loads(test["body"])["type"] == "WebhookTest" and test["verified"]
+        # the same through the CLI (a client of the API)
+        import subprocess
+        import sys
+
+        from tests.integration.roles import environment
+
+        in_store = (
+            "SELECT uniqExact(message_id) FROM webhook_attempts "
+            f"WHERE outcome = 'delivered' AND message_id IN {tuple(ids)}"
+        )
+        wait_for(
+            "the recovered deliveries in ClickHouse", lambda: sql(settings, in_store)[0][0] == 3, 60, roles
+        )
+        commands = [
+            (["test", endpoint_id], "scheduled for"),
+            (["list"], "rate<=50/s"),
+            (["recover", endpoint_id, "--since", since], "0 message(s) scheduled"),
+        ]
+        for args, shown in commands:
+            command = [sys.executable, "-m", "oddstream", "webhook", *args]
+            done = subprocess.run(
+                command, env=environment(settings), capture_output=True, text=True, timeout=60
+            )
+            assert done.returncode == 0 and shown in done.stdout, done.stdout + done.stderr
         assert not any(b"evil" in p["body"] for p in receiver.posts)
 
         # garbage: refused with a reason, the API still serving

@@ -1,84 +1,15 @@
-"""Webhook targets: every address form judged by what it reaches, one resolution per
-connection (no DNS rebinding window), no proxies from the environment, no redirects.
-
-The network below the guard is httpcore's mock backend: this tier does no I/O."""
+"""Webhook targets: every address form judged by what it reaches; URLs and what delivery
+records show of them. The client's connections (one resolution, no proxies, no redirects)
+are tested against a loopback server in tests/integration/test_webhook_transport.py."""
 
 from __future__ import annotations
 
-from typing import Any
-
-import httpcore
 import pytest
 
 from consumers.dispatcher.ssrf import check_address, check_url, redact_url
-from consumers.dispatcher.transport import guarded_client
 from oddstream.errors import UnsafeWebhookTarget
 
 pytestmark = pytest.mark.pure
-NO_CONTENT = [b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n"]
-
-
-class Recording(httpcore.AsyncMockBackend):
-    """The mock network, remembering which address each connection went to."""
-
-    def __init__(self, buffer: list[bytes]) -> None:
-        super().__init__(buffer)
-        self.connected: list[tuple[str, int]] = []
-
-    async def connect_tcp(self, host: str, port: int, *args: Any, **kwargs: Any) -> Any:
-        self.connected.append((host, port))
-        return await super().connect_tcp(host, port, *args, **kwargs)
-
-
-class Rebinding:
-    """A resolver that answers a public address first and loopback after that."""
-
-    def __init__(self, *answers: list[str]) -> None:
-        self.answers = list(answers)
-        self.calls = 0
-
-    async def __call__(self, host: str, port: int) -> list[str]:
-        self.calls += 1
-        return self.answers[min(self.calls, len(self.answers)) - 1]
-
-
-async def test_the_connection_goes_to_the_address_that_was_checked() -> None:
-    resolver = Rebinding(["93.184.216.34"], ["127.0.0.1"])
-    network = Recording(NO_CONTENT)
-    async with guarded_client(5.0, allow_private=False, resolver=resolver, inner=network) as http:
-        response = await http.post("http://hooks.example.com:8080/x", content=b"{}")
-    assert response.status_code == 204
-    assert resolver.calls == 1  # resolved once, by the guard; the client never asks again
-    assert network.connected == [("93.184.216.34", 8080)]
-
-
-@pytest.mark.parametrize("answer", [["127.0.0.1"], ["93.184.216.34", "10.0.0.7"], ["::ffff:169.254.169.254"]])
-async def test_a_name_resolving_to_any_internal_address_is_refused_before_connecting(
-    answer: list[str],
-) -> None:
-    network = Recording(NO_CONTENT)
-    async with guarded_client(5.0, allow_private=False, resolver=Rebinding(answer), inner=network) as http:
-        with pytest.raises(UnsafeWebhookTarget):
-            await http.post("http://rebind.example.com/x", content=b"{}")
-    assert network.connected == []
-
-
-async def test_proxy_variables_in_the_environment_are_ignored(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
-        monkeypatch.setenv(name, "http://10.9.9.9:3128")
-    network = Recording(NO_CONTENT)
-    async with guarded_client(5.0, False, resolver=Rebinding(["93.184.216.34"]), inner=network) as http:
-        assert (await http.post("http://hooks.example.com/x", content=b"{}")).status_code == 204
-    assert network.connected == [("93.184.216.34", 80)]
-
-
-async def test_redirects_are_not_followed() -> None:
-    redirect = [b"HTTP/1.1 302 Found\r\nLocation: http://127.0.0.1/admin\r\nContent-Length: 0\r\n\r\n"]
-    network = Recording(redirect)
-    async with guarded_client(5.0, False, resolver=Rebinding(["93.184.216.34"]), inner=network) as http:
-        response = await http.post("http://hooks.example.com/x", content=b"{}")
-    assert response.status_code == 302 and response.is_redirect
-    assert network.connected == [("93.184.216.34", 80)]
 
 
 @pytest.mark.parametrize(

@@ -5,6 +5,8 @@ from __future__ import annotations
 import time
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from consumers.dispatcher.registry import EndpointRegistry
@@ -141,3 +143,13 @@ def test_during_a_rotation_both_secrets_verify_and_after_it_only_the_new_one() -
     Webhook(endpoint.secret).verify(body, after)
     with pytest.raises(WebhookVerificationError):
         Webhook(endpoint.previous_secret).verify(body, after)
+
+
+@given(st.binary(max_size=2000), st.text(min_size=1, max_size=40), st.integers(0, 2**33))
+def test_signatures_are_the_reference_librarys_byte_for_byte(body: bytes, message_id: str, ts: int) -> None:
+    from datetime import UTC, datetime
+
+    secret = endpoint_secret("master", "ep1")
+    body = body.decode("utf-8", errors="replace").encode()  # webhook bodies are JSON text
+    expected = Webhook(secret).sign(message_id, datetime.fromtimestamp(ts, UTC), body.decode())
+    assert sign([secret], message_id, ts, body)["webhook-signature"] == expected
