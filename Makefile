@@ -3,7 +3,7 @@ PYTHON ?= python3.11
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: run test install deps lint typecheck test-pure test-integration bench-core bench-kafka bench-worker bench-quality bench-sql bench-peers bench-latency bench-webhooks bench-gateway bench-soak clean
+.PHONY: run test install deps lint typecheck test-pure test-integration bench-core bench-kafka bench-worker bench-quality bench-sql bench-peers bench-latency bench-webhooks bench-gateway bench-soak bench-scaling clean
 
 run: install                 ## install, then run the whole stack with the simulator
 	$(BIN)/oddstream up
@@ -47,6 +47,9 @@ bench-worker: install      ## analytics worker events/s vs bare aiokafka+fastavr
 
 bench-quality: install     ## model and alert quality vs the simulator's ground truth, models' us/event (not a test)
 	$(BIN)/python -m benchmarks.quality
+
+bench-scaling: install     ## one and two worker processes on one backlog: speed-up, broker CPU share, rebalance pauses (not a test)
+	$(BIN)/python -m benchmarks.scaling
 
 bench-soak: install        ## 2M simulated events through the worker and store: RSS and snapshot sizes stay flat, windows exact (not a test)
 	$(BIN)/python -m benchmarks.soak

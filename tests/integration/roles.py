@@ -33,8 +33,9 @@ def environment(settings: Settings) -> dict[str, str]:
 
 
 class Role:
-    def __init__(self, settings: Settings, *args: str) -> None:
-        self.log = Path(settings.data_dir) / "logs" / f"{args[0]}.log"
+    def __init__(self, settings: Settings, *args: str, name: str = "") -> None:
+        """``python -m oddstream *args``, its output appended to logs/<name or args[0]>.log."""
+        self.log = Path(settings.data_dir) / "logs" / f"{name or args[0]}.log"
         self.log.parent.mkdir(parents=True, exist_ok=True)
         self.process = subprocess.Popen(
             [sys.executable, "-m", "oddstream", *args],
