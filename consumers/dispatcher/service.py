@@ -298,15 +298,18 @@ class Dispatcher:
 
     async def _fire_due(self, http: GuardedClient, lanes: Lanes) -> None:
         """Hand the retries that are due to their endpoints' lanes, every 100 ms."""
+        pruned = 0
         while True:
             now = _now_ms()
+            if now - pruned > 60_000:
+                self.book.prune(now)
+                pruned = now
             for pending in self.book.due(now):
                 lanes.submit(
                     pending.endpoint_id,
                     functools.partial(self.attempt, http, Message.waiting(pending), pending.key),
                     functools.partial(self.book.settled, pending.key),
                 )
-            self.book.prune(now)
             await asyncio.sleep(0.1)
 
     async def _commit(self, consumer: AIOKafkaConsumer, tracker: CommitTracker) -> None:
@@ -339,6 +342,9 @@ class Dispatcher:
             why = "endpoint removed" if endpoint is None else f"endpoint disabled {endpoint.disabled_reason}"
             await retries.give_up(message, why.strip())
             return False
+        if endpoint.endpoint_id in self._disabled:  # enabled again since: its failures start afresh
+            self._disabled.discard(endpoint.endpoint_id)
+            self._failing_since.pop(endpoint.endpoint_id, None)
         breaker = self._breakers.setdefault(
             endpoint.endpoint_id,
             Breaker(self.settings.webhook_breaker_failures, self.settings.webhook_breaker_open_s),
@@ -377,9 +383,11 @@ class Dispatcher:
             await retries.give_up(message, f"target refused: {error}")
             return False
         breaker.failure(now)
-        since = self._failing_since.setdefault(
-            endpoint.endpoint_id, self.book.failing_since(endpoint.endpoint_id) or now
-        )
+        since = self._failing_since.get(endpoint.endpoint_id)
+        if since is None:  # the first failure seen here: the waiting messages may remember an earlier one
+            since = self._failing_since[endpoint.endpoint_id] = (
+                self.book.failing_since(endpoint.endpoint_id) or now
+            )
         due = self.schedule.next_attempt_ms(message.attempts, now)
         if now - since >= self.settings.webhook_disable_after_s * 1000:
             await self._record(endpoint, message, outcome, status, error, started)
