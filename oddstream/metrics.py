@@ -40,6 +40,9 @@ SNAPSHOTS_REFUSED = Counter(
     "Partition snapshots not read (forged, outdated or unreadable); each partition was rebuilt from the log",
     ["kind"],
 )
+SNAPSHOTS_WRITTEN = Counter(
+    "oddstream_worker_snapshots_written_total", "Partition snapshots written to the changelog"
+)
 SNAPSHOT_PAUSE = Histogram(
     "oddstream_worker_snapshot_pause_seconds",
     "Time the event loop spends taking one partition snapshot (the rest is sealed in a thread)",

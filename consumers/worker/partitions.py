@@ -47,7 +47,7 @@ from consumers.worker.snapshots import (
     seal,
 )
 from oddstream.kafka.registry import learn_schema_ids
-from oddstream.metrics import HALTED_PARTITIONS, SNAPSHOT_PAUSE, SNAPSHOTS_REFUSED
+from oddstream.metrics import HALTED_PARTITIONS, SNAPSHOT_PAUSE, SNAPSHOTS_REFUSED, SNAPSHOTS_WRITTEN
 from oddstream.settings import Settings
 from schemas.codec import CONFLUENT_MAGIC, Codec
 from schemas.intake import Headers, Intake
@@ -453,6 +453,7 @@ class SourceAnalytics:
             await self.table.send_changelog(partition, chunk_key, chunk)
         self.table.data[key] = sealed.manifest
         await self.table.send_changelog(partition, key, sealed.manifest)
+        SNAPSHOTS_WRITTEN.inc()
         written = [k for k, _ in sealed.chunks]
         self._delete_chunks(partition, [k for k in self._chunks.get(partition, []) if k not in written])
         self._chunks[partition] = written

@@ -27,10 +27,16 @@ from tests.integration.roles import RestartingRole, Role, wait_for
 from tests.integration.test_cluster import spaced_ports
 from tests.integration.test_dispatcher_edges import FlakyReceiver
 from tests.integration.test_exactness import analytics_settings, check_exact, run_replay
+from tests.integration.test_skeleton import metric
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e, pytest.mark.timeout(1200)]
 EVENTS = 100_000
 DOWN_S = 60.0
+
+
+def snapshots_written(settings: Settings) -> float:
+    text = httpx.get(f"http://127.0.0.1:{settings.worker_metrics_port}/metrics", timeout=10).text
+    return metric(text, "oddstream_worker_snapshots_written_total")
 
 
 def test_losing_one_broker_at_a_time_under_the_whole_stack_loses_nothing(
@@ -43,7 +49,7 @@ def test_losing_one_broker_at_a_time_under_the_whole_stack_loses_nothing(
             "kafka_bootstrap_servers": cluster.bootstrap,
             "topic_replication": 3,
             "simulator_rate": 1_000.0,
-            "worker_metrics_port": 0,
+            "worker_metrics_port": free_port(),
             "gateway_port": free_port(),
         }
     )
@@ -73,9 +79,12 @@ def test_losing_one_broker_at_a_time_under_the_whole_stack_loses_nothing(
         producer.start()
         for node in (cluster.nodes[1], cluster.nodes[2]):
             time.sleep(5)
-            node.kill()  # SIGKILL: a machine lost, mid-stream
+            written = snapshots_written(settings)
+            node.kill()  # SIGKILL: a machine lost, mid-stream (it leads about a third of the partitions)
             time.sleep(DOWN_S)
             assert all(role.alive() for role in roles), [r.log.stem for r in roles if not r.alive()]
+            # the worker went on writing snapshots while the partitions' leaders moved
+            assert snapshots_written(settings) > written
             node.launch()
             node.wait_healthy(120)
             cluster.wait_brokers(3, 120)
@@ -95,6 +104,7 @@ def test_losing_one_broker_at_a_time_under_the_whole_stack_loses_nothing(
         health = httpx.get(f"http://{settings.gateway_host}:{settings.gateway_port}/healthz", timeout=10)
         assert health.status_code == 200, health.text
         assert all(role.alive() for role in roles)
+        assert "HALTED" not in roles[1].log.read_text(errors="replace")  # every output acknowledged
         print(f"\nwebhooks delivered through the losses: {delivered}")
     finally:
         for role in reversed(roles):
