@@ -15,7 +15,6 @@ table, from where ``recover`` sends them again.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 import uuid
@@ -97,7 +96,7 @@ class RetryTopic:
 
     # -- reading -------------------------------------------------------------------------
 
-    async def follow(self, ready: asyncio.Event) -> None:
+    async def follow(self) -> None:
         consumer = AIOKafkaConsumer(
             bootstrap_servers=self.settings.bootstrap,
             group_id=f"{self.settings.topic_prefix}dispatcher-retries",
@@ -119,8 +118,6 @@ class RetryTopic:
                     if await consumer.position(tp) >= end:
                         del self._loading[tp]
                         self.book.loaded(tp.partition)
-                if consumer.assignment() and not self._loading:
-                    ready.set()
         finally:
             await consumer.stop()
 
@@ -150,7 +147,10 @@ class RetryTopic:
                     "retry record not signed with this deployment's master secret (refused: nothing "
                     "is delivered from it)"
                 )
-            key = (m.key or b"").decode()
+            try:
+                key = (m.key or b"").decode()
+            except UnicodeDecodeError:
+                raise MalformedRecord(f"retry record key is not UTF-8: {(m.key or b'')[:32]!r}") from None
             if m.value is None:
                 self.book.apply(key, m.partition, None, m.timestamp)
                 return

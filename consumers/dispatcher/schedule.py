@@ -73,6 +73,11 @@ class Breaker:
     def success(self) -> None:
         self._in_a_row, self._probing = 0, False
 
+    def release(self) -> None:
+        """An attempt that says nothing of the endpoint's health (its target was refused) ended:
+        a probe it was lets the next one through."""
+        self._probing = False
+
     def failure(self, now_ms: int) -> None:
         self._in_a_row += 1
         self._probing = False

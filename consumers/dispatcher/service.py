@@ -26,6 +26,7 @@ from typing import Any, TextIO
 
 import aiohttp
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import KafkaError
 
 from consumers.dispatcher.endpoints import set_active
 from consumers.dispatcher.lanes import CommitTracker, Lanes
@@ -87,6 +88,7 @@ class Dispatcher:
         self._failing_since: dict[str, int] = {}  # endpoint -> start of its current run of failures
         self._disabled: set[str] = set()
         self._log_file: TextIO | None = None
+        self._fatal: BaseException | None = None
         self._attempts_out: EventProducer | None = None  # attempt records (librdkafka: the hot path)
 
     async def follow_registry(self, caught_up: asyncio.Event) -> None:
@@ -210,7 +212,7 @@ class Dispatcher:
             raise RuntimeError("the webhook registry reader stopped")
         registry_task.add_done_callback(_crash_on_failure)
         self._retry_topic = RetryTopic(self.settings, self.intake, self._dead_letters, self.book)
-        retries_task = asyncio.create_task(self._retry_topic.follow(asyncio.Event()))
+        retries_task = asyncio.create_task(self._retry_topic.follow())
         retries_task.add_done_callback(_crash_on_failure)
         consumer = AIOKafkaConsumer(
             self.topics.odds_window_1m,
@@ -292,7 +294,7 @@ class Dispatcher:
             message = Message(endpoint.endpoint_id, message_id, event.type, body)
             lanes.submit(
                 endpoint.endpoint_id,
-                functools.partial(self.attempt, http, message),
+                functools.partial(self._job, http, message),
                 functools.partial(tracker.done, tp, m.offset),
             )
 
@@ -307,7 +309,7 @@ class Dispatcher:
             for pending in self.book.due(now):
                 lanes.submit(
                     pending.endpoint_id,
-                    functools.partial(self.attempt, http, Message.waiting(pending), pending.key),
+                    functools.partial(self._job, http, Message.waiting(pending), pending.key),
                     functools.partial(self.book.settled, pending.key),
                 )
             await asyncio.sleep(0.1)
@@ -318,6 +320,12 @@ class Dispatcher:
         committed were acknowledged."""
         if self._log_file is not None:
             self._log_file.flush()
+        if (
+            self._fatal is not None
+        ):  # checked with no await before committable(): nothing past it is committed
+            raise RuntimeError(
+                "the retry schedule could not be written; stopping uncommitted"
+            ) from self._fatal
         assigned = consumer.assignment()
         tracker.forget({tp for tp in tracker.committable_partitions() if tp not in assigned})
         offsets = {tp: offset for tp, offset in tracker.committable().items() if tp in assigned}
@@ -330,6 +338,17 @@ class Dispatcher:
             await consumer.commit(offsets)
         except Exception as exc:  # a rebalance meanwhile: the next owner delivers from its commit
             log.warning("commit of %s failed: %r", offsets, exc)
+
+    async def _job(self, http: GuardedClient, message: Message, book_key: str | None = None) -> None:
+        """A lane's job: one attempt. Kafka failing a write of the schedule (a retry, a dead
+        letter, a tombstone) is fatal: the role stops before committing past the message (see
+        :meth:`_commit`) and its restart delivers it again, rather than lose it."""
+        try:
+            await self.attempt(http, message, book_key)
+        except (KafkaError, OSError) as exc:
+            log.critical("writing the retry schedule failed for %s: %r", message.key, exc)
+            self._fatal = exc
+            raise
 
     async def attempt(self, http: GuardedClient, message: Message, book_key: str | None = None) -> bool:
         """One attempt of ``message``, unless its endpoint's circuit is open (then it waits, no
@@ -379,6 +398,7 @@ class Dispatcher:
         line = f"{message.attempts} {_iso(now)} {outcome} {status or ''} {error[:200]}"
         message.outcomes.append(line.rstrip())
         if outcome == "refused":
+            breaker.release()
             await self._record(endpoint, message, outcome, status, error, started)
             await retries.give_up(message, f"target refused: {error}")
             return False

@@ -89,3 +89,32 @@ async def test_a_job_that_raises_still_ends_and_its_lane_goes_on() -> None:
     await asyncio.sleep(0.05)
     assert ended == [1, 2]
     await lanes.close()
+
+
+async def test_a_failed_write_of_the_retry_schedule_stops_the_dispatcher_before_any_commit(
+    tmp_path: object,
+) -> None:
+    """A first attempt failed and its retry could not be written to Kafka: the record must
+    not be committed past (its redelivery after the restart is the retry)."""
+    from pathlib import Path
+
+    from consumers.dispatcher.service import Dispatcher
+    from oddstream.settings import Settings
+
+    committed: list[object] = []
+
+    class Consumer:  # only what _commit asks of aiokafka's consumer
+        def assignment(self) -> set[str]:
+            return {"p0"}
+
+        async def commit(self, offsets: object) -> None:
+            committed.append(offsets)
+
+    dispatcher = Dispatcher(Settings(data_dir=Path(str(tmp_path))))
+    tracker = CommitTracker()
+    tracker.add("p0", 5, 1)
+    tracker.done("p0", 5)  # the lane ends the job whatever happened to it
+    dispatcher._fatal = OSError("the broker did not acknowledge the retry")
+    with pytest.raises(RuntimeError, match="retry schedule could not be written"):
+        await dispatcher._commit(Consumer(), tracker)
+    assert committed == []

@@ -146,3 +146,11 @@ def test_failing_since_is_the_earliest_a_waiting_message_remembers() -> None:
 def test_an_endpoints_messages_always_go_to_one_partition(endpoint_id: str, partitions: int) -> None:
     assert 0 <= retry_partition(endpoint_id, partitions) < partitions
     assert retry_partition(endpoint_id, partitions) == retry_partition(endpoint_id, partitions)
+
+
+def test_a_probe_whose_target_was_refused_lets_the_next_probe_through() -> None:
+    breaker = Breaker(failures=1, open_s=1)
+    breaker.failure(0)
+    assert breaker.allows(1_000)  # the probe
+    breaker.release()  # refused: says nothing of the endpoint's health
+    assert breaker.allows(1_001) and breaker.is_open  # another probe may go, the circuit stays open
