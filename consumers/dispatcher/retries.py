@@ -129,7 +129,8 @@ class RetryTopic:
             self.owned.add(tp.partition)
             self.book.load(tp.partition)
             self._loading[tp] = ends[tp]
-        consumer.seek_to_beginning(*tps)
+        for tp in tps:  # from the start, also when a rebalance gives back a partition it had
+            consumer.seek(tp, 0)  # (below a compacted log's start: reset to the earliest)
         log.info("retries partitions %s assigned: reading them whole", sorted(tp.partition for tp in tps))
 
     def revoked(self, tps: set[TopicPartition]) -> None:
