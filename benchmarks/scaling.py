@@ -200,7 +200,7 @@ def pauses(settings: Settings, work: Path, joins: int) -> list[float]:
             for later in lines[n + 1 :]:
                 if "Revoking previously assigned partitions" in later:
                     break
-                taken = STAMP.match(later) or re.match(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})", later)
+                taken = STAMP.match(later)
                 if taken and ("restored snapshot" in later or "no snapshot" in later):
                     back = _when(taken.group(1))
             out.append(back - revoked)

@@ -15,6 +15,8 @@ Example::
 
 from __future__ import annotations
 
+import asyncio
+import time
 from types import TracebackType
 from typing import Any
 
@@ -112,9 +114,6 @@ class EventProducer:
     async def acknowledged(self, timeout_s: float = 30.0) -> None:
         """:meth:`flush` for an event loop: poll without blocking it until every queued record
         was acknowledged; raise :class:`DeliveryFailed` as flush does."""
-        import asyncio
-        import time
-
         deadline = time.monotonic() + timeout_s
         while (remaining := self._producer.flush(0)) and time.monotonic() < deadline:  # noqa: ASYNC110 - librdkafka has no awaitable
             await asyncio.sleep(0.005)

@@ -14,11 +14,11 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from consumers.dispatcher.schedule import pending_key, retry_partition
+from consumers.dispatcher.retries import Message
+from consumers.dispatcher.schedule import retry_partition
 from consumers.dispatcher.signing import RETRY_SIGNATURE, retry_signature
 from oddstream.producer import EventProducer
 from oddstream.settings import Settings
-from schemas.catalog import Event
 from schemas.topics import Topics
 
 TEST_EVENT_TYPE = "WebhookTest"
@@ -50,14 +50,11 @@ def schedule_now(settings: Settings, replays: list[Replay]) -> None:
     with EventProducer(settings) as producer:
         partitions = producer.partitions(topic)
         for replay in replays:
-            record = {
-                "event_id": str(uuid.uuid4()), "event_time": now, "source": "api",
-                "endpoint_id": replay.endpoint_id, "message_id": replay.message_id,
-                "event_type": replay.event_type, "payload": replay.payload, "attempts": 0,
-                "first_attempt": None, "outcomes": [], "next_attempt": now, "endpoint_failing_since": None,
-            }  # fmt: skip
-            value = producer.codec.encode(Event("WebhookMessagePending", record), topic=topic, trusted=True)
-            key = pending_key(replay.endpoint_id, replay.message_id).encode()
+            message = Message(
+                replay.endpoint_id, replay.message_id, replay.event_type, replay.payload.encode()
+            )
+            value = producer.codec.encode(message.pending(now, "api", now, None), topic=topic, trusted=True)
+            key = message.key.encode()
             producer.produce_raw(
                 topic,
                 key,

@@ -66,6 +66,15 @@ class Message:
             outcomes=list(r["outcomes"]), on_topic=True,
         )  # fmt: skip
 
+    def pending(self, now_ms: int, source: str, due_ms: int, failing_since_ms: int | None) -> Event:
+        """The WebhookMessagePending that schedules its next attempt at ``due_ms``."""
+        record = {
+            **self.fields(now_ms, source),
+            "next_attempt": due_ms,
+            "endpoint_failing_since": failing_since_ms,
+        }
+        return Event("WebhookMessagePending", record)
+
     def fields(self, now_ms: int, source: str) -> dict[str, Any]:
         """The fields WebhookMessagePending and WebhookMessageFailed share."""
         return {
@@ -178,11 +187,9 @@ class RetryTopic:
     async def schedule(self, message: Message, due_ms: int, failing_since_ms: int | None) -> None:
         """The message waits for an attempt at ``due_ms`` (acknowledged when this returns)."""
         now = _now_ms()
-        fields = message.fields(now, "dispatcher")
-        record = {**fields, "next_attempt": due_ms, "endpoint_failing_since": failing_since_ms}
-        event = Event("WebhookMessagePending", record)
+        event = message.pending(now, "dispatcher", due_ms, failing_since_ms)
         value = self.intake.codec.encode(event, topic=self.topic, trusted=True)
-        await self._write(message, value, now, record)
+        await self._write(message, value, now, event.record)
         message.on_topic = True
 
     async def resolve(self, message: Message) -> None:

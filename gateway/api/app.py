@@ -244,7 +244,12 @@ class Api:
         return web.json_response(_shown(endpoint_id, record))
 
     async def delete_endpoint(self, request: web.Request) -> web.Response:
-        return await self._on_endpoint(request, remove_endpoint)
+        endpoint_id = request.match_info["endpoint_id"]
+        try:
+            await asyncio.to_thread(remove_endpoint, self.settings, endpoint_id)
+        except ConfigError as exc:
+            return error(404, str(exc))
+        return web.json_response({"endpoint_id": endpoint_id, "deleted": True})
 
     async def rotate_endpoint(self, request: web.Request) -> web.Response:
         body = await self._json(request, empty_ok=True)
@@ -261,16 +266,6 @@ class Api:
         return web.json_response(
             {"endpoint_id": endpoint_id, "secret": secret, "previous_valid_hours": hours}
         )
-
-    async def _on_endpoint(
-        self, request: web.Request, change: Callable[..., None], *args: Any
-    ) -> web.Response:
-        endpoint_id = request.match_info["endpoint_id"]
-        try:
-            await asyncio.to_thread(change, self.settings, endpoint_id, *args)
-        except ConfigError as exc:
-            return error(404, str(exc))
-        return web.json_response({"endpoint_id": endpoint_id, "deleted": True})
 
     async def endpoint_attempts(self, request: web.Request) -> web.Response:
         """The endpoint's delivery attempts, newest first, from ClickHouse (``webhook_attempts``)."""

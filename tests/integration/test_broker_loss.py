@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
+from consumers.dispatcher.endpoints import register_endpoint
 from infra.broker import LocalCluster, free_port
 from oddstream.kafka.admin import ensure_topics
 from oddstream.settings import Settings
@@ -55,8 +56,6 @@ def test_losing_one_broker_at_a_time_under_the_whole_stack_loses_nothing(
     )
     ensure_topics(settings)
     topics = Topics(settings.topic_prefix)
-    from consumers.dispatcher.endpoints import register_endpoint
-
     receiver = FlakyReceiver(0, 0)
     register_endpoint(settings, receiver.url, ["OddsWindowUpdated"], endpoint_id="ep_through")
     roles: list[Role] = []
