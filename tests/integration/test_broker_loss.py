@@ -18,14 +18,14 @@ import httpx
 import pytest
 
 from consumers.dispatcher.endpoints import register_endpoint
-from infra.broker import LocalCluster, free_port
+from infra.broker import free_port
 from oddstream.kafka.admin import ensure_topics
 from oddstream.settings import Settings
 from oddstream.simulator.run import run_simulation
 from schemas.topics import SOURCE_TOPICS, Topics
 from tests.integration.kafka_read import read_all
 from tests.integration.roles import RestartingRole, Role, wait_for
-from tests.integration.test_cluster import spaced_ports
+from tests.integration.test_cluster import started_cluster
 from tests.integration.test_dispatcher_edges import FlakyReceiver
 from tests.integration.test_exactness import analytics_settings, check_exact, run_replay
 from tests.integration.test_skeleton import metric
@@ -43,8 +43,7 @@ def snapshots_written(settings: Settings) -> float:
 def test_losing_one_broker_at_a_time_under_the_whole_stack_loses_nothing(
     settings: Settings, tmp_path: Path
 ) -> None:
-    cluster = LocalCluster(tmp_path / "cluster", spaced_ports(3))
-    cluster.start()  # fails loudly (never skips) if it cannot
+    cluster = started_cluster(tmp_path / "cluster")  # fails loudly (never skips) if it cannot
     settings = analytics_settings(settings).model_copy(
         update={
             "kafka_bootstrap_servers": cluster.bootstrap,

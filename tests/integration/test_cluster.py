@@ -4,6 +4,7 @@ record through a node killed with SIGKILL, refuse to acknowledge what only one n
 
 from __future__ import annotations
 
+import socket
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,7 +14,7 @@ import pytest
 from confluent_kafka.admin import AdminClient
 
 from infra.broker import LocalCluster, free_port
-from oddstream.errors import DeliveryFailed
+from oddstream.errors import BrokerError, DeliveryFailed
 from oddstream.kafka.admin import ensure_topics
 from oddstream.producer import EventProducer
 from oddstream.settings import Settings
@@ -24,19 +25,46 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
 
 def spaced_ports(count: int) -> list[int]:
-    """Free client ports whose next port (each node's controller) is not another's."""
+    """Free client ports whose next port (each node's controller) is free too and not another's."""
     ports: list[int] = []
     while len(ports) < count:
         port = free_port()
-        if all(abs(port - other) > 1 for other in ports):
+        if all(abs(port - other) > 1 for other in ports) and bindable(port + 1):
             ports.append(port)
     return ports
 
 
+def bindable(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def started_cluster(data_dir: Path, attempts: int = 3) -> LocalCluster:
+    """A three-node cluster on free ports; started again on other ports if one was taken in
+    the moment between choosing and binding it (any other failure is raised at once)."""
+    for attempt in range(1, attempts + 1):
+        cluster = LocalCluster(data_dir / f"try-{attempt}", spaced_ports(3))
+        try:
+            cluster.start()  # fails loudly (never skips) if it cannot
+            return cluster
+        except BrokerError:
+            logs = "".join(
+                (n.data_dir / "logs" / "server.log").read_text(errors="replace")
+                for n in cluster.nodes
+                if (n.data_dir / "logs" / "server.log").exists()
+            )
+            if "Address already in use" not in logs or attempt == attempts:
+                raise
+    raise AssertionError("unreachable")
+
+
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[LocalCluster]:
-    cluster = LocalCluster(tmp_path / "cluster", spaced_ports(3))
-    cluster.start()  # fails loudly (never skips) if it cannot
+    cluster = started_cluster(tmp_path / "cluster")
     try:
         yield cluster
     finally:
