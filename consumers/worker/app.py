@@ -79,6 +79,11 @@ def create_app(settings: Settings) -> faust.App:
         for source in analytics:
             source.forget({tp.partition for tp in revoked if tp.topic == source.topic})
 
+    def on_assigned(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        assigned = args[0] if args else kwargs.get("assigned", set())
+        for source in analytics:
+            source.retain({tp.partition for tp in assigned if tp.topic == source.topic})
+
     async def watch_for_stalls() -> None:
         """A partition with records waiting and no progress for worker_stall_timeout_s: say where
         every task is waiting, then exit, so the supervisor restarts the worker (recovery is
@@ -107,6 +112,7 @@ def create_app(settings: Settings) -> faust.App:
     app.timer(interval=5.0)(watch_for_stalls)
     app.timer(interval=5.0)(release_held_commits)
     app.on_partitions_revoked.connect(on_revoked)
+    app.on_partitions_assigned.connect(on_assigned)
 
     app.analytics = analytics  # type: ignore[attr-defined]
     return app

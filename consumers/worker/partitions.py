@@ -120,6 +120,7 @@ class SourceAnalytics:
         self._held: dict[int, tuple[int | None, float]] = {}  # partition -> (commit, since when)
         self.commits_released = 0
         self._ends: dict[int, int] = {}  # partition -> its end offset when it was assigned
+        self._assignment = 0  # changes with every revocation and assignment
         self._offsets_reader: AIOKafkaConsumer | None = None
         self._secret = settings.worker_state_key.get_secret_value().encode()
         self._chunks: dict[int, list[bytes]] = {}  # partition -> chunk keys of its last snapshot
@@ -197,6 +198,8 @@ class SourceAnalytics:
         offset is folded and its outputs were sent (the commit flushes the producer first),
         which is all Faust's own commit promises; recovery never depends on the commit
         anyway (the snapshot plus the log, docs/design/state-and-recovery.md)."""
+        if self.app.rebalancing:
+            return  # the partitions in hand may be leaving; the next look after it commits
         consumer = self.app.consumer
         now = time.monotonic()
         partitions = [p for p, proc in self.processors.items() if p not in self.halted and proc.offset >= 0]
@@ -240,6 +243,8 @@ class SourceAnalytics:
 
     async def publish_due_currents(self) -> None:
         """The throttle's trailing edge: send updates that were held back and are due now."""
+        if self.app.rebalancing:
+            return  # the new owner of a partition that leaves sends them
         for partition, processor in list(self.processors.items()):
             if partition in self.halted or not processor.has_pending_currents:
                 continue
@@ -253,8 +258,12 @@ class SourceAnalytics:
         A partition is quiet only when it is caught up (nothing left to read) *and* has had
         no record for the idle timeout: a partition waiting behind a backlog (catching up
         after a restart, or starved by busier ones) is not quiet, so catching up never
-        closes windows early."""
+        closes windows early. Nothing happens while a rebalance runs: the partitions in hand
+        may be leaving, and the snapshots of those arriving are not recovered yet."""
+        if self.app.rebalancing:
+            return
         await self._adopt_assigned()
+        await self._learn_ends()
         for partition, processor in list(self.processors.items()):
             if partition in self.halted:
                 continue
@@ -282,15 +291,15 @@ class SourceAnalytics:
         delivers nothing at all, so the agent would never restore it and its windows would
         never close. Records at or above the committed offset are Faust's to deliver; a
         record read twice is skipped by its offset."""
-        try:
-            assigned = {tp.partition for tp in self.app.consumer.assignment() if tp.topic == self.topic}
-        except Exception:  # not started yet
-            return
+        assigned = self._assigned()
         new = sorted(assigned - self._adopted)
         if not new:
             return
+        assignment = self._assignment
         committed, ends = await self._committed(new)
         for partition in new:
+            if self.app.rebalancing or self._assignment != assignment:
+                return  # a rebalance began meanwhile: its assignment decides (see retain)
             self._adopted.add(partition)
             self._ends[partition] = ends.get(partition, 0)
             end = committed.get(partition)
@@ -305,9 +314,50 @@ class SourceAnalytics:
                     except PartitionHalted:
                         pass
 
+    def _assigned(self) -> set[int]:
+        """This topic's partitions in the consumer's assignment now (none before it started)."""
+        try:
+            return {tp.partition for tp in self.app.consumer.assignment() if tp.topic == self.topic}
+        except Exception:  # not started yet
+            return set()
+
+    async def _learn_ends(self) -> None:
+        """End offsets, from the broker, of partitions Faust has not fetched since they were
+        assigned (no highwater yet): without them such a partition never counts as caught up
+        and its last windows would never close. Seen after restarts: a partition committed to
+        its end that Faust did not fetch."""
+        unknown = [p for p in self.processors if p not in self.halted and self._highwater(p) is None]
+        if not unknown:
+            return
+        try:
+            ends = await self._end_offsets(unknown)
+        except Exception as exc:  # the next look asks again
+            log.warning("%s: could not read end offsets: %r", self.topic, exc)
+            return
+        self._ends.update({p: end for p, end in ends.items() if p in self.processors})
+
     async def _committed(self, partitions: list[int]) -> tuple[dict[int, int | None], dict[int, int]]:
-        """The group's committed offsets of ``partitions`` on the broker, and their end offsets
-        now, read by a consumer of this worker's that never joins the group."""
+        """The group's committed offsets of ``partitions`` on the broker, and their end offsets now."""
+        reader = await self._reader()
+        try:
+            tps = [TopicPartition(self.topic, p) for p in partitions]
+            committed = {tp.partition: await reader.committed(tp) for tp in tps}
+            return committed, await self._end_offsets(partitions)
+        except Exception:
+            await self._drop_reader()
+            raise
+
+    async def _end_offsets(self, partitions: list[int]) -> dict[int, int]:
+        reader = await self._reader()
+        try:
+            tps = [TopicPartition(self.topic, p) for p in partitions]
+            return {tp.partition: int(end) for tp, end in (await reader.end_offsets(tps)).items()}
+        except Exception:
+            await self._drop_reader()
+            raise
+
+    async def _reader(self) -> AIOKafkaConsumer:
+        """A consumer of this worker's that reads offsets and never joins the group."""
         if self._offsets_reader is None:
             reader = AIOKafkaConsumer(
                 bootstrap_servers=self.settings.bootstrap,
@@ -316,16 +366,12 @@ class SourceAnalytics:
             )
             await reader.start()  # no subscription: it never joins the group
             self._offsets_reader = reader
-        reader = self._offsets_reader
-        try:
-            tps = [TopicPartition(self.topic, p) for p in partitions]
-            committed = {tp.partition: await reader.committed(tp) for tp in tps}
-            ends = {tp.partition: int(end) for tp, end in (await reader.end_offsets(tps)).items()}
-            return committed, ends
-        except Exception:
-            self._offsets_reader = None  # a fresh one next time
+        return self._offsets_reader
+
+    async def _drop_reader(self) -> None:
+        reader, self._offsets_reader = self._offsets_reader, None  # a fresh one next time
+        if reader is not None:
             await reader.stop()
-            raise
 
     def _processor(self, partition: int) -> PartitionProcessor:
         processor = self.processors.get(partition)
@@ -351,6 +397,8 @@ class SourceAnalytics:
 
     def _caught_up(self, partition: int, processor: PartitionProcessor) -> bool:
         highwater = self._highwater(partition)
+        if highwater is None:
+            highwater = self._ends.get(partition)  # not fetched since assigned: the broker's end
         return highwater is not None and processor.offset + 1 >= highwater
 
     def stalled(self, timeout_s: float) -> list[str]:
@@ -377,8 +425,23 @@ class SourceAnalytics:
                 )
         return found
 
+    def retain(self, assigned: set[int]) -> None:
+        """A new assignment: forget every partition outside it, whatever kept it in hand.
+
+        Faust's revocation names only the partitions of the previous assignment; a processor
+        taken up around a rebalance (restored for a partition the consumer was about to give
+        away) would otherwise outlive it, write stale snapshots over the new owner's, and be
+        taken for the partition's state when the partition came back (seen in CI: windows of
+        a partition that came back never closed)."""
+        self._assignment += 1
+        stray = (set(self.processors) | self._adopted) - assigned
+        if stray:
+            log.warning("%s: forgetting partitions %s: not assigned here", self.topic, sorted(stray))
+        self.forget(stray)
+
     def forget(self, partitions: set[int]) -> None:
         """Partitions revoked: their state lives on in the changelog for the next owner."""
+        self._assignment += 1
         for partition in partitions:
             self.processors.pop(partition, None)
             self._checkpointed.pop(partition, None)

@@ -26,6 +26,7 @@ class FakeConsumer:
 class FakeApp:
     def __init__(self) -> None:
         self.consumer = FakeConsumer()
+        self.rebalancing = False
 
 
 def test_a_partition_with_records_waiting_and_no_progress_is_stalled(monkeypatch: pytest.MonkeyPatch) -> None:
