@@ -301,20 +301,18 @@ class Detectors:
         return self._observe(signals, event_ms)
 
     def on_heartbeat(self, service: str, event_ms: int) -> list[AlertEvent]:
+        """A heartbeat: the gap it ends is an alert (fired now if the silence did not fire it
+        already, so a replay records it too), and the service is back: the alert resolves."""
         previous = self.heartbeats.get(service)
         self.heartbeats[service] = max(previous or event_ms, event_ms)
         signals = []
         if previous is not None and event_ms - previous >= self.config.heartbeat_gap_ms:
             gap = float(event_ms - previous)
+            summary = f"no heartbeat for {gap / 1000:.0f} s"
+            labels = {"service": service}
+            signals.append(Signal("heartbeat_gap", labels, "critical", gap, event_ms, summary=summary))
             signals.append(
-                Signal(
-                    "heartbeat_gap",
-                    {"service": service},
-                    "critical",
-                    gap,
-                    event_ms,
-                    summary=f"no heartbeat for {gap / 1000:.0f} s",
-                )
+                Signal("heartbeat_gap", labels, "critical", gap, event_ms, False, "heartbeats resumed")
             )
         return self._observe(signals, event_ms)
 
