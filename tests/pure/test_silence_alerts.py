@@ -80,3 +80,28 @@ def test_a_heartbeat_that_ends_a_gap_records_the_alert_in_a_replay_too() -> None
         ("heartbeat_gap", "resolved", T0 + GAP + 5_000),
     ]
     assert d.on_heartbeat("wallet", T0 + GAP + 6_000) == []
+
+
+def test_an_alert_nothing_confirms_resolves_on_a_silent_partition() -> None:
+    """A latency spike fires; then the partition goes silent: the alert resolves after its
+    resolve time on the idle clock instead of firing for as long as the silence lasts."""
+    p = PartitionProcessor(CONFIG, partition=1)
+    resolve_after = Detectors().config.resolve_after_ms
+
+    def call(n: int, latency: float) -> list[Emission]:
+        record = {
+            "event_id": f"c{n}", "event_time": T0 + n * 100, "source": "t", "service": "api",
+            "route": "/v1/bets", "method": "GET", "status": 200, "latency_ms": latency,
+        }  # fmt: skip
+        return p.process(n, "ApiCallRecorded", record, WALL0 + n * 100).emissions
+
+    for n in range(200):
+        assert alerts(call(n, 20.0 + n % 7)) == []
+    assert alerts(call(200, 5_000.0)) == [
+        ("latency_spike", "firing", {"service": "api", "route": "/v1/bets"})
+    ]
+    last_wall = WALL0 + 200 * 100
+    quiet = [e for wall in range(last_wall, last_wall + resolve_after, 1_000) for e in p.on_idle(wall)]
+    assert alerts(quiet) == []
+    resolved = p.on_idle(last_wall + resolve_after)
+    assert alerts(resolved) == [("latency_spike", "resolved", {"service": "api", "route": "/v1/bets"})]
