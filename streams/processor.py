@@ -318,23 +318,8 @@ class PartitionProcessor:
         self.offset = max(self.offset, offset)
 
     def on_idle(self, wall_ms: int) -> list[Emission]:
-        """Finals of windows a quiet partition's watermark has passed (see WindowEngine.on_idle),
-        and what its silence means for the alerts.
-
-        Once the partition has had no record for ``idle_timeout_ms`` of wall-clock time, the
-        detectors' event clock follows the wall clock from the newest event time (as the
-        windows' idle mark does): a service whose heartbeats stopped, with nothing else on
-        its partition, gets its ``heartbeat_gap`` alert, and alerts nothing confirms any
-        more resolve. Those alerts depend on the wall clock, so a replay (which reads the
-        log, not the clock) does not raise them; it sees the gap at the heartbeat that ends it."""
-        out = [self._final(kind, r) for kind, e in self.engines.items() for r in e.on_idle(wall_ms)]
-        if self.insights and self.detectors is not None and self.clock_ms > 0:
-            arrivals = [e.last_arrival_ms for e in self.engines.values() if e.last_arrival_ms is not None]
-            quiet = wall_ms - max(arrivals) if arrivals else 0
-            if quiet >= self.config.idle_timeout_ms:
-                raised = self.detectors.tick(self.clock_ms + quiet)
-                out += [Emission("alert", "AlertChanged", alert_record(a, self.partition)) for a in raised]
-        return out
+        """Finals of windows a quiet partition's watermark has passed (see WindowEngine.on_idle)."""
+        return [self._final(kind, r) for kind, e in self.engines.items() for r in e.on_idle(wall_ms)]
 
     def take_currents(self, wall_ms: int = 0, interval_ms: int = 0) -> list[Emission]:
         """The current updates due now, oldest change first: a throttle with a leading edge.

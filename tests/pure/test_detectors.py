@@ -119,3 +119,17 @@ def test_latency_spike_error_rate_and_heartbeat_gap() -> None:
     assert [(a.rule, dict(a.labels)) for a in silent if a.rule == "heartbeat_gap"] == [
         ("heartbeat_gap", {"service": "wallet"})
     ]
+
+
+def test_the_heartbeat_that_ends_a_gap_records_the_alert_and_resolves_it() -> None:
+    """The heartbeat that ends a gap fires the alert (if nothing fired it before) and resolves it:
+    the service is back. It stayed firing for another resolve_after_ms of event time before."""
+    d = Detectors()
+    back = T0 + d.config.heartbeat_gap_ms + 5_000
+    assert d.on_heartbeat("wallet", T0) == []
+    events = d.on_heartbeat("wallet", back)
+    assert [(a.rule, a.status, a.event_ms) for a in events] == [
+        ("heartbeat_gap", "firing", back),
+        ("heartbeat_gap", "resolved", back),
+    ]
+    assert d.on_heartbeat("wallet", back + 1_000) == []
