@@ -360,7 +360,10 @@ class Detectors:
     # -- internals ----------------------------------------------------------------------
 
     def _observe(self, signals: list[Signal], event_ms: int) -> list[AlertEvent]:
-        self.now_ms = max(self.now_ms, event_ms)
+        if event_ms > self.now_ms:
+            self.now_ms = event_ms
+        if not signals and self.now_ms - self.last_tick_ms < 1_000:
+            return []  # the common case, once per event: nothing to observe, no tick due
         events = [e for s in signals for e in self.book.observe(s)]
         if self.now_ms - self.last_tick_ms >= 1_000:  # once per second of event time
             self.last_tick_ms = self.now_ms

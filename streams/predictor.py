@@ -29,7 +29,6 @@ Outputs are ``(event_type, record)`` pairs, records without ``source``.
 from __future__ import annotations
 
 import math
-import statistics
 import uuid
 from collections import deque
 from dataclasses import dataclass, field
@@ -155,6 +154,13 @@ def _summary(
     return MarketView(selections, prices, fair, consensus, margin / len(prices) - 1.0)
 
 
+def pstdev(values: list[float]) -> float:
+    """Population standard deviation in floats (``statistics.pstdev`` is exact, with
+    fractions, and was a tenth of a forecast's cost)."""
+    mean = sum(values) / len(values)
+    return math.sqrt(sum((v - mean) * (v - mean) for v in values) / len(values))
+
+
 @dataclass
 class Predictor:
     config: PredictorConfig = field(default_factory=PredictorConfig)
@@ -202,8 +208,10 @@ class Predictor:
     def on_quote(
         self, market: str, selection: str, bookmaker: str, odds: float, event_ms: int
     ) -> list[Output]:
-        self._advance(event_ms)
-        self._learn_due_moves()
+        if event_ms > self.now_ms:  # _advance, inlined: once per quote
+            self.now_ms = event_ms
+        if self.moves:
+            self._learn_due_moves()
         out: list[Output] = []
         book = self.quotes.setdefault(market, {})
         seen = book.get((bookmaker, selection))
@@ -287,7 +295,7 @@ class Predictor:
         x = {
             "logit_consensus": consensus,
             "overround": view.overround - 0.05,  # centred on a typical margin
-            "dispersion": statistics.pstdev(f[selection] for f in view.fair.values()),
+            "dispersion": pstdev([f[selection] for f in view.fair.values()]),
             "age_10min": (self.now_ms - self.opened_ms.get(market, self.now_ms)) / 600_000,
         }
         previous = self.last_logit.get((market, selection))
@@ -304,21 +312,32 @@ class Predictor:
             return {s: 1.0 / len(raw) for s in raw}
         return {s: p / total for s, p in raw.items()}
 
-    def _current(self, market: str, view: MarketView) -> dict[str, float]:
-        """The model probability now, without running the model on every quote: the market's
-        consensus now, moved by the model's correction (in logits) at its last forecast."""
-        raw = {
-            s: _sigmoid(logit(c) + self.correction.get((market, s), 0.0)) for s, c in view.consensus.items()
-        }
-        total = sum(raw.values())
-        return {s: p / total for s, p in raw.items()}
+    def _model_now(self, market: str, view: MarketView, selection: str) -> float:
+        """The model probability of ``selection`` now, without running the model on every quote:
+        the market's consensus now, moved by the model's correction k (in logits) at its last
+        forecast, normalised over the market: sigmoid(logit(c) + k) = c e^k / (1 - c + c e^k),
+        one exponential per selection and no logarithm."""
+        correction = self.correction
+        total = 0.0
+        mine = 0.0
+        for s, c in view.consensus.items():
+            k = correction.get((market, s))
+            if k is None:
+                p = c
+            else:
+                factor = math.exp(k)
+                p = c * factor / (1.0 - c + c * factor)
+            total += p
+            if s == selection:
+                mine = p
+        return mine / total
 
     def _value_signal(self, market: str, selection: str, bookmaker: str, view: MarketView) -> list[Output]:
         """Signal the price just offered if it is worth backing against the model. Only that
         price: the bookmaker's other prices may be mid-update (a book is several events)."""
         key = (market, selection, bookmaker)
         odds = view.prices[bookmaker][selection]
-        model = self._current(market, view)[selection]
+        model = self._model_now(market, view, selection)
         expected_value = model * odds - 1.0
         if expected_value < self.config.min_expected_value:
             self.signalled.pop(key, None)
@@ -327,7 +346,7 @@ class Predictor:
             return []  # this price was signalled already
         self.signalled[key] = odds
         others = [f[selection] for b, f in view.fair.items() if b != bookmaker]
-        spread = max(statistics.pstdev(others) if len(others) > 1 else 0.0, 0.005)
+        spread = max(pstdev(others) if len(others) > 1 else 0.0, 0.005)
         confidence = 0.5 * (1.0 + math.erf(expected_value / (odds * spread) / math.sqrt(2.0)))
         name = f"value:{market}:{selection}:{bookmaker}:{odds}:{self.now_ms}"
         return [

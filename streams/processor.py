@@ -284,10 +284,12 @@ class PartitionProcessor:
             raised = alerts.on_heartbeat(record["service"], event_ms)
         else:
             raised = alerts.tick(event_ms)
-        out.emissions.extend(Emission(NOTICE_KIND[t], t, r) for t, r in notices)
-        out.emissions.extend(
-            Emission("alert", "AlertChanged", alert_record(a, self.partition)) for a in raised
-        )
+        if notices:
+            out.emissions.extend(Emission(NOTICE_KIND[t], t, r) for t, r in notices)
+        if raised:
+            out.emissions.extend(
+                Emission("alert", "AlertChanged", alert_record(a, self.partition)) for a in raised
+            )
 
     def evict(self, now_ms: int) -> None:
         """Forget, by event time, what the retention rules say is done: markets resulted or
