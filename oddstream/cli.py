@@ -118,7 +118,10 @@ def status(
 
 
 def _pid_alive(pid: int) -> bool:
+    """Whether ``pid`` runs. An exited process its parent has not reaped yet (a zombie: `up`
+    reaps its roles once a round) has stopped, though signals still reach its pid."""
     import os
+    from pathlib import Path
 
     try:
         os.kill(pid, 0)
@@ -126,7 +129,11 @@ def _pid_alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):  # no procfs (macOS): the signal's answer stands
+        return True
+    return state not in ("Z", "X")
 
 
 @app.command()

@@ -58,14 +58,24 @@ def test_up_restarts_a_killed_role_and_every_role_stops_within_5_s(settings: Set
         worker_log = (settings.data_dir / "logs" / "worker.log").read_text(errors="replace")
         assert "oddstream up: worker exited (code -9)" in worker_log  # said in the role's own log too
 
+        pids: dict[str, int] = {}
         for signum in (signal.SIGTERM, signal.SIGINT):
+            signalled = set(pids.values())  # the last round's: every role must be a new process
             wait_for(
-                "every role running", lambda: all(r["state"] == "running" for r in up.status()["roles"]), 90
+                "every role running anew",
+                lambda signalled=signalled: all(  # type: ignore[misc]
+                    r["state"] == "running" and r["pid"] not in signalled for r in up.status()["roles"]
+                ),
+                90,
             )
             pids = {r["role"]: int(r["pid"]) for r in up.status()["roles"]}
             time.sleep(3)  # past start-up: a role stops from its steady state
-            for pid in pids.values():
-                os.kill(pid, signum)
+            for role, pid in pids.items():
+                try:
+                    os.kill(pid, signum)
+                except ProcessLookupError:  # it exited on its own since `up` said it was running
+                    said = f"{up.status()}\n{up.output()[-4000:]}"
+                    raise AssertionError(f"{role} (pid {pid}) exited before {signum.name}: {said}") from None
             took = stop_times(pids, 15)
             slow = {role: t for role, t in took.items() if t is None or t > STOP_WITHIN_S}
             assert not slow, f"roles slower than {STOP_WITHIN_S} s to stop on {signum.name}: {slow}"
@@ -133,3 +143,27 @@ def test_up_with_two_workers_splits_the_partitions_and_restarts_a_killed_one(set
         assert up.role("worker-2")["lag"] is not None  # the group's lag, shown for each worker
     finally:
         up.stop()
+
+
+def test_status_counts_an_exited_role_that_up_has_not_reaped_yet_as_gone() -> None:
+    """A role that exited is a zombie until `up` reaps it on its next round; signals still reach
+    its pid, but `oddstream status` must not call it running (a test that took its pid as
+    running signalled it after `up` had reaped it)."""
+    import subprocess
+    import sys
+
+    from oddstream.cli import _pid_alive
+
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    try:
+        wait_for(
+            "the child to exit",
+            lambda: Path(f"/proc/{child.pid}/stat").read_text().split(") ")[1][0] == "Z",
+            30,
+        )
+        os.kill(child.pid, 0)  # still there for signals...
+        assert not _pid_alive(child.pid)  # ... but not running
+    finally:
+        child.wait()
+    assert not _pid_alive(child.pid)
+    assert _pid_alive(os.getpid())
