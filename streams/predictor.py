@@ -36,6 +36,7 @@ from functools import lru_cache
 from typing import Any
 
 from streams.evaluation import ErrorScore, ForecastScore
+from streams.ids import uuid5
 from streams.market import fair_probabilities
 from streams.models import MODELS, drift_detector
 
@@ -351,7 +352,7 @@ class Predictor:
         name = f"value:{market}:{selection}:{bookmaker}:{odds}:{self.now_ms}"
         return [
             ("ValueSignalRaised", {
-                "event_id": str(uuid.uuid5(NAMESPACE, name)),
+                "event_id": uuid5(NAMESPACE, name),
                 "event_time": self.now_ms,
                 "market_id": market,
                 "selection_id": selection,
@@ -375,7 +376,7 @@ class Predictor:
             x = features[selection]
             movement = MODELS["movement"].predict(self.movement, x)
             consensus = view.consensus[selection]
-            prediction_id = str(uuid.uuid5(NAMESPACE, f"prediction:{market}:{selection}:{self.now_ms}"))
+            prediction_id = uuid5(NAMESPACE, f"prediction:{market}:{selection}:{self.now_ms}")
             forecast = Forecast(
                 prediction_id, market, selection, self.now_ms, x, model[selection], consensus,
                 {b: f[selection] for b, f in view.fair.items()}, 1.0 / consensus, movement,
@@ -429,7 +430,7 @@ class Predictor:
         return score.add(probability, won)
 
     def _evaluation_id(self, model: str, labels: int) -> str:
-        return str(uuid.uuid5(NAMESPACE, f"evaluation:{model}:{self.partition}:{labels}"))
+        return uuid5(NAMESPACE, f"evaluation:{model}:{self.partition}:{labels}")
 
     def _outcome_record(self, event_ms: int) -> dict[str, Any]:
         model = self.scores["model"]
@@ -483,7 +484,7 @@ class Predictor:
 
     def _drift_record(self, event_ms: int) -> dict[str, Any]:
         return {
-            "event_id": str(uuid.uuid5(NAMESPACE, f"drift:outcome:{self.partition}:{self.learned}")),
+            "event_id": uuid5(NAMESPACE, f"drift:outcome:{self.partition}:{self.learned}"),
             "event_time": event_ms,
             "model": "outcome",
             "source_partition": self.partition,

@@ -59,6 +59,7 @@ from streams.analytics import (
 from streams.book import Book, BookAggregator, Quote, book_record
 from streams.detectors import DetectorConfig, Detectors
 from streams.engine import WindowEngine, WindowResult
+from streams.ids import uuid5
 from streams.predictor import Predictor, PredictorConfig
 from streams.windows import TumblingWindow, Window
 
@@ -143,11 +144,11 @@ class Output:
 @lru_cache(maxsize=65_536)
 def window_id(kind: str, key: Any, start: int, end: int) -> str:
     parts = key if isinstance(key, tuple) else (key,)
-    return str(uuid.uuid5(NAMESPACE, f"{kind}:{'|'.join(parts)}:{start}:{end}"))
+    return uuid5(NAMESPACE, f"{kind}:{'|'.join(parts)}:{start}:{end}")
 
 
 def result_id(window: str, version: int, final: bool) -> str:
-    return str(uuid.uuid5(NAMESPACE, f"{window}:{version}:{'final' if final else 'current'}"))
+    return uuid5(NAMESPACE, f"{window}:{version}:{'final' if final else 'current'}")
 
 
 @dataclass
@@ -416,7 +417,7 @@ def alert_record(alert: AlertEvent, partition: int) -> dict[str, Any]:
     so two partitions may notify about the same fingerprint."""
     name = f"alert:{alert.fingerprint}:{alert.status}:{alert.event_ms}:{alert.signals}:{partition}"
     return {
-        "event_id": str(uuid.uuid5(NAMESPACE, name)),
+        "event_id": uuid5(NAMESPACE, name),
         "event_time": alert.event_ms,
         "fingerprint": alert.fingerprint,
         "rule": alert.rule,
