@@ -141,6 +141,8 @@ def drain(settings: Settings, work: Path, count: int, total: int) -> tuple[float
         cpu0, broker0 = cpu_seconds(pids), cpu_seconds(kafka_pids())
         samples = [(0.0, committed(settings.bootstrap, settings.worker_id, sources))]
         while samples[-1][1] < 0.95 * total:
+            if any(p.poll() is not None for p in workers.processes.values()):
+                raise SystemExit(f"a worker exited while draining: see {work}")
             time.sleep(0.5)
             samples.append(
                 (time.monotonic() - t0, committed(settings.bootstrap, settings.worker_id, sources))
