@@ -133,6 +133,11 @@ class Topics:
         suffixes = [
             *SOURCE_TOPICS,
             *(TOPIC_OF_EVENT[t] for t in WINDOW_EVENT_TYPES),
+            # the worker's other outputs: created here like the rest, never left to the
+            # broker's auto-creation (its default partitions and replication, or a refused send)
+            "predictions",
+            "model-metrics",
+            "alerts",
             "late-events",
             "dead-letter",
             "webhooks.endpoints",
