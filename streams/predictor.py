@@ -85,10 +85,6 @@ def logit(p: float) -> float:
     return math.log(p / (1.0 - p))
 
 
-def _sigmoid(z: float) -> float:
-    return 1.0 / (1.0 + math.exp(-z))
-
-
 @lru_cache(maxsize=65_536)
 def _fair(selections: tuple[str, ...], prices: tuple[float, ...]) -> dict[str, float]:
     """A book's de-vigged probabilities; books that did not change since the last quote hit the

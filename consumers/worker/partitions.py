@@ -433,11 +433,10 @@ class SourceAnalytics:
         away) would otherwise outlive it, write stale snapshots over the new owner's, and be
         taken for the partition's state when the partition came back (seen in CI: windows of
         a partition that came back never closed)."""
-        self._assignment += 1
         stray = (set(self.processors) | self._adopted) - assigned
         if stray:
             log.warning("%s: forgetting partitions %s: not assigned here", self.topic, sorted(stray))
-        self.forget(stray)
+        self.forget(stray)  # counts the assignment (_assignment) even when nothing is stray
 
     def forget(self, partitions: set[int]) -> None:
         """Partitions revoked: their state lives on in the changelog for the next owner."""

@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 
+from oddstream.cli import _pid_alive
 from oddstream.settings import Settings
 from tests.integration.roles import environment, wait_for
 
@@ -107,8 +108,4 @@ def stop_times(pids: dict[str, int], timeout_s: float) -> dict[str, float | None
 
 
 def _exited(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, ProcessLookupError, IndexError):
-        return True
-    return state in ("Z", "X")  # a zombie has exited; `up` reaps it on its next round
+    return not _pid_alive(pid)  # a zombie has exited too; `up` reaps it on its next round
