@@ -230,7 +230,8 @@ def main() -> None:
     run = uuid.uuid4().hex[:8]
     settings = Settings(kafka_bootstrap_servers=bootstrap, topic_prefix=f"lat{run}.", data_dir=work / "data",
                         store_port=free_port(), gateway_port=free_port(), worker_metrics_port=free_port(),
-                        webhook_receiver_port=free_port(), worker_id=f"lat-{run}")  # fmt: skip
+                        webhook_receiver_port=free_port(), api_port=free_port(),
+                        worker_id=f"lat-{run}")  # fmt: skip
     ensure_topics(settings)
     # the roles' own knobs (ODDSTREAM_WORKER_*, ...) pass through; where things run is set here
     env = dict(os.environ)
@@ -243,6 +244,7 @@ def main() -> None:
         "worker_id": settings.worker_id,
         "worker_metrics_port": settings.worker_metrics_port,
         "webhook_receiver_port": settings.webhook_receiver_port,
+        "api_port": settings.api_port,
         "log_level": "warn",
     }
     env.update({f"ODDSTREAM_{k.upper()}": str(v) for k, v in roles.items()})
