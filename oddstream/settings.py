@@ -80,6 +80,17 @@ class Settings(BaseSettings):
         default=None,
         description="Where `oddstream sql` finds the store. Default: from host and port.",
     )
+    store_batch_wait_ms: int = Field(
+        default=200,
+        ge=0,
+        le=10_000,
+        description="The store gathers records this long after the first of a batch before inserting "
+        "(every insert makes a ClickHouse part, a few milliseconds each whatever its size): rows reach "
+        "ClickHouse at most this much later, in far fewer inserts. 0: insert whatever one fetch returns.",
+    )
+    store_batch_max_records: int = Field(
+        default=20_000, gt=0, description="A store batch is inserted early once it holds this many records."
+    )
     gateway_host: str = Field(default="127.0.0.1", description="Bind address of the WebSocket gateway.")
     gateway_port: int = Field(default=8765, description="Port of the WebSocket gateway.")
     api_host: str = Field(default="127.0.0.1", description="Bind address of the HTTP API (`oddstream api`).")

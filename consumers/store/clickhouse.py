@@ -19,6 +19,7 @@ from typing import IO, Any
 
 import clickhouse_connect
 from clickhouse_connect.driver.client import Client
+from clickhouse_connect.driver.insert import InsertContext
 
 from oddstream.errors import StoreError
 
@@ -40,6 +41,9 @@ class Store:
         except Exception as exc:
             raise StoreError(f"cannot open ClickHouse at {redact(dsn)}: {exc}") from exc
         self._lock = threading.Lock()
+        # an insert's column types, asked of ClickHouse once per table and columns rather than
+        # per insert (a DESCRIBE each time cost about as much as inserting a small batch)
+        self._insert_contexts: dict[tuple[str, tuple[str, ...]], InsertContext] = {}
 
     def command(self, sql: str) -> Any:
         with self._lock:
@@ -67,10 +71,17 @@ class Store:
     def insert(self, table: str, rows: Sequence[Sequence[Any]], columns: Sequence[str]) -> None:
         if not rows:
             return
+        key = (table, tuple(columns))
         with self._lock:
             try:
-                self._client.insert(table, rows, column_names=list(columns))
+                context = self._insert_contexts.get(key)
+                if context is None:
+                    context = self._client.create_insert_context(table, column_names=list(columns))
+                    self._insert_contexts[key] = context
+                context.data = rows
+                self._client.insert(context=context)
             except Exception as exc:
+                self._insert_contexts.pop(key, None)  # asked afresh next time (the table may have changed)
                 raise StoreError(f"insert into {table} failed: {exc}") from exc
 
     def close(self) -> None:

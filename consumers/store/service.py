@@ -119,7 +119,7 @@ class StoreService:
         await producer.start()
         try:
             while True:
-                batch = await consumer.getmany(timeout_ms=500, max_records=5000)
+                batch = await self._take(consumer)
                 if not batch:
                     continue
                 await learn_schema_ids(self.codec, (m.value for ms in batch.values() for m in ms), "store")
@@ -147,6 +147,23 @@ class StoreService:
         finally:
             await consumer.stop()
             await producer.stop()
+
+    async def _take(self, consumer: AIOKafkaConsumer) -> dict[Any, list[Any]]:
+        """The records of one round of inserts: what arrives within ``store_batch_wait_ms`` of
+        the first, up to ``store_batch_max_records`` (each partition's in offset order)."""
+        limit = self.settings.store_batch_max_records
+        batch: dict[Any, list[Any]] = await consumer.getmany(timeout_ms=500, max_records=limit)
+        count = sum(len(records) for records in batch.values())
+        if not count:
+            return batch
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.store_batch_wait_ms / 1000
+        while count < limit and (left := deadline - loop.time()) > 0:
+            more = await consumer.getmany(timeout_ms=max(1, round(left * 1000)), max_records=limit - count)
+            for tp, records in more.items():
+                batch.setdefault(tp, []).extend(records)
+                count += len(records)
+        return batch
 
     def _rows_of(self, m: Any, window_topics: set[str], rows: dict[str, Rows]) -> None:
         """Add the rows of one record to ``rows``, or raise an :class:`EventError`."""

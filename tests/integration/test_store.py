@@ -71,3 +71,19 @@ def test_a_second_process_is_told_who_owns_the_embedded_data(tmp_path: Path) -> 
         holder.wait()
     time.sleep(0.2)
     Store(f"chdb://{path}").close()  # released when the holder is gone
+
+
+def test_inserts_keep_working_when_a_table_changes_or_refuses_a_batch(store: Store) -> None:
+    """Inserts reuse the column types they asked ClickHouse once per table: a refused batch
+    and a table altered meanwhile (a migration another store ran) still leave inserts working."""
+    store.command("CREATE TABLE t (id UInt64, name String) ENGINE = MergeTree ORDER BY id")
+    store.insert("t", [(1, "a")], ["id", "name"])
+    store.insert("t", [(2, "b")], ["id", "name"])
+    with pytest.raises(StoreError, match="insert into t failed"):
+        store.insert("t", [("not a number", "c")], ["id", "name"])
+    store.command("ALTER TABLE t MODIFY COLUMN name LowCardinality(String)")
+    store.command("ALTER TABLE t ADD COLUMN odds Float64 DEFAULT 0")
+    store.insert("t", [(3, "c")], ["id", "name"])
+    store.insert("t", [(4, "d", 2.5)], ["id", "name", "odds"])
+    _, rows = store.query("SELECT id, name, odds FROM t ORDER BY id")
+    assert rows == [(1, "a", 0.0), (2, "b", 0.0), (3, "c", 0.0), (4, "d", 2.5)]
