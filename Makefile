@@ -3,7 +3,7 @@ PYTHON ?= python3.11
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: run test install deps lint typecheck test-pure test-integration bench-core bench-kafka bench-worker bench-quality bench-sql bench-peers bench-latency bench-webhooks bench-gateway bench-soak bench-scaling clean
+.PHONY: run test install deps lint typecheck test-pure test-integration bench-core bench-kafka bench-worker bench-quality bench-sql bench-peers bench-latency bench-store bench-webhooks bench-gateway bench-soak bench-scaling clean
 
 run: install                 ## install, then run the whole stack with the simulator
 	$(BIN)/oddstream up
@@ -71,6 +71,9 @@ bench-gateway: install     ## the gateway's deliveries/s, memory per connection 
 
 bench-latency: install     ## every role running: send -> WebSocket / ClickHouse latency per rate, highest sustained rate (not a test)
 	$(BIN)/python -m benchmarks.latency
+
+bench-store: install       ## the store's sink rows/s next to a raw chDB insert of the same rows, same run (not a test)
+	$(BIN)/python -m benchmarks.store
 
 bench-sql: install         ## the store's sink rate while an analyst's heavy query runs vs without (not a test)
 	$(BIN)/python -m benchmarks.sql_isolation

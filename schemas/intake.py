@@ -121,6 +121,9 @@ class Intake:
             )
 
 
+_SIZED = (str, list, dict)  # a tuple: ``str | list | dict`` builds a union object on every call
+
+
 def check_sizes(event: Event, limits: Limits) -> None:
     """Strings and arrays of a source event within their limits (nested ones too)."""
     longest = limits.max_string_chars
@@ -128,7 +131,7 @@ def check_sizes(event: Event, limits: Limits) -> None:
         if type(value) is str:  # the common case, checked here without a call
             if len(value) > longest:
                 _check_size(event.type, name, value, limits)
-        elif isinstance(value, str | list | dict):
+        elif isinstance(value, _SIZED):
             _check_size(event.type, name, value, limits)
 
 

@@ -10,6 +10,8 @@ migrated tables match the schemas, so a schema change comes with a migration.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
+from functools import cache
 from typing import Any
 
 from schemas.catalog import KEY_FIELD, Event, SchemaCatalog
@@ -21,6 +23,7 @@ RAW_EVENT_TYPES = (
 POSITION_COLUMNS = ("kafka_partition", "kafka_offset")
 
 
+@cache
 def event_type_table(event_type: str) -> str:
     return re.sub(r"(?<!^)(?=[A-Z])", "_", event_type).lower()
 
@@ -73,6 +76,12 @@ def create_table_sql(catalog: SchemaCatalog, event_type: str) -> str:
     )
 
 
-def raw_row(catalog: SchemaCatalog, event: Event, partition: int, offset: int) -> tuple[Any, ...]:
-    names = [f["name"] for f in catalog.schema(event.type).source["fields"]]
-    return (*(event.record[n] for n in names), partition, offset)
+def field_names(catalog: SchemaCatalog, event_type: str) -> tuple[str, ...]:
+    """The schema's fields in order: a raw row's columns before its Kafka position."""
+    return tuple(f["name"] for f in catalog.schema(event_type).source["fields"])
+
+
+def raw_row(names: Sequence[str], event: Event, partition: int, offset: int) -> tuple[Any, ...]:
+    """A raw table's row: the record's ``names`` (:func:`field_names`), partition, offset."""
+    record = event.record
+    return (*[record[n] for n in names], partition, offset)

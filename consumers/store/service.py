@@ -21,7 +21,7 @@ from aiohttp import web
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from consumers.store.clickhouse import QueryBusy, QueryLimits, Store, migrate, redact
-from consumers.store.raw_tables import RAW_EVENT_TYPES, columns, event_type_table, raw_row
+from consumers.store.raw_tables import RAW_EVENT_TYPES, columns, event_type_table, field_names, raw_row
 from consumers.store.rows import DEAD_LETTER_COLUMNS, WINDOW_COLUMNS, window_rows
 from consumers.store.sql_guard import QueryRefused, check_query
 from consumers.store.window_rows import DERIVED_COLUMNS, LATE_COLUMNS, final_rows
@@ -88,6 +88,7 @@ class StoreService:
         }
         for event_type, table in WEBHOOK_TABLES.items():
             self._raw_columns[table] = [name for name, _ in columns(self.catalog, event_type)]
+        self._fields = {t: field_names(self.catalog, t) for t in (*RAW_EVENT_TYPES, *WEBHOOK_TABLES)}
 
     def _columns(self, table: str) -> Sequence[str]:
         if table == "odds_windows_1m":
@@ -137,11 +138,15 @@ class StoreService:
                             refused.append((m, processing_failure(exc)))
                 for table, table_rows in rows.items():
                     refused += await self._insert(table, table_rows)
+                sent = []  # the batch's dead letters in flight at once, all acknowledged before the commit
                 for m, reason in refused:
                     headers = dead_letter_headers(reason, m.topic, m.partition, m.offset, "store")
-                    await producer.send_and_wait(
-                        self.topics.dead_letter, m.value or b"", key=m.key, headers=headers
+                    sent.append(
+                        await producer.send(
+                            self.topics.dead_letter, m.value or b"", key=m.key, headers=headers
+                        )
                     )
+                await asyncio.gather(*sent)
                 await consumer.commit()
                 STORE_BATCHES.inc()
         finally:
@@ -185,7 +190,7 @@ class StoreService:
                         rows[table].add(row, m)
         else:
             table = WEBHOOK_TABLES.get(event.type) or event_type_table(event.type)
-            rows[table].add(raw_row(self.catalog, event, m.partition, m.offset), m)
+            rows[table].add(raw_row(self._fields[event.type], event, m.partition, m.offset), m)
 
     async def _insert(self, table: str, rows: Rows) -> list[tuple[Any, str]]:
         """Insert a table's rows; if ClickHouse refuses the batch, row by row, and return the
