@@ -87,3 +87,19 @@ def test_adwin_flags_a_shift_in_the_error_stream() -> None:
         if detector.drift_detected:
             flagged.append(n)
     assert flagged and all(n >= 2_000 for n in flagged)
+
+
+def test_the_anomaly_model_learns_and_scores_as_its_pipeline_does() -> None:
+    """The detectors call the anomaly pipeline's steps directly (cheaper): the same scores and
+    the same state as the pipeline's own learn_one and score_one, bet after bet."""
+    spec = MODELS["anomaly"]
+    direct, reference = spec.make(3), spec.make(3)
+    rng = random.Random(5)
+    for i in range(3_000):
+        x = {"log_stake": math.log(rng.lognormvariate(3, 1)), "log_odds": math.log(rng.uniform(1.1, 8.0))}
+        if i > 600:
+            assert spec.predict(direct, x) == reference.score_one(dict(x))
+        direct = spec.learn(direct, x, None)
+        reference.learn_one(dict(x))
+    # the steps' state; the pipeline itself only caches its plan when it is called
+    assert pickle.dumps(list(direct.steps.values())) == pickle.dumps(list(reference.steps.values()))
