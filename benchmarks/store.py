@@ -34,6 +34,7 @@ import httpx
 from confluent_kafka import Consumer
 
 from benchmarks.kafka import kafka_for_benchmark
+from benchmarks.sql_isolation import written
 from benchmarks.worker import end_offsets
 from consumers.store.clickhouse import migrate
 from consumers.store.service import Rows, StoreService
@@ -88,10 +89,6 @@ class _Record:
         self.topic, self.partition, self.offset = topic, partition, offset
         self.key, self.value, self.timestamp = key, value, ts
         self.headers: list[tuple[str, bytes]] = []
-
-
-def written(url: str) -> int:
-    return int(httpx.get(f"{url}/healthz", timeout=10).json()["rows_written"])
 
 
 def sink_rate(settings: Settings, data: Path, rows: int) -> tuple[float, int]:

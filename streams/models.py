@@ -74,8 +74,8 @@ def _learn_supervised(model: Any, x: Features, y: float | None) -> Any:
 
 def _learn_anomaly(model: Any, x: Features, y: float | None) -> Any:
     """``model.learn_one(x)``, its two steps called directly: the same state as the pipeline
-    leaves (tests/pure/test_model_contracts.py), without the pipeline's dispatch, which cost
-    as much as the trees (a bet's scaling and trees then take half the time)."""
+    leaves (tests/pure/test_model_contracts.py), without the pipeline's dispatch (a bet's
+    score and learning: 16-17 instead of 19-21 us)."""
     scaler, trees = model.steps.values()
     features = dict(x)
     scaler.learn_one(features)
