@@ -80,55 +80,160 @@ class Stake:
 
 
 @dataclass(frozen=True)
-class BetStats:
-    """Bets on one market in a window, per selection."""
+class BetClosed:
+    """An open bet leaving the book before its result: cancelled (the stake is returned) or
+    cashed out (``paid`` to the bettor, the stake kept). Booked in the window of the close's
+    own event time, like a ledger's reversal: a final window never changes afterwards."""
 
-    count: int = 0
-    turnover: float = 0.0
-    by_selection: tuple[tuple[str, int, float, float], ...] = ()  # (selection, count, stakes, stake*odds)
+    bet: Stake
+    cashed_out: bool
+    paid: float = 0.0
+    placed: bool = False  # the bet arrived after its close: placed and closed at once
+
+
+def cents(money: float) -> int:
+    """Money (two decimal places, as the schemas' decimals have) in integer minor units: sums
+    of them are exact and do not depend on the order of the events."""
+    return round(money * 100)
+
+
+@dataclass(frozen=True)
+class SelectionBets:
+    """One selection's bets in a window: placed, and closed early (cancelled, cashed out).
+    Stakes and cash-outs in integer cents; payouts (stake * odds) are floats."""
+
+    selection_id: str
+    bets: int = 0
+    stakes_cents: int = 0  # placed
+    payout: float = 0.0  # placed: sum of stake * odds
+    cancelled: int = 0
+    cancelled_cents: int = 0
+    cancelled_payout: float = 0.0
+    cashed_out: int = 0
+    cashed_out_payout: float = 0.0  # what the cashed-out bets would have paid
+    paid_cents: int = 0  # paid for the cash-outs
+
+    @property
+    def stakes(self) -> float:
+        """Stakes placed minus stakes of bets cancelled."""
+        return (self.stakes_cents - self.cancelled_cents) / 100
+
+    @property
+    def open_payout(self) -> float:
+        """What the window's bets on the selection pay if it wins: placed, less those cancelled
+        or cashed out."""
+        return self.payout - self.cancelled_payout - self.cashed_out_payout
+
+    @property
+    def vwap(self) -> float:
+        """Stake-weighted average odds of the bets placed (NaN: none placed)."""
+        return self.payout * 100 / self.stakes_cents if self.stakes_cents else math.nan
+
+
+@dataclass(frozen=True)
+class BetStats:
+    """Bets on one market in a window, per selection (sorted by selection id)."""
+
+    count: int = 0  # bets placed
+    staked_cents: int = 0  # stakes placed
+    cancelled: int = 0
+    cancelled_cents: int = 0
+    cashed_out: int = 0
+    paid_cents: int = 0
+    by_selection: tuple[SelectionBets, ...] = ()
+
+    @property
+    def turnover(self) -> float:
+        """Stakes placed minus stakes of bets cancelled (a cash-out keeps its stake)."""
+        return (self.staked_cents - self.cancelled_cents) / 100
+
+    @property
+    def cancelled_stakes(self) -> float:
+        return self.cancelled_cents / 100
+
+    @property
+    def cash_out_paid(self) -> float:
+        return self.paid_cents / 100
 
     @property
     def average_stake(self) -> float:
-        return self.turnover / self.count if self.count else 0.0
+        """Of the bets placed."""
+        return self.staked_cents / 100 / self.count if self.count else 0.0
 
-    def selection(self, selection_id: str) -> tuple[int, float, float]:
-        for s, n, stakes, payout in self.by_selection:
-            if s == selection_id:
-                return n, stakes, payout
-        return 0, 0.0, 0.0
+    def selection(self, selection_id: str) -> SelectionBets:
+        for s in self.by_selection:
+            if s.selection_id == selection_id:
+                return s
+        return SelectionBets(selection_id)
 
     def vwap(self, selection_id: str) -> float:
         """Stake-weighted average odds taken on a selection."""
-        _, stakes, payout = self.selection(selection_id)
-        return payout / stakes if stakes else math.nan
+        return self.selection(selection_id).vwap
 
     def liabilities(self) -> dict[str, float]:
-        """Net payout if each selection wins (positive: the operator loses that much)."""
-        return {s: payout - self.turnover for s, _, _, payout in self.by_selection}
+        """Net payout if each selection wins (positive: the operator loses that much): what
+        the open bets pay on it, plus the cash-outs paid, minus the turnover kept."""
+        kept = (self.staked_cents - self.cancelled_cents - self.paid_cents) / 100
+        return {s.selection_id: s.open_payout - kept for s in self.by_selection}
 
     @property
     def worst_case_liability(self) -> float:
         return max(self.liabilities().values(), default=0.0)
 
     def money_shares(self) -> dict[str, float]:
+        turnover = self.staked_cents - self.cancelled_cents
         return {
-            s: (stakes / self.turnover if self.turnover else 0.0) for s, _, stakes, _ in self.by_selection
+            s.selection_id: ((s.stakes_cents - s.cancelled_cents) / turnover if turnover else 0.0)
+            for s in self.by_selection
         }
 
 
 class BetAggregator:
+    """Folds :class:`Stake` (a bet placed) and :class:`BetClosed` (cancelled or cashed out)."""
+
     def zero(self) -> BetStats:
         return BetStats()
 
-    def add(self, agg: BetStats, value: Stake, event_ms: int) -> BetStats:
-        rows = {s: (n, stakes, payout) for s, n, stakes, payout in agg.by_selection}
-        n, stakes, payout = rows.get(value.selection_id, (0, 0.0, 0.0))
-        rows[value.selection_id] = (n + 1, stakes + value.stake, payout + value.stake * value.odds)
-        return BetStats(
-            count=agg.count + 1,
-            turnover=agg.turnover + value.stake,
-            by_selection=tuple(sorted((s, *row) for s, row in rows.items())),
+    def add(self, agg: BetStats, value: Stake | BetClosed, event_ms: int) -> BetStats:
+        if isinstance(value, Stake):
+            return self._placed(agg, value)
+        bet = value.bet
+        if value.placed:
+            agg = self._placed(agg, bet)
+        rows = {s.selection_id: s for s in agg.by_selection}
+        row = rows.get(bet.selection_id) or SelectionBets(bet.selection_id)
+        stake = cents(bet.stake)
+        if value.cashed_out:
+            paid = cents(value.paid)
+            rows[row.selection_id] = replace(
+                row,
+                cashed_out=row.cashed_out + 1,
+                cashed_out_payout=row.cashed_out_payout + bet.stake * bet.odds,
+                paid_cents=row.paid_cents + paid,
+            )
+            totals = replace(agg, cashed_out=agg.cashed_out + 1, paid_cents=agg.paid_cents + paid)
+        else:
+            rows[row.selection_id] = replace(
+                row,
+                cancelled=row.cancelled + 1,
+                cancelled_cents=row.cancelled_cents + stake,
+                cancelled_payout=row.cancelled_payout + bet.stake * bet.odds,
+            )
+            totals = replace(agg, cancelled=agg.cancelled + 1, cancelled_cents=agg.cancelled_cents + stake)
+        return replace(totals, by_selection=tuple(rows[s] for s in sorted(rows)))
+
+    def _placed(self, agg: BetStats, bet: Stake) -> BetStats:
+        rows = {s.selection_id: s for s in agg.by_selection}
+        row = rows.get(bet.selection_id) or SelectionBets(bet.selection_id)
+        stake = cents(bet.stake)
+        rows[row.selection_id] = replace(
+            row,
+            bets=row.bets + 1,
+            stakes_cents=row.stakes_cents + stake,
+            payout=row.payout + bet.stake * bet.odds,
         )
+        totals = replace(agg, count=agg.count + 1, staked_cents=agg.staked_cents + stake)
+        return replace(totals, by_selection=tuple(rows[s] for s in sorted(rows)))
 
 
 @dataclass(frozen=True)

@@ -98,12 +98,8 @@ class Detectors:
     shortened: dict[tuple[str, str], dict[str, int]] = field(default_factory=dict)  # -> bookmaker -> ms
     stakes: Running = field(default_factory=Running)
     user_stakes: dict[str, Running] = field(default_factory=dict)
-    # a market's open bets: turnover, payout per selection; and each open bet's part of it
+    # a market's open bets (the processor's BetBook says which): turnover, payout per selection
     exposure: dict[str, tuple[float, dict[str, float]]] = field(default_factory=dict)
-    open_bets: dict[str, dict[str, tuple[str, float, float]]] = field(
-        default_factory=dict
-    )  # -> selection, stake, payout
-    closed_first: dict[tuple[str, str], int] = field(default_factory=dict)  # closes seen before their bet
     latency: dict[tuple[str, str], Running] = field(default_factory=dict)
     recent_calls: dict[str, deque[bool]] = field(default_factory=dict)
     heartbeats: dict[str, int] = field(default_factory=dict)
@@ -168,8 +164,10 @@ class Detectors:
         stake: float,
         odds: float,
         event_ms: int,
-        bet_id: str = "",
+        opened: bool = True,
     ) -> list[AlertEvent]:
+        """A bet placed; ``opened`` False: it was closed before it arrived (see
+        :class:`~streams.bets.BetBook`), so it never enters the market's exposure."""
         c = self.config
         signals = []
         x = math.log(max(stake, 0.01))
@@ -202,9 +200,7 @@ class Detectors:
         own.add_robust(x)
         self.user_seen[user] = max(self.user_seen.get(user, event_ms), event_ms)
         self.market_seen[market] = max(self.market_seen.get(market, event_ms), event_ms)
-        if self.closed_first.pop((market, bet_id), None) is None:  # not settled or cancelled already
-            if bet_id:
-                self.open_bets.setdefault(market, {})[bet_id] = (selection, stake, stake * odds)
+        if opened:
             signals.append(self._expose(market, selection, stake, stake * odds, event_ms))
         features = {"log_stake": x, "log_odds": math.log(odds)}
         self.bets_seen += 1
@@ -224,18 +220,14 @@ class Detectors:
         MODELS["anomaly"].learn(self.bet_model, features, None)
         return self._observe(signals, event_ms)
 
-    def on_bet_closed(self, market: str, bet_id: str, event_ms: int) -> list[AlertEvent]:
-        """A bet settled, cancelled or cashed out: its stake and payout leave the market's
-        exposure (the rest of the market's open bets stay). A close that arrives before its
-        bet (out of order) is remembered, and the bet then never counts."""
+    def on_bet_closed(
+        self, market: str, selection: str, stake: float, payout: float, event_ms: int, last: bool
+    ) -> list[AlertEvent]:
+        """An open bet settled, cancelled or cashed out: its stake and payout leave the
+        market's exposure (the rest of the market's open bets stay); ``last``: it was the
+        market's last open bet, so nothing is exposed any more (no float residue)."""
         self.market_seen[market] = max(self.market_seen.get(market, event_ms), event_ms)
-        bet = self.open_bets.get(market, {}).pop(bet_id, None)
-        if bet is None:
-            self.closed_first[(market, bet_id)] = event_ms
-            return self._observe([], event_ms)
-        selection, stake, payout = bet
-        if not self.open_bets[market]:  # the last open bet: nothing exposed (no float residue)
-            del self.open_bets[market]
+        if last:
             self.exposure.pop(market, None)
             signal = Signal("liability_breach", {"market_id": market}, "critical", 0.0, event_ms, holds=False)
             return self._observe([signal], event_ms)
@@ -320,7 +312,6 @@ class Detectors:
         """A market evicted by the processor: its prices, steam movers and exposure."""
         self.on_market_closed(market)
         self.exposure.pop(market, None)
-        self.open_bets.pop(market, None)
         self.market_seen.pop(market, None)
 
     def evict(
@@ -350,7 +341,6 @@ class Detectors:
             p for p, movers in self.shortened.items() if all(t < steam_horizon for t in movers.values())
         ]:
             del self.shortened[pair]
-        self.closed_first = {k: t for k, t in self.closed_first.items() if now_ms - t < late_ms}
         self.book.evict(now_ms, late_ms)
 
     def tick(self, event_ms: int) -> list[AlertEvent]:

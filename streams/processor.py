@@ -45,6 +45,7 @@ from streams.alerts import AlertEvent
 from streams.analytics import (
     ApiCall,
     BetAggregator,
+    BetClosed,
     BetStats,
     Price,
     PriceAggregator,
@@ -56,6 +57,7 @@ from streams.analytics import (
     UserAggregator,
     UserStats,
 )
+from streams.bets import BetBook, Close, CloseKind
 from streams.book import Book, BookAggregator, Quote, book_record
 from streams.detectors import DetectorConfig, Detectors
 from streams.engine import WindowEngine, WindowResult
@@ -77,6 +79,11 @@ NOTICE_KIND = {
     "ValueSignalRaised": "prediction",
     "ModelEvaluated": "model",
     "ModelDriftDetected": "model",
+}
+CLOSE_KIND: dict[str, CloseKind] = {
+    "BetSettled": "settled",
+    "BetCancelled": "cancelled",
+    "CashOut": "cashed_out",
 }
 WON = {"WON": True, "HALF_WON": True, "LOST": False, "HALF_LOST": False}  # VOID settles nothing
 
@@ -161,6 +168,7 @@ class PartitionProcessor:
     markets: dict[str, str] = field(default_factory=dict)  # market_id -> latest status
     market_seen: dict[str, int] = field(default_factory=dict)  # market_id -> newest event time
     resulted: dict[str, int] = field(default_factory=dict)  # market_id -> event time of its result
+    bets: BetBook = field(default_factory=BetBook)  # open bets: what a cancellation takes back
     clock_ms: int = 0  # the newest event time seen: eviction's clock
     evicted_markets: int = 0
     _next_sweep_ms: int = 0
@@ -228,13 +236,30 @@ class PartitionProcessor:
             self._feed(out, "price", key, event_ms, price, wall_ms)
             self._feed(out, "market", market, event_ms, Quote(key[2], key[1], price), wall_ms)
         elif event_type == "BetPlaced":
+            market = record["market_id"]
             stake = Stake(record["selection_id"], record["user_id"], _money(record["stake"]), record["odds"])
-            self._feed(out, "bets", record["market_id"], event_ms, stake, wall_ms)
+            close = self.bets.place(market, record["bet_id"], stake, event_ms)
+            if close is None or close.kind == "settled":
+                self._feed(out, "bets", market, event_ms, stake, wall_ms)
+            else:  # its cancellation or cash-out came first: booked with it
+                shut = BetClosed(stake, close.kind == "cashed_out", close.paid, placed=True)
+                self._feed(out, "bets", market, event_ms, shut, wall_ms)
             self._feed(out, "user", record["user_id"], event_ms, UserAction(stake=stake.stake), wall_ms)
-        elif event_type == "BetSettled":
-            won = WON.get(record["result"])
+            if self.insights:
+                self._on_bet(out, record, stake, event_ms, opened=close is None)
+            return out
+        elif event_type in CLOSE_KIND:
+            market, kind = record["market_id"], CLOSE_KIND[event_type]
+            paid = _money(record["amount"]) if kind == "cashed_out" else 0.0
+            bet = self.bets.close(market, record["bet_id"], Close(kind, event_ms, paid))
+            if bet is not None and kind != "settled":
+                self._feed(out, "bets", market, event_ms, BetClosed(bet, kind == "cashed_out", paid), wall_ms)
+            won = WON.get(record["result"]) if kind == "settled" else None
             if won is not None:
                 self._feed(out, "user", record["user_id"], event_ms, UserAction(won=won), wall_ms)
+            if self.insights:
+                self._on_bet_closed(out, market, bet, event_ms)
+            return out
         elif event_type == "ApiCallRecorded":
             call = ApiCall(record["route"], int(record["status"]), float(record["latency_ms"]))
             self._feed(out, "service", record["service"], event_ms, call, wall_ms)
@@ -266,13 +291,6 @@ class PartitionProcessor:
         elif event_type == "MarketResulted":
             notices = models.on_result(record["market_id"], list(record["winning_selection_ids"]), event_ms)
             raised = alerts.tick(event_ms)
-        elif event_type == "BetPlaced":
-            raised = alerts.on_bet(
-                record["market_id"], record["selection_id"], record["user_id"], _money(record["stake"]),
-                float(record["odds"]), event_ms, record["bet_id"],
-            )  # fmt: skip
-        elif event_type in ("BetSettled", "BetCancelled", "CashOut"):
-            raised = alerts.on_bet_closed(record["market_id"], record["bet_id"], event_ms)
         elif event_type == "ApiCallRecorded":
             raised = alerts.on_call(
                 record["service"],
@@ -287,6 +305,29 @@ class PartitionProcessor:
             raised = alerts.tick(event_ms)
         if notices:
             out.emissions.extend(Emission(NOTICE_KIND[t], t, r) for t, r in notices)
+        self._raise(out, raised)
+
+    def _on_bet(self, out: Output, record: dict[str, Any], bet: Stake, event_ms: int, opened: bool) -> None:
+        assert self.detectors is not None
+        raised = self.detectors.on_bet(
+            record["market_id"], bet.selection_id, bet.user_id, bet.stake, float(bet.odds), event_ms, opened
+        )
+        self._raise(out, raised)
+
+    def _on_bet_closed(self, out: Output, market: str, bet: Stake | None, event_ms: int) -> None:
+        """The detectors after a close: the closed bet leaves the exposure; an unknown one
+        (not arrived yet, or closed already) only moves their clock."""
+        assert self.detectors is not None
+        if bet is None:
+            self._raise(out, self.detectors.tick(event_ms))
+            return
+        last = self.bets.open_in(market) == 0
+        raised = self.detectors.on_bet_closed(
+            market, bet.selection_id, bet.stake, bet.stake * bet.odds, event_ms, last
+        )
+        self._raise(out, raised)
+
+    def _raise(self, out: Output, raised: list[AlertEvent]) -> None:
         if raised:
             out.emissions.extend(
                 Emission("alert", "AlertChanged", alert_record(a, self.partition)) for a in raised
@@ -305,11 +346,13 @@ class PartitionProcessor:
             self.markets.pop(market, None)
             self.market_seen.pop(market, None)
             self.resulted.pop(market, None)
+            self.bets.forget_market(market)
             if self.predictor is not None:
                 self.predictor.evict(market)
             if self.detectors is not None:
                 self.detectors.forget_market(market)
         self.evicted_markets += len(gone)
+        self.bets.evict(now_ms, r.idle_market_ms, r.late_ms)
         if self.predictor is not None:  # markets the models heard of only by quotes: idle ones
             for market in self.predictor.idle_markets(now_ms, r.idle_market_ms):
                 self.predictor.evict(market)
@@ -476,16 +519,24 @@ def _bet_fields(key: str, stats: BetStats, size_ms: int, final: bool) -> dict[st
         "turnover": stats.turnover,
         "average_stake": stats.average_stake,
         "worst_case_liability": stats.worst_case_liability,
+        "cancelled": stats.cancelled,
+        "cancelled_stakes": stats.cancelled_stakes,
+        "cashed_out": stats.cashed_out,
+        "cash_out_paid": stats.cash_out_paid,
         "selections": [
             {
-                "selection_id": s,
-                "bets": n,
-                "stakes": stakes,
-                "vwap": payout / stakes,
-                "liability": liabilities[s],
-                "money_share": shares[s],
+                "selection_id": s.selection_id,
+                "bets": s.bets,
+                "stakes": s.stakes,
+                "vwap": s.vwap,
+                "liability": liabilities[s.selection_id],
+                "money_share": shares[s.selection_id],
+                "cancelled": s.cancelled,
+                "cancelled_stakes": s.cancelled_cents / 100,
+                "cashed_out": s.cashed_out,
+                "cash_out_paid": s.paid_cents / 100,
             }
-            for s, n, stakes, payout in stats.by_selection
+            for s in stats.by_selection
         ],
     }
 

@@ -52,8 +52,10 @@ def _bets(r: dict[str, Any]) -> dict[str, list[Row]]:
     rows = [
         (
             r["market_id"], s["selection_id"], r["window_start"], r["window_end"], s["bets"], s["stakes"],
-            s["vwap"], s["liability"], s["money_share"], r["bets"], r["turnover"], r["average_stake"],
-            r["worst_case_liability"], r["version"], r["window_id"],
+            s["vwap"], s["liability"], s["money_share"], s["cancelled"], s["cancelled_stakes"],
+            s["cashed_out"], s["cash_out_paid"], r["bets"], r["turnover"], r["average_stake"],
+            r["worst_case_liability"], r["cancelled"], r["cancelled_stakes"], r["cashed_out"],
+            r["cash_out_paid"], r["version"], r["window_id"],
         )
         for s in r["selections"]
     ]  # fmt: skip
@@ -112,8 +114,9 @@ FINAL_COLUMNS: dict[str, tuple[str, ...]] = {
     ),
     "bet_windows_1m": (
         "market_id", "selection_id", "window_start", "window_end", "bets", "stakes", "vwap", "liability",
-        "money_share", "market_bets", "market_turnover", "market_average_stake", "worst_case_liability",
-        "version", "window_id",
+        "money_share", "cancelled", "cancelled_stakes", "cashed_out", "cash_out_paid", "market_bets",
+        "market_turnover", "market_average_stake", "worst_case_liability", "market_cancelled",
+        "market_cancelled_stakes", "market_cashed_out", "market_cash_out_paid", "version", "window_id",
     ),
     "service_windows_1m": (
         "service", "window_start", "window_end", "calls", "errors", "error_rate", "heartbeats",

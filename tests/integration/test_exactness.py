@@ -83,7 +83,9 @@ def stored(query: Callable[[str], list[list[Any]]], topics: Topics) -> dict[str,
     )
     bets = query(
         f"SELECT market_id, selection_id, {ms}(window_start), bets, stakes, vwap, liability, money_share, "
-        "market_bets, market_turnover FROM bet_windows_1m FINAL"
+        "cancelled, cancelled_stakes, cashed_out, cash_out_paid, market_bets, market_turnover, "
+        "market_cancelled, market_cancelled_stakes, market_cashed_out, market_cash_out_paid "
+        "FROM bet_windows_1m FINAL"
     )
     service = query(
         f"SELECT service, {ms}(window_start), calls, errors, heartbeats, max_heartbeat_gap_ms "
@@ -168,7 +170,10 @@ def test_final_windows_equal_a_recomputation_from_the_raw_events(settings: Setti
         want = check_exact(settings, roles)
         windows = sum(len(want[k]) for k in KINDS)
         late = {k: len(v) for k, v in want["late"].items()}
-        print(f"\n{windows} final windows exact; late events per kind {late}")
+        cancelled, cashed_out = (sum(row[i] for row in want["bets"].values()) for i in (5, 7))
+        assert cancelled > 0 and cashed_out > 0, "the simulation cancelled or cashed out no bet"
+        print(f"\n{windows} final windows exact ({cancelled} bets cancelled, {cashed_out} cashed out in "
+              f"bet windows); late events per kind {late}")  # fmt: skip
         check_views(sql(settings), want, settings.window_size_ms)
 
         # replay determinism: twice from offset 0 into fresh namespaces, equal to live and to each other

@@ -22,13 +22,37 @@ Query = Callable[[str], list[list[Any]]]
 REL = 1e-9
 
 
+_PLACED = (
+    "SELECT kafka_partition p, kafka_offset o, toUnixTimestamp64Milli(event_time) t, bet_id, market_id, "
+    "selection_id, stake, odds, 'placed' kind, toDecimal64(0, 2) paid FROM bet_placed FINAL"
+)  # money stays Decimal(18, 2): its sums are exact
+_CLOSES = " UNION ALL ".join(
+    "SELECT kafka_partition p, kafka_offset o, toUnixTimestamp64Milli(event_time) t, bet_id, "
+    f"'{kind}' kind, {paid} paid FROM {table} FINAL"
+    for table, kind, paid in (
+        ("bet_settled", "settled", "toDecimal64(0, 2)"), ("bet_cancelled", "cancelled", "toDecimal64(0, 2)"),
+        ("cash_out", "cashed_out", "amount"),
+    )
+)  # fmt: skip
+# the first close of each bet in its partition's offset order (a bet and its closes share a market)
+_FIRST_CLOSES = (
+    "SELECT bet_id, first.1 o, first.2 p, first.3 t, first.4 kind, first.5 paid FROM "
+    f"(SELECT bet_id, min((o, p, t, kind, paid)) first FROM ({_CLOSES}) GROUP BY bet_id)"
+)
+
+
 def _events(stream: str) -> str:
     """(kafka_partition, kafka_offset, t ms, ...) of the events one engine sees."""
     return {
         "odds": "SELECT kafka_partition p, kafka_offset o, toUnixTimestamp64Milli(event_time) t, market_id, "
         "selection_id, bookmaker, odds, toString(event_id) id FROM odds_changed FINAL",
-        "bets": "SELECT kafka_partition p, kafka_offset o, toUnixTimestamp64Milli(event_time) t, market_id, "
-        "selection_id, toFloat64(stake) stake, odds FROM bet_placed FINAL",
+        "bets": f"SELECT p, o, t, market_id, selection_id, stake, odds, kind, paid FROM ({_PLACED}) "
+        "UNION ALL "
+        # a bet's first close, if a cancellation or cash-out: at the close when it follows its bet,
+        # else together with its bet (the close was remembered until the bet arrived)
+        "SELECT if(c.o > b.o, c.p, b.p), if(c.o > b.o, c.o, b.o), if(c.o > b.o, c.t, b.t), b.market_id, "
+        f"b.selection_id, b.stake, b.odds, c.kind, c.paid FROM ({_PLACED}) b "
+        f"INNER JOIN ({_FIRST_CLOSES}) c ON b.bet_id = c.bet_id WHERE c.kind != 'settled'",
         "service": "SELECT kafka_partition p, kafka_offset o, toUnixTimestamp64Milli(event_time) t, service, "
         "route, status, latency_ms, 1 call FROM api_call_recorded FINAL UNION ALL "
         "SELECT kafka_partition, kafka_offset, toUnixTimestamp64Milli(event_time), service, '', 0, 0.0, 0 "
@@ -134,23 +158,36 @@ def _market_rows(
     return rows
 
 
+COUNTS = (0, 5, 7, 9, 11, 13)  # the counts among a bet window's figures
+
+
 def bet_windows(query: Query, c: WindowConfig) -> dict[tuple[Any, ...], tuple[Any, ...]]:
-    rows = query(
-        f"SELECT market_id, selection_id, w, count(), sum(stake), sum(stake * odds), "
-        f"sum(count()) OVER (PARTITION BY market_id, w), sum(sum(stake)) OVER (PARTITION BY market_id, w) "
+    """(market, selection, window) -> (bets, net stakes, vwap, liability, money share, cancelled,
+    cancelled stakes, cashed out, paid, market bets, market turnover, market cancelled, market
+    cancelled stakes, market cashed out, market paid). Money sums are exact decimals."""
+    placed, cancelled, cashed = "kind = 'placed'", "kind = 'cancelled'", "kind = 'cashed_out'"
+    market = "OVER (PARTITION BY market_id, w)"
+    sums = (
+        f"SELECT market_id, selection_id, w, countIf({placed}) n, sumIf(stake, {placed}) st, "
+        f"sumIf(toFloat64(stake) * odds, {placed}) payout, countIf({cancelled}) nc, "
+        f"sumIf(stake, {cancelled}) cst, sumIf(toFloat64(stake) * odds, {cancelled}) cpayout, "
+        f"countIf({cashed}) nx, sumIf(toFloat64(stake) * odds, {cashed}) xpayout, "
+        f"sumIf(paid, {cashed}) xpaid, "
+        f"sum(n) {market} m_n, sum(st) {market} m_st, sum(nc) {market} m_nc, sum(cst) {market} m_cst, "
+        f"sum(nx) {market} m_nx, sum(xpaid) {market} m_paid "
         f"FROM ({_classified('bets', c)}) WHERE NOT late GROUP BY market_id, selection_id, w"
     )
+    rows = query(
+        "SELECT market_id, selection_id, w, n, toFloat64(st - cst), "
+        "if(st = 0, nan, payout / toFloat64(st)), "
+        "payout - cpayout - xpayout - toFloat64(m_st - m_cst - m_paid), "
+        "if(m_st = m_cst, 0.0, toFloat64(st - cst) / toFloat64(m_st - m_cst)), nc, toFloat64(cst), nx, "
+        "toFloat64(xpaid), m_n, toFloat64(m_st - m_cst), m_nc, toFloat64(m_cst), m_nx, toFloat64(m_paid) "
+        f"FROM ({sums})"
+    )
     return {
-        (m, s, int(w)): (
-            int(n),
-            stakes,
-            payout / stakes,
-            payout - turnover,
-            stakes / turnover,
-            int(bets),
-            turnover,
-        )
-        for m, s, w, n, stakes, payout, bets, turnover in rows
+        (r[0], r[1], int(r[2])): tuple(int(v) if i in COUNTS else v for i, v in enumerate(r[3:]))
+        for r in rows
     }
 
 
@@ -200,6 +237,8 @@ def close(a: Any, b: Any, scale: float = 0.0) -> bool:
     if isinstance(a, float) or isinstance(b, float):
         if a is None or b is None:
             return a is b
+        if math.isnan(a) or math.isnan(b):
+            return math.isnan(a) and math.isnan(b)
         return math.isclose(a, b, rel_tol=REL, abs_tol=REL * scale)
     return bool(a == b)
 

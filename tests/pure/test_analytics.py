@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from streams.analytics import (
     ApiCall,
     BetAggregator,
+    BetClosed,
     Price,
     PriceAggregator,
     Stake,
@@ -121,12 +122,26 @@ def test_price_stats_do_not_depend_on_arrival_order(rows: list[tuple[float, int,
     st.randoms(use_true_random=False),
 )
 def test_bet_stats_do_not_depend_on_arrival_order(rows: list[tuple[str, float, float]], rnd: Any) -> None:
-    values = [(Stake(s, "u", stake, odds), n) for n, (s, stake, odds) in enumerate(rows)]
+    bets = [Stake(s, "u", round(stake, 2), odds) for s, stake, odds in rows]
+    values: list[tuple[Stake | BetClosed, int]] = [(b, n) for n, b in enumerate(bets)]
+    values += [
+        (BetClosed(b, cashed_out=n % 2 == 1, paid=round(b.stake * 0.9, 2)), n)
+        for n, b in enumerate(bets[::3])
+    ]
     shuffled = values[:]
     rnd.shuffle(shuffled)
     a, b = fold(BetAggregator(), values), fold(BetAggregator(), shuffled)
-    assert a.count == b.count and a.turnover == pytest.approx(b.turnover, rel=1e-9)
+    # money in cents: the same sums exactly, whatever the order
+    assert (a.count, a.cancelled, a.cashed_out) == (b.count, b.cancelled, b.cashed_out)
+    assert (a.turnover, a.cancelled_stakes, a.cash_out_paid) == (
+        b.turnover,
+        b.cancelled_stakes,
+        b.cash_out_paid,
+    )
+    assert a.money_shares() == b.money_shares()
     assert a.liabilities() == pytest.approx(b.liabilities(), rel=1e-9, abs=1e-6)
+    if len(bets) == len(bets[::3]) and a.cashed_out == 0:  # every bet cancelled: nothing at all is left
+        assert a.turnover == 0.0 and set(a.money_shares().values()) == {0.0}
 
 
 @given(

@@ -80,23 +80,22 @@ def test_liability_breach_fires_over_the_limit_and_resolves_when_the_market_sett
 
 def test_exposure_follows_each_bet_settled_cancelled_or_cashed_out_not_the_whole_market() -> None:
     d = Detectors(DetectorConfig(liability_limit=10_000.0, hst_warmup=10**9))
-    assert d.on_bet("m1", "home", "u1", 100.0, 2.0, T0, bet_id="small") == []
-    [breach] = d.on_bet("m1", "away", "u2", 3_000.0, 5.0, T0 + 1, bet_id="big")  # 15,000 on 3,100 taken
+    assert d.on_bet("m1", "home", "u1", 100.0, 2.0, T0) == []
+    [breach] = d.on_bet("m1", "away", "u2", 3_000.0, 5.0, T0 + 1)  # 15,000 on 3,100 taken
     assert (breach.status, breach.value) == ("firing", 11_900.0)
     # the small bet settles: before, the market's whole exposure went with it
-    assert d.on_bet_closed("m1", "small", T0 + 2) == []  # 15,000 on 3,000: still over
+    assert d.on_bet_closed("m1", "home", 100.0, 200.0, T0 + 2, last=False) == []  # 15,000 on 3,000
     assert d.exposure["m1"] == (3_000.0, {"home": 0.0, "away": 15_000.0})
-    [cleared] = d.on_bet_closed("m1", "big", T0 + 3)  # cancelled: nothing open
+    [cleared] = d.on_bet_closed("m1", "away", 3_000.0, 15_000.0, T0 + 3, last=True)  # cancelled
     assert (cleared.rule, cleared.status) == ("liability_breach", "resolved")
-    assert "m1" not in d.exposure and "m1" not in d.open_bets
+    assert "m1" not in d.exposure
 
 
-def test_a_close_before_its_bet_keeps_the_bet_out_of_the_exposure() -> None:
+def test_a_bet_closed_before_it_arrived_stays_out_of_the_exposure() -> None:
     d = Detectors(DetectorConfig(liability_limit=10_000.0, hst_warmup=10**9))
-    assert d.on_bet_closed("m1", "late", T0) == []  # the cancellation overtook the bet
-    assert d.on_bet("m1", "away", "u2", 3_000.0, 5.0, T0 - 5, bet_id="late") == []  # never counts
-    assert "m1" not in d.exposure and not d.closed_first
-    [breach] = d.on_bet("m1", "away", "u3", 3_000.0, 5.0, T0 + 1, bet_id="other")
+    assert d.on_bet("m1", "away", "u2", 3_000.0, 5.0, T0 - 5, opened=False) == []  # never counts
+    assert "m1" not in d.exposure
+    [breach] = d.on_bet("m1", "away", "u3", 3_000.0, 5.0, T0 + 1)
     assert breach.value == 12_000.0
 
 

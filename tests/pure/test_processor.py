@@ -163,6 +163,83 @@ def test_bet_window_turnover_liability_and_shares() -> None:
     assert home["vwap"] == pytest.approx(95 / 40) and home["money_share"] == 0.4
 
 
+def bet(feed: Feed, ms: int, bet_id: str, selection: str, stake: str, odds: float) -> None:
+    feed.send("BetPlaced", ms, bet_id=bet_id, user_id="u1", market_id="m1", selection_id=selection,
+              stake=Decimal(stake), currency="EUR", odds=odds, channel="WEB")  # fmt: skip
+
+
+def cancel(feed: Feed, ms: int, bet_id: str, selection: str) -> None:
+    feed.send("BetCancelled", ms, bet_id=bet_id, user_id="u1", market_id="m1", selection_id=selection,
+              reason="palpable error")  # fmt: skip
+
+
+def cash_out(feed: Feed, ms: int, bet_id: str, selection: str, amount: str) -> None:
+    feed.send("CashOut", ms, bet_id=bet_id, user_id="u1", market_id="m1", selection_id=selection,
+              amount=Decimal(amount), currency="EUR", odds=1.5)  # fmt: skip
+
+
+def test_a_cancellation_leaves_turnover_stakes_and_liability_in_its_own_window() -> None:
+    feed = Feed()
+    bet(feed, 1_000, "b0", "home", "10.00", 2.0)
+    bet(feed, 2_000, "b1", "away", "40.00", 3.0)
+    cancel(feed, 61_000, "b1", "away")  # the next minute: the first window stays as it was
+    bet(feed, 62_000, "b2", "home", "5.00", 4.0)
+    feed.emissions += feed.processor.flush()
+    first, second = sorted(feed.finals("bets"), key=lambda w: w["window_start"])
+    assert (first["bets"], first["turnover"], first["cancelled"]) == (2, 50.0, 0)
+    # placed 5.00, cancelled 40.00: the minute's net turnover is -35.00, like a ledger's
+    assert (second["bets"], second["turnover"], second["cancelled"], second["cancelled_stakes"]) == (
+        1, -35.0, 1, 40.0,
+    )  # fmt: skip
+    away, home = second["selections"]
+    assert (away["bets"], away["stakes"], away["cancelled"], away["cancelled_stakes"]) == (0, -40.0, 1, 40.0)
+    assert math.isnan(away["vwap"]) and home["vwap"] == 4.0
+    # if away wins: nothing more to pay on it (b1 is gone), and 35.00 went back net
+    assert away["liability"] == pytest.approx(-120.0 + 35.0)
+    assert home["liability"] == pytest.approx(20.0 + 35.0)
+    # summed over the windows, the market's liability is its open bets' (b0, b2) against their stakes
+    per_window = [{s["selection_id"]: s["liability"] for s in w["selections"]} for w in (first, second)]
+    assert per_window[0]["home"] + per_window[1]["home"] == pytest.approx(10 * 2 + 5 * 4 - 15)
+    assert per_window[0]["away"] + per_window[1]["away"] == pytest.approx(-15.0)
+
+
+def test_a_cash_out_keeps_the_stake_pays_its_amount_and_drops_its_payout() -> None:
+    feed = Feed()
+    bet(feed, 1_000, "b0", "home", "10.00", 2.0)
+    bet(feed, 2_000, "b1", "away", "20.00", 3.0)
+    cash_out(feed, 3_000, "b1", "away", "25.50")
+    feed.emissions += feed.processor.flush()
+    [window] = feed.finals("bets")
+    assert (window["bets"], window["turnover"], window["cashed_out"], window["cash_out_paid"]) == (
+        2, 30.0, 1, 25.5,
+    )  # fmt: skip
+    away, home = window["selections"]
+    assert (away["stakes"], away["cashed_out"], away["cash_out_paid"], away["vwap"]) == (20.0, 1, 25.5, 3.0)
+    kept = 30.0 - 25.5  # the stakes taken less the cash-out paid
+    assert away["liability"] == pytest.approx(0.0 - kept) and home["liability"] == pytest.approx(20.0 - kept)
+    assert window["worst_case_liability"] == pytest.approx(15.5)
+
+
+def test_a_close_that_overtakes_its_bet_is_booked_with_the_bet_and_only_the_first_close_counts() -> None:
+    feed = Feed()
+    cancel(feed, 1_000, "b0", "home")  # delivered before its bet
+    bet(feed, 900, "b0", "home", "10.00", 2.0)
+    bet(feed, 1_100, "b1", "home", "7.00", 2.0)
+    feed.send("BetSettled", 1_200, bet_id="b1", user_id="u1", market_id="m1", selection_id="home",
+              result="WON", payout=Decimal("14.00"), currency="EUR")  # fmt: skip
+    cancel(feed, 1_300, "b1", "home")  # after its settlement: changes nothing
+    cancel(feed, 1_400, "b9", "home")  # a bet never placed: changes nothing
+    feed.emissions += feed.processor.flush()
+    [window] = feed.finals("bets")
+    assert (window["bets"], window["turnover"], window["cancelled"], window["version"]) == (2, 7.0, 1, 2)
+    [home] = window["selections"]
+    assert (home["stakes"], home["liability"]) == (7.0, pytest.approx(14.0 - 7.0))
+    assert feed.processor.bets.open == {} and set(feed.processor.bets.closed_first) == {
+        ("m1", "b1"),
+        ("m1", "b9"),
+    }
+
+
 def test_service_and_route_windows() -> None:
     feed = Feed()
     for n, (status, latency) in enumerate([(200, 10.0), (500, 30.0), (200, 20.0), (503, 40.0)]):
@@ -271,14 +348,14 @@ def test_cancelled_cashed_out_and_settled_bets_leave_the_liability_one_by_one() 
     for n, selection in enumerate(("home", "away", "draw")):
         feed.send("BetPlaced", 1_000 + n, bet_id=f"b{n}", user_id="u1", market_id="m1",
                   selection_id=selection, stake=Decimal("10.00"), odds=2.0, currency="EUR")  # fmt: skip
-    alerts = feed.processor.detectors
-    assert alerts is not None and set(alerts.open_bets["m1"]) == {"b0", "b1", "b2"}
+    alerts, book = feed.processor.detectors, feed.processor.bets
+    assert alerts is not None and set(book.open["m1"]) == {"b0", "b1", "b2"}
     feed.send(
         "BetCancelled", 2_000, bet_id="b0", user_id="u1", market_id="m1", selection_id="home", reason="x"
     )
     feed.send("CashOut", 2_001, bet_id="b1", user_id="u1", market_id="m1", selection_id="away",
               amount=Decimal("9.00"), currency="EUR", odds=2.1)  # fmt: skip
-    assert set(alerts.open_bets["m1"]) == {"b2"} and alerts.exposure["m1"][0] == pytest.approx(10.0)
+    assert set(book.open["m1"]) == {"b2"} and alerts.exposure["m1"][0] == pytest.approx(10.0)
     feed.send("BetSettled", 3_000, bet_id="b2", user_id="u1", market_id="m1", selection_id="draw",
               result="LOST", payout=Decimal("0.00"), currency="EUR")  # fmt: skip
-    assert "m1" not in alerts.open_bets and "m1" not in alerts.exposure and feed.rejected == []
+    assert "m1" not in book.open and "m1" not in alerts.exposure and feed.rejected == []
