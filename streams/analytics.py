@@ -14,6 +14,7 @@ from dataclasses import dataclass, replace
 from itertools import pairwise
 from typing import Any
 
+from streams import money
 from streams.market import implied_probability, velocity_per_minute
 
 Stamp = tuple[int, str]  # (event ms, event id): a total order on events
@@ -71,68 +72,72 @@ class PriceAggregator:
 
 @dataclass(frozen=True)
 class Stake:
-    """One bet as the bet analytics see it (money as float: analytics, not accounting)."""
+    """One bet as the bet analytics see it: its stake in cents (streams.money) and its odds."""
 
     selection_id: str
     user_id: str
-    stake: float
+    cents: int
     odds: float
+
+    @property
+    def stake(self) -> float:
+        return self.cents / 100
+
+    @property
+    def payout_cents(self) -> int:
+        """What the bet pays if it wins, stake included, to the cent."""
+        return money.payout_cents(self.cents, self.odds)
 
 
 @dataclass(frozen=True)
 class BetClosed:
     """An open bet leaving the book before its result: cancelled (the stake is returned) or
-    cashed out (``paid`` to the bettor, the stake kept). Booked in the window of the close's
-    own event time, like a ledger's reversal: a final window never changes afterwards."""
+    cashed out (``paid_cents`` to the bettor, the stake kept). Booked in the window of the
+    close's own event time, like a ledger's reversal: a final window never changes afterwards."""
 
     bet: Stake
     cashed_out: bool
-    paid: float = 0.0
+    paid_cents: int = 0
     placed: bool = False  # the bet arrived after its close: placed and closed at once
-
-
-def cents(money: float) -> int:
-    """Money (two decimal places, as the schemas' decimals have) in integer minor units: sums
-    of them are exact and do not depend on the order of the events."""
-    return round(money * 100)
 
 
 @dataclass(frozen=True)
 class SelectionBets:
     """One selection's bets in a window: placed, and closed early (cancelled, cashed out).
-    Stakes and cash-outs in integer cents; payouts (stake * odds) are floats."""
+    Money in integer cents; ``stake_odds`` (sum of stake * odds, a float) is for the VWAP."""
 
     selection_id: str
     bets: int = 0
     stakes_cents: int = 0  # placed
-    payout: float = 0.0  # placed: sum of stake * odds
+    stake_odds: float = 0.0  # placed
+    payout_cents: int = 0  # placed: what they pay if the selection wins
     cancelled: int = 0
     cancelled_cents: int = 0
-    cancelled_payout: float = 0.0
+    cancelled_payout_cents: int = 0
     cashed_out: int = 0
-    cashed_out_payout: float = 0.0  # what the cashed-out bets would have paid
+    cashed_out_payout_cents: int = 0  # what the cashed-out bets would have paid
     paid_cents: int = 0  # paid for the cash-outs
 
     @property
-    def stakes(self) -> float:
+    def net_stakes_cents(self) -> int:
         """Stakes placed minus stakes of bets cancelled."""
-        return (self.stakes_cents - self.cancelled_cents) / 100
+        return self.stakes_cents - self.cancelled_cents
 
     @property
-    def open_payout(self) -> float:
+    def open_payout_cents(self) -> int:
         """What the window's bets on the selection pay if it wins: placed, less those cancelled
         or cashed out."""
-        return self.payout - self.cancelled_payout - self.cashed_out_payout
+        return self.payout_cents - self.cancelled_payout_cents - self.cashed_out_payout_cents
 
     @property
     def vwap(self) -> float:
         """Stake-weighted average odds of the bets placed (NaN: none placed)."""
-        return self.payout * 100 / self.stakes_cents if self.stakes_cents else math.nan
+        return self.stake_odds * 100 / self.stakes_cents if self.stakes_cents else math.nan
 
 
 @dataclass(frozen=True)
 class BetStats:
-    """Bets on one market in a window, per selection (sorted by selection id)."""
+    """Bets on one market in a window, per selection (sorted by selection id); money in cents."""
 
     count: int = 0  # bets placed
     staked_cents: int = 0  # stakes placed
@@ -143,17 +148,13 @@ class BetStats:
     by_selection: tuple[SelectionBets, ...] = ()
 
     @property
-    def turnover(self) -> float:
+    def turnover_cents(self) -> int:
         """Stakes placed minus stakes of bets cancelled (a cash-out keeps its stake)."""
-        return (self.staked_cents - self.cancelled_cents) / 100
+        return self.staked_cents - self.cancelled_cents
 
     @property
-    def cancelled_stakes(self) -> float:
-        return self.cancelled_cents / 100
-
-    @property
-    def cash_out_paid(self) -> float:
-        return self.paid_cents / 100
+    def turnover(self) -> float:
+        return self.turnover_cents / 100
 
     @property
     def average_stake(self) -> float:
@@ -170,21 +171,27 @@ class BetStats:
         """Stake-weighted average odds taken on a selection."""
         return self.selection(selection_id).vwap
 
-    def liabilities(self) -> dict[str, float]:
+    def liabilities_cents(self) -> dict[str, int]:
         """Net payout if each selection wins (positive: the operator loses that much): what
         the open bets pay on it, plus the cash-outs paid, minus the turnover kept."""
-        kept = (self.staked_cents - self.cancelled_cents - self.paid_cents) / 100
-        return {s.selection_id: s.open_payout - kept for s in self.by_selection}
+        kept = self.turnover_cents - self.paid_cents
+        return {s.selection_id: s.open_payout_cents - kept for s in self.by_selection}
+
+    def liabilities(self) -> dict[str, float]:
+        return {s: c / 100 for s, c in self.liabilities_cents().items()}
+
+    @property
+    def worst_case_liability_cents(self) -> int:
+        return max(self.liabilities_cents().values(), default=0)
 
     @property
     def worst_case_liability(self) -> float:
-        return max(self.liabilities().values(), default=0.0)
+        return self.worst_case_liability_cents / 100
 
     def money_shares(self) -> dict[str, float]:
-        turnover = self.staked_cents - self.cancelled_cents
+        turnover = self.turnover_cents
         return {
-            s.selection_id: ((s.stakes_cents - s.cancelled_cents) / turnover if turnover else 0.0)
-            for s in self.by_selection
+            s.selection_id: (s.net_stakes_cents / turnover if turnover else 0.0) for s in self.by_selection
         }
 
 
@@ -202,13 +209,12 @@ class BetAggregator:
             agg = self._placed(agg, bet)
         rows = {s.selection_id: s for s in agg.by_selection}
         row = rows.get(bet.selection_id) or SelectionBets(bet.selection_id)
-        stake = cents(bet.stake)
         if value.cashed_out:
-            paid = cents(value.paid)
+            paid = value.paid_cents
             rows[row.selection_id] = replace(
                 row,
                 cashed_out=row.cashed_out + 1,
-                cashed_out_payout=row.cashed_out_payout + bet.stake * bet.odds,
+                cashed_out_payout_cents=row.cashed_out_payout_cents + bet.payout_cents,
                 paid_cents=row.paid_cents + paid,
             )
             totals = replace(agg, cashed_out=agg.cashed_out + 1, paid_cents=agg.paid_cents + paid)
@@ -216,31 +222,33 @@ class BetAggregator:
             rows[row.selection_id] = replace(
                 row,
                 cancelled=row.cancelled + 1,
-                cancelled_cents=row.cancelled_cents + stake,
-                cancelled_payout=row.cancelled_payout + bet.stake * bet.odds,
+                cancelled_cents=row.cancelled_cents + bet.cents,
+                cancelled_payout_cents=row.cancelled_payout_cents + bet.payout_cents,
             )
-            totals = replace(agg, cancelled=agg.cancelled + 1, cancelled_cents=agg.cancelled_cents + stake)
+            totals = replace(
+                agg, cancelled=agg.cancelled + 1, cancelled_cents=agg.cancelled_cents + bet.cents
+            )
         return replace(totals, by_selection=tuple(rows[s] for s in sorted(rows)))
 
     def _placed(self, agg: BetStats, bet: Stake) -> BetStats:
         rows = {s.selection_id: s for s in agg.by_selection}
         row = rows.get(bet.selection_id) or SelectionBets(bet.selection_id)
-        stake = cents(bet.stake)
         rows[row.selection_id] = replace(
             row,
             bets=row.bets + 1,
-            stakes_cents=row.stakes_cents + stake,
-            payout=row.payout + bet.stake * bet.odds,
+            stakes_cents=row.stakes_cents + bet.cents,
+            stake_odds=row.stake_odds + bet.stake * bet.odds,
+            payout_cents=row.payout_cents + bet.payout_cents,
         )
-        totals = replace(agg, count=agg.count + 1, staked_cents=agg.staked_cents + stake)
+        totals = replace(agg, count=agg.count + 1, staked_cents=agg.staked_cents + bet.cents)
         return replace(totals, by_selection=tuple(rows[s] for s in sorted(rows)))
 
 
 @dataclass(frozen=True)
 class UserAction:
-    """A user's bet (stake > 0) or settlement (won is not None), with its CLV if known."""
+    """A user's bet (stake in cents > 0) or settlement (won is not None), with its CLV if known."""
 
-    stake: float = 0.0
+    stake_cents: int = 0
     won: bool | None = None
     clv: float | None = None
 
@@ -250,7 +258,7 @@ class UserStats:
     """One user's behaviour in a window. Trend sums are relative to the window start."""
 
     bets: int = 0
-    staked: float = 0.0
+    staked_cents: int = 0
     settled: int = 0
     won: int = 0
     clv_sum: float = 0.0
@@ -298,10 +306,10 @@ class UserAggregator:
         t = float(
             (event_ms - self.origin_ms) % self.period_ms if self.period_ms else event_ms - self.origin_ms
         )
-        a = agg  # a bet: every field given, in order (dataclasses.replace costs 6 us)
+        a, stake = agg, value.stake_cents / 100  # a bet: every field given, in order (replace costs 6 us)
         return UserStats(
-            a.bets + 1, a.staked + value.stake, a.settled, a.won, a.clv_sum, a.clv_count,
-            a.sum_t + t, a.sum_tt + t * t, a.sum_s + value.stake, a.sum_ts + t * value.stake,
+            a.bets + 1, a.staked_cents + value.stake_cents, a.settled, a.won, a.clv_sum, a.clv_count,
+            a.sum_t + t, a.sum_tt + t * t, a.sum_s + stake, a.sum_ts + t * stake,
         )  # fmt: skip
 
 

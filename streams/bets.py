@@ -19,11 +19,11 @@ CloseKind = Literal["settled", "cancelled", "cashed_out"]
 
 @dataclass(frozen=True)
 class Close:
-    """A bet's close: how, money paid for a cash-out, and when (event time)."""
+    """A bet's close: how, when (event time), and the cents paid for a cash-out."""
 
     kind: CloseKind
     event_ms: int
-    paid: float = 0.0
+    paid_cents: int = 0
 
 
 @dataclass

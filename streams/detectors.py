@@ -32,6 +32,7 @@ from typing import Any
 
 from streams.alerts import AlertBook, AlertEvent, Severity, Signal
 from streams.models import MODELS
+from streams.money import cents, payout_cents
 
 
 @dataclass(frozen=True)
@@ -99,7 +100,7 @@ class Detectors:
     stakes: Running = field(default_factory=Running)
     user_stakes: dict[str, Running] = field(default_factory=dict)
     # a market's open bets (the processor's BetBook says which): turnover, payout per selection
-    exposure: dict[str, tuple[float, dict[str, float]]] = field(default_factory=dict)
+    exposure: dict[str, tuple[int, dict[str, int]]] = field(default_factory=dict)  # in cents
     latency: dict[tuple[str, str], Running] = field(default_factory=dict)
     recent_calls: dict[str, deque[bool]] = field(default_factory=dict)
     heartbeats: dict[str, int] = field(default_factory=dict)
@@ -201,7 +202,10 @@ class Detectors:
         self.user_seen[user] = max(self.user_seen.get(user, event_ms), event_ms)
         self.market_seen[market] = max(self.market_seen.get(market, event_ms), event_ms)
         if opened:
-            signals.append(self._expose(market, selection, stake, stake * odds, event_ms))
+            stake_cents = cents(stake)
+            signals.append(
+                self._expose(market, selection, stake_cents, payout_cents(stake_cents, odds), event_ms)
+            )
         features = {"log_stake": x, "log_odds": math.log(odds)}
         self.bets_seen += 1
         if self.bets_seen > c.hst_warmup:
@@ -221,7 +225,7 @@ class Detectors:
         return self._observe(signals, event_ms)
 
     def on_bet_closed(
-        self, market: str, selection: str, stake: float, payout: float, event_ms: int, last: bool
+        self, market: str, selection: str, stake_cents: int, payout: int, event_ms: int, last: bool
     ) -> list[AlertEvent]:
         """An open bet settled, cancelled or cashed out: its stake and payout leave the
         market's exposure (the rest of the market's open bets stay); ``last``: it was the
@@ -231,15 +235,16 @@ class Detectors:
             self.exposure.pop(market, None)
             signal = Signal("liability_breach", {"market_id": market}, "critical", 0.0, event_ms, holds=False)
             return self._observe([signal], event_ms)
-        return self._observe([self._expose(market, selection, -stake, -payout, event_ms)], event_ms)
+        return self._observe([self._expose(market, selection, -stake_cents, -payout, event_ms)], event_ms)
 
-    def _expose(self, market: str, selection: str, stake: float, payout: float, event_ms: int) -> Signal:
-        """Move a market's exposure by one bet's stake and payout; the liability signal after it."""
-        turnover, payouts = self.exposure.get(market, (0.0, {}))
-        payouts = {**payouts, selection: payouts.get(selection, 0.0) + payout}
-        turnover += stake
+    def _expose(self, market: str, selection: str, stake_cents: int, payout: int, event_ms: int) -> Signal:
+        """Move a market's exposure by one bet's stake and payout (cents); the liability signal
+        after it (its value in money)."""
+        turnover, payouts = self.exposure.get(market, (0, {}))
+        payouts = {**payouts, selection: payouts.get(selection, 0) + payout}
+        turnover += stake_cents
         self.exposure[market] = (turnover, payouts)
-        worst = max(payouts.values()) - turnover
+        worst = (max(payouts.values()) - turnover) / 100
         return Signal(
             "liability_breach",
             {"market_id": market},

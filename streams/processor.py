@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
-from decimal import Decimal
 from functools import lru_cache
 from typing import Any
 
@@ -62,6 +61,7 @@ from streams.book import Book, BookAggregator, Quote, book_record
 from streams.detectors import DetectorConfig, Detectors
 from streams.engine import WindowEngine, WindowResult
 from streams.ids import uuid5
+from streams.money import as_decimal, cents
 from streams.predictor import Predictor, PredictorConfig
 from streams.windows import TumblingWindow, Window
 
@@ -237,20 +237,22 @@ class PartitionProcessor:
             self._feed(out, "market", market, event_ms, Quote(key[2], key[1], price), wall_ms)
         elif event_type == "BetPlaced":
             market = record["market_id"]
-            stake = Stake(record["selection_id"], record["user_id"], _money(record["stake"]), record["odds"])
+            stake = Stake(
+                record["selection_id"], record["user_id"], cents(record["stake"]), float(record["odds"])
+            )
             close = self.bets.place(market, record["bet_id"], stake, event_ms)
             if close is None or close.kind == "settled":
                 self._feed(out, "bets", market, event_ms, stake, wall_ms)
             else:  # its cancellation or cash-out came first: booked with it
-                shut = BetClosed(stake, close.kind == "cashed_out", close.paid, placed=True)
+                shut = BetClosed(stake, close.kind == "cashed_out", close.paid_cents, placed=True)
                 self._feed(out, "bets", market, event_ms, shut, wall_ms)
-            self._feed(out, "user", record["user_id"], event_ms, UserAction(stake=stake.stake), wall_ms)
+            self._feed(out, "user", record["user_id"], event_ms, UserAction(stake_cents=stake.cents), wall_ms)
             if self.insights:
                 self._on_bet(out, record, stake, event_ms, opened=close is None)
             return out
         elif event_type in CLOSE_KIND:
             market, kind = record["market_id"], CLOSE_KIND[event_type]
-            paid = _money(record["amount"]) if kind == "cashed_out" else 0.0
+            paid = cents(record["amount"]) if kind == "cashed_out" else 0
             bet = self.bets.close(market, record["bet_id"], Close(kind, event_ms, paid))
             if bet is not None and kind != "settled":
                 self._feed(out, "bets", market, event_ms, BetClosed(bet, kind == "cashed_out", paid), wall_ms)
@@ -310,7 +312,7 @@ class PartitionProcessor:
     def _on_bet(self, out: Output, record: dict[str, Any], bet: Stake, event_ms: int, opened: bool) -> None:
         assert self.detectors is not None
         raised = self.detectors.on_bet(
-            record["market_id"], bet.selection_id, bet.user_id, bet.stake, float(bet.odds), event_ms, opened
+            record["market_id"], bet.selection_id, bet.user_id, bet.stake, bet.odds, event_ms, opened
         )
         self._raise(out, raised)
 
@@ -323,7 +325,7 @@ class PartitionProcessor:
             return
         last = self.bets.open_in(market) == 0
         raised = self.detectors.on_bet_closed(
-            market, bet.selection_id, bet.stake, bet.stake * bet.odds, event_ms, last
+            market, bet.selection_id, bet.cents, bet.payout_cents, event_ms, last
         )
         self._raise(out, raised)
 
@@ -476,10 +478,6 @@ def alert_record(alert: AlertEvent, partition: int) -> dict[str, Any]:
     }
 
 
-def _money(value: Decimal | float) -> float:
-    return float(value)
-
-
 def _newest_ms(kind: str, aggregate: Any, end: int) -> int:
     if kind == "price" and aggregate.last is not None:
         return int(aggregate.last.stamp[0])
@@ -511,30 +509,39 @@ def _market_fields(key: str, book: Book, size_ms: int, final: bool) -> dict[str,
 
 
 def _bet_fields(key: str, stats: BetStats, size_ms: int, final: bool) -> dict[str, Any]:
-    liabilities = stats.liabilities()
+    """Money twice: exact (``*_exact``, decimal) and as the double v1 readers know."""
+    liabilities = stats.liabilities_cents()
     shares = stats.money_shares()
     return {
         "market_id": key,
         "bets": stats.count,
-        "turnover": stats.turnover,
+        "turnover": stats.turnover_cents / 100,
         "average_stake": stats.average_stake,
-        "worst_case_liability": stats.worst_case_liability,
+        "worst_case_liability": stats.worst_case_liability_cents / 100,
         "cancelled": stats.cancelled,
-        "cancelled_stakes": stats.cancelled_stakes,
+        "cancelled_stakes": stats.cancelled_cents / 100,
         "cashed_out": stats.cashed_out,
-        "cash_out_paid": stats.cash_out_paid,
+        "cash_out_paid": stats.paid_cents / 100,
+        "turnover_exact": as_decimal(stats.turnover_cents),
+        "worst_case_liability_exact": as_decimal(stats.worst_case_liability_cents),
+        "cancelled_stakes_exact": as_decimal(stats.cancelled_cents),
+        "cash_out_paid_exact": as_decimal(stats.paid_cents),
         "selections": [
             {
                 "selection_id": s.selection_id,
                 "bets": s.bets,
-                "stakes": s.stakes,
+                "stakes": s.net_stakes_cents / 100,
                 "vwap": s.vwap,
-                "liability": liabilities[s.selection_id],
+                "liability": liabilities[s.selection_id] / 100,
                 "money_share": shares[s.selection_id],
                 "cancelled": s.cancelled,
                 "cancelled_stakes": s.cancelled_cents / 100,
                 "cashed_out": s.cashed_out,
                 "cash_out_paid": s.paid_cents / 100,
+                "stakes_exact": as_decimal(s.net_stakes_cents),
+                "liability_exact": as_decimal(liabilities[s.selection_id]),
+                "cancelled_stakes_exact": as_decimal(s.cancelled_cents),
+                "cash_out_paid_exact": as_decimal(s.paid_cents),
             }
             for s in stats.by_selection
         ],
@@ -571,7 +578,8 @@ def _user_fields(key: str, stats: UserStats, size_ms: int, final: bool) -> dict[
     return {
         "user_id": key,
         "bets": stats.bets,
-        "staked": stats.staked,
+        "staked": stats.staked_cents / 100,
+        "staked_exact": as_decimal(stats.staked_cents),
         "settled": stats.settled,
         "won": stats.won,
         "sum_t": stats.sum_t,

@@ -56,6 +56,8 @@ def _for_type(avro_type: Any, name: str, named: dict[str, Any]) -> st.SearchStra
         kind = avro_type["type"]
         if kind != "enum" and name in BY_NAME:
             return BY_NAME[name]
+        if avro_type.get("logicalType") == "decimal":  # derived money (a liability can be negative)
+            return st.decimals(min_value=-(10**15), max_value=10**15, places=avro_type["scale"])
         if kind == "enum":
             named[avro_type["name"]] = avro_type
             return st.sampled_from(avro_type["symbols"])

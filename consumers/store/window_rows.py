@@ -7,11 +7,19 @@ so ``oddstream replay`` fills the same tables the same way) and returns the tabl
 from __future__ import annotations
 
 from collections.abc import Callable
+from decimal import Decimal
 from typing import Any
 
 from consumers.store.insight_rows import INSIGHT_COLUMNS, INSIGHT_ROWS
 
 Row = tuple[Any, ...]
+
+
+def _exact(r: dict[str, Any], name: str) -> Decimal:
+    """Money field ``name`` as the exact decimal; from a v1 record (no ``name_exact``), its
+    double rounded to the cent (the worker's doubles are cents / 100)."""
+    exact: Decimal | None = r.get(f"{name}_exact")
+    return exact if exact is not None else Decimal(repr(round(r[name], 2)))
 
 
 def _market(r: dict[str, Any]) -> dict[str, list[Row]]:
@@ -49,13 +57,16 @@ def _price(r: dict[str, Any]) -> dict[str, list[Row]]:
 
 
 def _bets(r: dict[str, Any]) -> dict[str, list[Row]]:
+    market = (
+        r["bets"], _exact(r, "turnover"), r["average_stake"], _exact(r, "worst_case_liability"),
+        r["cancelled"], _exact(r, "cancelled_stakes"), r["cashed_out"], _exact(r, "cash_out_paid"),
+    )  # fmt: skip
     rows = [
         (
-            r["market_id"], s["selection_id"], r["window_start"], r["window_end"], s["bets"], s["stakes"],
-            s["vwap"], s["liability"], s["money_share"], s["cancelled"], s["cancelled_stakes"],
-            s["cashed_out"], s["cash_out_paid"], r["bets"], r["turnover"], r["average_stake"],
-            r["worst_case_liability"], r["cancelled"], r["cancelled_stakes"], r["cashed_out"],
-            r["cash_out_paid"], r["version"], r["window_id"],
+            r["market_id"], s["selection_id"], r["window_start"], r["window_end"], s["bets"],
+            _exact(s, "stakes"), s["vwap"], _exact(s, "liability"), s["money_share"], s["cancelled"],
+            _exact(s, "cancelled_stakes"), s["cashed_out"], _exact(s, "cash_out_paid"), *market,
+            r["version"], r["window_id"],
         )
         for s in r["selections"]
     ]  # fmt: skip
@@ -81,9 +92,9 @@ def _route(r: dict[str, Any]) -> dict[str, list[Row]]:
 
 def _user(r: dict[str, Any]) -> dict[str, list[Row]]:
     row = (
-        r["user_id"], r["source_partition"], r["window_start"], r["window_end"], r["bets"], r["staked"],
-        r["settled"], r["won"], r["sum_t"], r["sum_tt"], r["sum_s"], r["sum_ts"], r["version"],
-        r["window_id"],
+        r["user_id"], r["source_partition"], r["window_start"], r["window_end"], r["bets"],
+        _exact(r, "staked"), r["settled"], r["won"], r["sum_t"], r["sum_tt"], r["sum_s"], r["sum_ts"],
+        r["version"], r["window_id"],
     )  # fmt: skip
     return {"user_window_parts_1m": [row]}
 

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from decimal import Decimal
 from typing import Any
 
 import httpx
@@ -105,10 +106,13 @@ def stored(query: Callable[[str], list[list[Any]]], topics: Topics) -> dict[str,
     return {
         "price": {tuple(r[:4]): tuple(r[4:]) for r in price},
         "market": {tuple(r[:3]): tuple(r[3:]) for r in market},
-        "bets": {tuple(r[:3]): tuple(r[3:]) for r in bets},
+        "bets": {
+            tuple(r[:3]): tuple(Decimal(v) if i in oracle.MONEY else v for i, v in enumerate(r[3:]))
+            for r in bets
+        },
         "service": {tuple(r[:2]): tuple(r[2:]) for r in service},
         "route": {tuple(r[:3]): tuple(r[3:]) for r in route},
-        "user": {tuple(r[:3]): tuple(r[3:]) for r in user},
+        "user": {tuple(r[:3]): (r[3], Decimal(r[4]), *r[5:]) for r in user},
         "late": late,
     }
 
@@ -195,9 +199,9 @@ def test_final_windows_equal_a_recomputation_from_the_raw_events(settings: Setti
 
 def check_views(query: Callable[[str], list[list[Any]]], want: dict[str, Any], size_ms: int) -> None:
     """user_windows_1m merges the per-partition partials; bet_clv matches a recomputation."""
-    merged: dict[tuple[str, int], list[float]] = {}
+    merged: dict[tuple[str, int], list[Any]] = {}
     for (user, _, w), partial in want["user"].items():
-        sums = merged.setdefault((user, w), [0.0] * 8)
+        sums = merged.setdefault((user, w), [0, Decimal(0), *[0.0] * 6])
         for i, value in enumerate(partial):
             sums[i] += value
     view = query(
@@ -207,7 +211,7 @@ def check_views(query: Callable[[str], list[list[Any]]], want: dict[str, Any], s
     assert len(view) == len(merged) > 0
     for user, w, bets, staked, settled, won, win_rate, trend, rate in view:
         n, st, se, wo, t, tt, s, ts = merged[(user, int(w))]
-        assert (bets, settled, won) == (n, se, wo) and oracle.close(staked, st, st)
+        assert (bets, settled, won, Decimal(staked)) == (n, se, wo, st)  # money: exact
         assert win_rate == (pytest.approx(wo / se) if se else None)
         assert rate == pytest.approx(n * 60_000 / size_ms)
         denominator = n * tt - t * t

@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from collections.abc import Callable
+from decimal import Decimal
 from typing import Any
 
 from streams.market import is_steam_move
@@ -26,6 +27,8 @@ _PLACED = (
     "SELECT kafka_partition p, kafka_offset o, toUnixTimestamp64Milli(event_time) t, bet_id, market_id, "
     "selection_id, stake, odds, 'placed' kind, toDecimal64(0, 2) paid FROM bet_placed FINAL"
 )  # money stays Decimal(18, 2): its sums are exact
+# a bet's payout if it wins: stake times the odds as they read, to the cent, half to even
+PAYOUT = "roundBankers(toDecimal128(stake, 2) * toDecimal128(toString(odds), 12), 2)"
 _CLOSES = " UNION ALL ".join(
     "SELECT kafka_partition p, kafka_offset o, toUnixTimestamp64Milli(event_time) t, bet_id, "
     f"'{kind}' kind, {paid} paid FROM {table} FINAL"
@@ -60,9 +63,9 @@ def _events(stream: str) -> str:
         "route": "SELECT kafka_partition p, kafka_offset o, toUnixTimestamp64Milli(event_time) t, service, "
         "route, status, latency_ms FROM api_call_recorded FINAL",
         "user": "SELECT kafka_partition p, kafka_offset o, toUnixTimestamp64Milli(event_time) t, user_id, "
-        "toFloat64(stake) stake, 1 placed, 0 won FROM bet_placed FINAL UNION ALL "
-        "SELECT kafka_partition, kafka_offset, toUnixTimestamp64Milli(event_time), user_id, 0.0, 0, "
-        "result IN ('WON', 'HALF_WON') FROM bet_settled FINAL WHERE result != 'VOID'",
+        "stake, 1 placed, 0 won FROM bet_placed FINAL UNION ALL "
+        "SELECT kafka_partition, kafka_offset, toUnixTimestamp64Milli(event_time), user_id, "
+        "toDecimal64(0, 2), 0, result IN ('WON', 'HALF_WON') FROM bet_settled FINAL WHERE result != 'VOID'",
     }[stream]
 
 
@@ -159,34 +162,35 @@ def _market_rows(
 
 
 COUNTS = (0, 5, 7, 9, 11, 13)  # the counts among a bet window's figures
+MONEY = (1, 3, 6, 8, 10, 12, 14)  # and the money (exact decimals)
 
 
 def bet_windows(query: Query, c: WindowConfig) -> dict[tuple[Any, ...], tuple[Any, ...]]:
     """(market, selection, window) -> (bets, net stakes, vwap, liability, money share, cancelled,
     cancelled stakes, cashed out, paid, market bets, market turnover, market cancelled, market
-    cancelled stakes, market cashed out, market paid). Money sums are exact decimals."""
+    cancelled stakes, market cashed out, market paid). Money in exact decimals: each bet's
+    payout to the cent, sums of Decimal(18, 2)."""
     placed, cancelled, cashed = "kind = 'placed'", "kind = 'cancelled'", "kind = 'cashed_out'"
     market = "OVER (PARTITION BY market_id, w)"
     sums = (
         f"SELECT market_id, selection_id, w, countIf({placed}) n, sumIf(stake, {placed}) st, "
-        f"sumIf(toFloat64(stake) * odds, {placed}) payout, countIf({cancelled}) nc, "
-        f"sumIf(stake, {cancelled}) cst, sumIf(toFloat64(stake) * odds, {cancelled}) cpayout, "
-        f"countIf({cashed}) nx, sumIf(toFloat64(stake) * odds, {cashed}) xpayout, "
-        f"sumIf(paid, {cashed}) xpaid, "
+        f"sumIf(toFloat64(stake) * odds, {placed}) stake_odds, sumIf({PAYOUT}, {placed}) payout, "
+        f"countIf({cancelled}) nc, sumIf(stake, {cancelled}) cst, sumIf({PAYOUT}, {cancelled}) cpayout, "
+        f"countIf({cashed}) nx, sumIf({PAYOUT}, {cashed}) xpayout, sumIf(paid, {cashed}) xpaid, "
         f"sum(n) {market} m_n, sum(st) {market} m_st, sum(nc) {market} m_nc, sum(cst) {market} m_cst, "
         f"sum(nx) {market} m_nx, sum(xpaid) {market} m_paid "
         f"FROM ({_classified('bets', c)}) WHERE NOT late GROUP BY market_id, selection_id, w"
     )
     rows = query(
-        "SELECT market_id, selection_id, w, n, toFloat64(st - cst), "
-        "if(st = 0, nan, payout / toFloat64(st)), "
-        "payout - cpayout - xpayout - toFloat64(m_st - m_cst - m_paid), "
-        "if(m_st = m_cst, 0.0, toFloat64(st - cst) / toFloat64(m_st - m_cst)), nc, toFloat64(cst), nx, "
-        "toFloat64(xpaid), m_n, toFloat64(m_st - m_cst), m_nc, toFloat64(m_cst), m_nx, toFloat64(m_paid) "
-        f"FROM ({sums})"
+        "SELECT market_id, selection_id, w, n, st - cst, if(st = 0, nan, stake_odds / toFloat64(st)), "
+        "payout - cpayout - xpayout - (m_st - m_cst - m_paid), "
+        "if(m_st = m_cst, 0.0, toFloat64(st - cst) / toFloat64(m_st - m_cst)), nc, cst, nx, xpaid, m_n, "
+        f"m_st - m_cst, m_nc, m_cst, m_nx, m_paid FROM ({sums})"
     )
     return {
-        (r[0], r[1], int(r[2])): tuple(int(v) if i in COUNTS else v for i, v in enumerate(r[3:]))
+        (r[0], r[1], int(r[2])): tuple(
+            int(v) if i in COUNTS else Decimal(v) if i in MONEY else v for i, v in enumerate(r[3:])
+        )
         for r in rows
     }
 
@@ -223,12 +227,12 @@ def user_windows(query: Query, c: WindowConfig) -> dict[tuple[Any, ...], tuple[A
     rel = f"toFloat64(t % {c.size_ms})"
     rows = query(
         f"SELECT user_id, p, w, sum(placed), sumIf(stake, placed = 1), sum(1 - placed), sum(won), "
-        f"sumIf({rel}, placed = 1), sumIf({rel} * {rel}, placed = 1), sumIf(stake, placed = 1), "
-        f"sumIf({rel} * stake, placed = 1) FROM ({_classified('user', c)}) WHERE NOT late "
+        f"sumIf({rel}, placed = 1), sumIf({rel} * {rel}, placed = 1), sumIf(toFloat64(stake), placed = 1), "
+        f"sumIf({rel} * toFloat64(stake), placed = 1) FROM ({_classified('user', c)}) WHERE NOT late "
         f"GROUP BY user_id, p, w"
     )
     return {
-        (u, int(p), int(w)): (int(n), st, int(se), int(wo), a, b, d, e)
+        (u, int(p), int(w)): (int(n), Decimal(st), int(se), int(wo), a, b, d, e)
         for u, p, w, n, st, se, wo, a, b, d, e in rows
     }
 

@@ -57,7 +57,11 @@ def test_equal_times_break_ties_by_event_id() -> None:
 
 
 def test_bets_turnover_vwap_liability_and_shares() -> None:
-    bets = [Stake("home", "u1", 100.0, 2.0), Stake("home", "u2", 50.0, 2.1), Stake("away", "u3", 200.0, 1.8)]
+    bets = [
+        Stake("home", "u1", 10_000, 2.0),
+        Stake("home", "u2", 5_000, 2.1),
+        Stake("away", "u3", 20_000, 1.8),
+    ]
     stats = fold(BetAggregator(), [(b, n) for n, b in enumerate(bets)])
     assert (stats.count, stats.turnover, stats.average_stake) == (3, 350.0, pytest.approx(350 / 3))
     assert stats.vwap("home") == pytest.approx((200 + 105) / 150)
@@ -69,9 +73,9 @@ def test_bets_turnover_vwap_liability_and_shares() -> None:
 
 def test_users_rate_trend_win_rate_and_clv() -> None:
     actions = [
-        (UserAction(stake=10.0), 0),
-        (UserAction(stake=20.0), 60_000),
-        (UserAction(stake=30.0), 120_000),
+        (UserAction(stake_cents=1_000), 0),
+        (UserAction(stake_cents=2_000), 60_000),
+        (UserAction(stake_cents=3_000), 120_000),
         (UserAction(won=True, clv=0.1), 130_000),
         (UserAction(won=False, clv=-0.02), 140_000),
         (UserAction(won=True), 150_000),
@@ -122,10 +126,10 @@ def test_price_stats_do_not_depend_on_arrival_order(rows: list[tuple[float, int,
     st.randoms(use_true_random=False),
 )
 def test_bet_stats_do_not_depend_on_arrival_order(rows: list[tuple[str, float, float]], rnd: Any) -> None:
-    bets = [Stake(s, "u", round(stake, 2), odds) for s, stake, odds in rows]
+    bets = [Stake(s, "u", round(stake * 100), odds) for s, stake, odds in rows]
     values: list[tuple[Stake | BetClosed, int]] = [(b, n) for n, b in enumerate(bets)]
     values += [
-        (BetClosed(b, cashed_out=n % 2 == 1, paid=round(b.stake * 0.9, 2)), n)
+        (BetClosed(b, cashed_out=n % 2 == 1, paid_cents=b.cents * 9 // 10), n)
         for n, b in enumerate(bets[::3])
     ]
     shuffled = values[:]
@@ -133,13 +137,13 @@ def test_bet_stats_do_not_depend_on_arrival_order(rows: list[tuple[str, float, f
     a, b = fold(BetAggregator(), values), fold(BetAggregator(), shuffled)
     # money in cents: the same sums exactly, whatever the order
     assert (a.count, a.cancelled, a.cashed_out) == (b.count, b.cancelled, b.cashed_out)
-    assert (a.turnover, a.cancelled_stakes, a.cash_out_paid) == (
-        b.turnover,
-        b.cancelled_stakes,
-        b.cash_out_paid,
+    assert (a.turnover_cents, a.cancelled_cents, a.paid_cents) == (
+        b.turnover_cents,
+        b.cancelled_cents,
+        b.paid_cents,
     )
     assert a.money_shares() == b.money_shares()
-    assert a.liabilities() == pytest.approx(b.liabilities(), rel=1e-9, abs=1e-6)
+    assert a.liabilities_cents() == b.liabilities_cents()
     if len(bets) == len(bets[::3]) and a.cashed_out == 0:  # every bet cancelled: nothing at all is left
         assert a.turnover == 0.0 and set(a.money_shares().values()) == {0.0}
 

@@ -8,7 +8,7 @@ from streams.analytics import Stake
 from streams.bets import BetBook, Close
 
 pytestmark = pytest.mark.pure
-BET = Stake("home", "u1", 10.0, 2.0)
+BET = Stake("home", "u1", 1_000, 2.0)
 
 
 def test_a_close_takes_its_open_bet_and_only_the_first_close_counts() -> None:
@@ -21,9 +21,9 @@ def test_a_close_takes_its_open_bet_and_only_the_first_close_counts() -> None:
 
 def test_a_close_before_its_bet_is_remembered_and_shuts_the_bet_when_it_arrives() -> None:
     book = BetBook()
-    assert book.close("m1", "b1", Close("cashed_out", 2_000, paid=12.5)) is None
+    assert book.close("m1", "b1", Close("cashed_out", 2_000, paid_cents=1_250)) is None
     assert book.close("m1", "b1", Close("cancelled", 2_500)) is None  # the first close stands
-    assert book.place("m1", "b1", BET, 1_000) == Close("cashed_out", 2_000, paid=12.5)
+    assert book.place("m1", "b1", BET, 1_000) == Close("cashed_out", 2_000, paid_cents=1_250)
     assert book.open == {} and book.closed_first == {}
 
 

@@ -84,9 +84,9 @@ def test_exposure_follows_each_bet_settled_cancelled_or_cashed_out_not_the_whole
     [breach] = d.on_bet("m1", "away", "u2", 3_000.0, 5.0, T0 + 1)  # 15,000 on 3,100 taken
     assert (breach.status, breach.value) == ("firing", 11_900.0)
     # the small bet settles: before, the market's whole exposure went with it
-    assert d.on_bet_closed("m1", "home", 100.0, 200.0, T0 + 2, last=False) == []  # 15,000 on 3,000
-    assert d.exposure["m1"] == (3_000.0, {"home": 0.0, "away": 15_000.0})
-    [cleared] = d.on_bet_closed("m1", "away", 3_000.0, 15_000.0, T0 + 3, last=True)  # cancelled
+    assert d.on_bet_closed("m1", "home", 10_000, 20_000, T0 + 2, last=False) == []  # 15,000 on 3,000
+    assert d.exposure["m1"] == (300_000, {"home": 0, "away": 1_500_000})  # in cents
+    [cleared] = d.on_bet_closed("m1", "away", 300_000, 1_500_000, T0 + 3, last=True)  # cancelled
     assert (cleared.rule, cleared.status) == ("liability_breach", "resolved")
     assert "m1" not in d.exposure
 

@@ -217,7 +217,11 @@ def test_a_cash_out_keeps_the_stake_pays_its_amount_and_drops_its_payout() -> No
     assert (away["stakes"], away["cashed_out"], away["cash_out_paid"], away["vwap"]) == (20.0, 1, 25.5, 3.0)
     kept = 30.0 - 25.5  # the stakes taken less the cash-out paid
     assert away["liability"] == pytest.approx(0.0 - kept) and home["liability"] == pytest.approx(20.0 - kept)
-    assert window["worst_case_liability"] == pytest.approx(15.5)
+    assert window["worst_case_liability"] == 15.5
+    exact = {k: window[f"{k}_exact"] for k in ("turnover", "worst_case_liability", "cash_out_paid")}
+    assert exact == {"turnover": Decimal("30.00"), "worst_case_liability": Decimal("15.50"),
+                     "cash_out_paid": Decimal("25.50")}  # fmt: skip
+    assert (away["liability_exact"], home["liability_exact"]) == (Decimal("-4.50"), Decimal("15.50"))
 
 
 def test_a_close_that_overtakes_its_bet_is_booked_with_the_bet_and_only_the_first_close_counts() -> None:
@@ -355,7 +359,7 @@ def test_cancelled_cashed_out_and_settled_bets_leave_the_liability_one_by_one() 
     )
     feed.send("CashOut", 2_001, bet_id="b1", user_id="u1", market_id="m1", selection_id="away",
               amount=Decimal("9.00"), currency="EUR", odds=2.1)  # fmt: skip
-    assert set(book.open["m1"]) == {"b2"} and alerts.exposure["m1"][0] == pytest.approx(10.0)
+    assert set(book.open["m1"]) == {"b2"} and alerts.exposure["m1"][0] == 1_000  # cents
     feed.send("BetSettled", 3_000, bet_id="b2", user_id="u1", market_id="m1", selection_id="draw",
               result="LOST", payout=Decimal("0.00"), currency="EUR")  # fmt: skip
     assert "m1" not in book.open and "m1" not in alerts.exposure and feed.rejected == []
