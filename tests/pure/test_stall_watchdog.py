@@ -159,3 +159,37 @@ def test_a_partition_never_fetched_since_its_assignment_is_stalled_too(
     assert source.stalled(120) == []
     clock[0] += 121
     assert source.stalled(120) == ["p.bets[1] at offset 5620, 2483 record(s) waiting, no progress for 121 s"]
+
+
+def test_an_assigned_partition_never_delivered_from_its_start_is_stalled(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Nothing committed, so no processor until Faust delivers its first record: if none comes,
+    the watchdog must still see the records waiting (it saw only partitions with a processor)."""
+    clock = [1000.0]
+    monkeypatch.setattr("consumers.worker.partitions.time.monotonic", lambda: clock[0])
+    app = FakeApp()
+    source = SourceAnalytics(app, Settings(), Codec(load_catalog()), "p.odds", table=None, stage="odds")
+    source._adopted = {0, 1}
+    source._ends = {0: 1200, 1: 0}  # partition 1 is empty: nothing waits
+    assert source.stalled(120) == []
+    clock[0] += 121
+    assert source.stalled(120) == ["p.odds[0] at offset -1, 1200 record(s) waiting, no progress for 121 s"]
+    source.processors = {0: PartitionProcessor(partition=0)}  # delivered at last
+    source.processors[0].offset = 0
+    assert source.stalled(120) == []
+
+
+def test_a_partition_waiting_for_its_first_record_while_others_move_is_not_stalled(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    clock = [1000.0]
+    monkeypatch.setattr("consumers.worker.partitions.time.monotonic", lambda: clock[0])
+    app = FakeApp()
+    source = SourceAnalytics(app, Settings(), Codec(load_catalog()), "p.odds", table=None, stage="odds")
+    busy = PartitionProcessor(partition=1)
+    source.processors, source._adopted, source._ends = {1: busy}, {0, 1}, {0: 1200, 1: 90_000}
+    for _ in range(5):  # partition 1 drains a big backlog; partition 0 waits its turn
+        busy.offset += 10_000
+        clock[0] += 60
+        assert source.stalled(120) == []
