@@ -202,46 +202,57 @@ class BetAggregator:
         return BetStats()
 
     def add(self, agg: BetStats, value: Stake | BetClosed, event_ms: int) -> BetStats:
+        # values built positionally: dataclasses.replace costs ~3 us a call
         if isinstance(value, Stake):
             return self._placed(agg, value)
         bet = value.bet
         if value.placed:
             agg = self._placed(agg, bet)
         rows = {s.selection_id: s for s in agg.by_selection}
-        row = rows.get(bet.selection_id) or SelectionBets(bet.selection_id)
+        r = rows.get(bet.selection_id) or SelectionBets(bet.selection_id)
+        payout, paid = bet.payout_cents, value.paid_cents
         if value.cashed_out:
-            paid = value.paid_cents
-            rows[row.selection_id] = replace(
-                row,
-                cashed_out=row.cashed_out + 1,
-                cashed_out_payout_cents=row.cashed_out_payout_cents + bet.payout_cents,
-                paid_cents=row.paid_cents + paid,
-            )
-            totals = replace(agg, cashed_out=agg.cashed_out + 1, paid_cents=agg.paid_cents + paid)
+            rows[r.selection_id] = SelectionBets(
+                r.selection_id, r.bets, r.stakes_cents, r.stake_odds, r.payout_cents, r.cancelled,
+                r.cancelled_cents, r.cancelled_payout_cents, r.cashed_out + 1,
+                r.cashed_out_payout_cents + payout, r.paid_cents + paid,
+            )  # fmt: skip
+            cancelled, cancelled_cents, cashed_out = agg.cancelled, agg.cancelled_cents, agg.cashed_out + 1
         else:
-            rows[row.selection_id] = replace(
-                row,
-                cancelled=row.cancelled + 1,
-                cancelled_cents=row.cancelled_cents + bet.cents,
-                cancelled_payout_cents=row.cancelled_payout_cents + bet.payout_cents,
+            rows[r.selection_id] = SelectionBets(
+                r.selection_id, r.bets, r.stakes_cents, r.stake_odds, r.payout_cents, r.cancelled + 1,
+                r.cancelled_cents + bet.cents, r.cancelled_payout_cents + payout, r.cashed_out,
+                r.cashed_out_payout_cents, r.paid_cents,
+            )  # fmt: skip
+            cancelled, cancelled_cents, cashed_out = (
+                agg.cancelled + 1,
+                agg.cancelled_cents + bet.cents,
+                agg.cashed_out,
             )
-            totals = replace(
-                agg, cancelled=agg.cancelled + 1, cancelled_cents=agg.cancelled_cents + bet.cents
-            )
-        return replace(totals, by_selection=tuple(rows[s] for s in sorted(rows)))
+            paid = 0
+        return BetStats(
+            agg.count, agg.staked_cents, cancelled, cancelled_cents, cashed_out, agg.paid_cents + paid,
+            tuple(rows[s] for s in sorted(rows)),
+        )  # fmt: skip
 
     def _placed(self, agg: BetStats, bet: Stake) -> BetStats:
         rows = {s.selection_id: s for s in agg.by_selection}
-        row = rows.get(bet.selection_id) or SelectionBets(bet.selection_id)
-        rows[row.selection_id] = replace(
-            row,
-            bets=row.bets + 1,
-            stakes_cents=row.stakes_cents + bet.cents,
-            stake_odds=row.stake_odds + bet.stake * bet.odds,
-            payout_cents=row.payout_cents + bet.payout_cents,
-        )
-        totals = replace(agg, count=agg.count + 1, staked_cents=agg.staked_cents + bet.cents)
-        return replace(totals, by_selection=tuple(rows[s] for s in sorted(rows)))
+        r = rows.get(bet.selection_id)
+        stake_odds, payout = bet.cents / 100 * bet.odds, bet.payout_cents
+        if r is None:
+            rows[bet.selection_id] = SelectionBets(
+                bet.selection_id, 1, bet.cents, stake_odds, payout, 0, 0, 0, 0, 0, 0
+            )
+        else:
+            rows[r.selection_id] = SelectionBets(
+                r.selection_id, r.bets + 1, r.stakes_cents + bet.cents, r.stake_odds + stake_odds,
+                r.payout_cents + payout, r.cancelled, r.cancelled_cents, r.cancelled_payout_cents,
+                r.cashed_out, r.cashed_out_payout_cents, r.paid_cents,
+            )  # fmt: skip
+        return BetStats(
+            agg.count + 1, agg.staked_cents + bet.cents, agg.cancelled, agg.cancelled_cents, agg.cashed_out,
+            agg.paid_cents, tuple(rows[s] for s in sorted(rows)),
+        )  # fmt: skip
 
 
 @dataclass(frozen=True)

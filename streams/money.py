@@ -10,6 +10,7 @@ pays it (the simulator's ``BetSettled`` does the same).
 from __future__ import annotations
 
 from decimal import ROUND_HALF_EVEN, Decimal
+from functools import lru_cache
 
 _UNIT = Decimal(1)
 _CENT = Decimal("0.01")
@@ -24,7 +25,12 @@ def cents(amount: Decimal | float) -> int:
 
 def payout_cents(stake_cents: int, odds: float) -> int:
     """Stake times decimal odds, to the cent, half to even (the odds as they read: 1.95 is 1.95)."""
-    return int((Decimal(stake_cents) * Decimal(repr(odds))).quantize(_UNIT, ROUND_HALF_EVEN))
+    return int((stake_cents * _as_read(odds)).quantize(_UNIT, ROUND_HALF_EVEN))
+
+
+@lru_cache(maxsize=65_536)
+def _as_read(odds: float) -> Decimal:
+    return Decimal(repr(odds))  # prices repeat: read each once
 
 
 def as_decimal(amount_cents: int) -> Decimal:
