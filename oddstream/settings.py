@@ -297,8 +297,8 @@ class Settings(BaseSettings):
     worker_stall_timeout_s: float = Field(
         default=120.0,
         gt=0,
-        description="A source partition with records waiting and no progress for this long makes the "
-        "worker dump its tasks and exit (code 3) for a restart.",
+        description="A source topic with records waiting and no progress on any of its partitions for this "
+        "long makes the worker dump its tasks and exit (code 3) for a restart.",
     )
     worker_stop_deadline_s: float = Field(
         default=4.0,

@@ -402,28 +402,32 @@ class SourceAnalytics:
         return highwater is not None and processor.offset + 1 >= highwater
 
     def stalled(self, timeout_s: float) -> list[str]:
-        """Partitions with records waiting whose processing has not moved for ``timeout_s``.
+        """Partitions with records waiting whose processing has not moved for ``timeout_s``,
+        while no partition of the topic has moved either.
 
-        Takes no lock: a partition stuck while holding its feeding lock is exactly what this
-        must still see. A halted partition is stopped on purpose and not counted."""
+        A big backlog is delivered a few partitions at a time, so one partition waiting its
+        turn while others move is not stalled (the soak saw a partition wait 122 s and the
+        worker exit for a restart, which a long backlog would repeat forever). Adopted
+        partitions with nothing committed have no processor until Faust delivers their first
+        record; they count, at offset -1. Takes no lock: a partition stuck while holding its
+        feeding lock is exactly what this must still see. A halted partition is stopped on
+        purpose and not counted."""
         now = time.monotonic()
-        found = []
         offsets = {partition: processor.offset for partition, processor in list(self.processors.items())}
-        # adopted with nothing committed: Faust is to deliver them from their start, and until
-        # it does they have no processor. Counted only while no partition of the topic moves
-        # (a big backlog is delivered a few partitions at a time: a wait for the first record
-        # is normal then); seen once in CI after a cut-short stop: nothing came at all
-        if not any(now - since <= timeout_s for _, since in self._progress.values()):
-            offsets.update({p: -1 for p in self._adopted if p not in offsets})
-        for partition, at in sorted(offsets.items()):
-            offset, since = self._progress.get(partition, (None, now))
+        offsets.update({p: -1 for p in self._adopted if p not in offsets})
+        for partition, at in offsets.items():
+            offset, _ = self._progress.get(partition, (None, now))
             if offset != at:
                 self._progress[partition] = (at, now)
-                continue
+        if any(now - self._progress[p][1] <= timeout_s for p in offsets):
+            return []  # something moved lately
+        found = []
+        for partition, at in sorted(offsets.items()):
             # the end seen at assignment counts too: a partition Faust never fetched after a
             # restart has no highwater, and its records wait all the same (seen in CI)
             waiting = max(self._highwater(partition) or 0, self._ends.get(partition, 0)) - at - 1
-            if waiting > 0 and partition not in self.halted and now - since > timeout_s:
+            if waiting > 0 and partition not in self.halted:
+                since = self._progress[partition][1]
                 found.append(
                     f"{self.topic}[{partition}] at offset {at}, {waiting} record(s) waiting, "
                     f"no progress for {now - since:.0f} s"

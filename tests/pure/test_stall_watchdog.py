@@ -180,16 +180,25 @@ def test_an_assigned_partition_never_delivered_from_its_start_is_stalled(
     assert source.stalled(120) == []
 
 
-def test_a_partition_waiting_for_its_first_record_while_others_move_is_not_stalled(
+def test_partitions_waiting_their_turn_while_another_moves_are_not_stalled(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    """A big backlog is delivered a few partitions at a time (the soak: one waited 122 s)."""
     clock = [1000.0]
     monkeypatch.setattr("consumers.worker.partitions.time.monotonic", lambda: clock[0])
     app = FakeApp()
     source = SourceAnalytics(app, Settings(), Codec(load_catalog()), "p.odds", table=None, stage="odds")
-    busy = PartitionProcessor(partition=1)
-    source.processors, source._adopted, source._ends = {1: busy}, {0, 1}, {0: 1200, 1: 90_000}
-    for _ in range(5):  # partition 1 drains a big backlog; partition 0 waits its turn
+    busy, waiting = PartitionProcessor(partition=1), PartitionProcessor(partition=2)
+    waiting.offset = 125_849
+    source.processors, source._adopted = {1: busy, 2: waiting}, {0, 1, 2}
+    source._ends = {0: 1200, 1: 90_000, 2: 230_860}
+    for _ in range(5):  # partition 1 drains; 0 waits for its first record, 2 for its next
         busy.offset += 10_000
         clock[0] += 60
         assert source.stalled(120) == []
+    clock[0] += 121  # then nothing moves at all
+    assert source.stalled(120) == [
+        "p.odds[0] at offset -1, 1200 record(s) waiting, no progress for 361 s",  # since the first look
+        "p.odds[1] at offset 49999, 40000 record(s) waiting, no progress for 121 s",
+        "p.odds[2] at offset 125849, 105010 record(s) waiting, no progress for 361 s",
+    ]
