@@ -196,63 +196,57 @@ class BetStats:
 
 
 class BetAggregator:
-    """Folds :class:`Stake` (a bet placed) and :class:`BetClosed` (cancelled or cashed out)."""
+    """Folds :class:`Stake` (a bet placed) and :class:`BetClosed` (cancelled or cashed out).
+    Values are built positionally: dataclasses.replace costs ~3 us a call."""
 
     def zero(self) -> BetStats:
         return BetStats()
 
     def add(self, agg: BetStats, value: Stake | BetClosed, event_ms: int) -> BetStats:
-        # values built positionally: dataclasses.replace costs ~3 us a call
         if isinstance(value, Stake):
             return self._placed(agg, value)
         bet = value.bet
         if value.placed:
             agg = self._placed(agg, bet)
-        rows = {s.selection_id: s for s in agg.by_selection}
-        r = rows.get(bet.selection_id) or SelectionBets(bet.selection_id)
-        payout, paid = bet.payout_cents, value.paid_cents
+        r, payout = agg.selection(bet.selection_id), bet.payout_cents
         if value.cashed_out:
-            rows[r.selection_id] = SelectionBets(
+            row = SelectionBets(
                 r.selection_id, r.bets, r.stakes_cents, r.stake_odds, r.payout_cents, r.cancelled,
                 r.cancelled_cents, r.cancelled_payout_cents, r.cashed_out + 1,
-                r.cashed_out_payout_cents + payout, r.paid_cents + paid,
+                r.cashed_out_payout_cents + payout, r.paid_cents + value.paid_cents,
             )  # fmt: skip
-            cancelled, cancelled_cents, cashed_out = agg.cancelled, agg.cancelled_cents, agg.cashed_out + 1
-        else:
-            rows[r.selection_id] = SelectionBets(
-                r.selection_id, r.bets, r.stakes_cents, r.stake_odds, r.payout_cents, r.cancelled + 1,
-                r.cancelled_cents + bet.cents, r.cancelled_payout_cents + payout, r.cashed_out,
-                r.cashed_out_payout_cents, r.paid_cents,
+            return BetStats(
+                agg.count, agg.staked_cents, agg.cancelled, agg.cancelled_cents, agg.cashed_out + 1,
+                agg.paid_cents + value.paid_cents, _with_row(agg, row),
             )  # fmt: skip
-            cancelled, cancelled_cents, cashed_out = (
-                agg.cancelled + 1,
-                agg.cancelled_cents + bet.cents,
-                agg.cashed_out,
-            )
-            paid = 0
+        row = SelectionBets(
+            r.selection_id, r.bets, r.stakes_cents, r.stake_odds, r.payout_cents, r.cancelled + 1,
+            r.cancelled_cents + bet.cents, r.cancelled_payout_cents + payout, r.cashed_out,
+            r.cashed_out_payout_cents, r.paid_cents,
+        )  # fmt: skip
         return BetStats(
-            agg.count, agg.staked_cents, cancelled, cancelled_cents, cashed_out, agg.paid_cents + paid,
-            tuple(rows[s] for s in sorted(rows)),
+            agg.count, agg.staked_cents, agg.cancelled + 1, agg.cancelled_cents + bet.cents, agg.cashed_out,
+            agg.paid_cents, _with_row(agg, row),
         )  # fmt: skip
 
     def _placed(self, agg: BetStats, bet: Stake) -> BetStats:
-        rows = {s.selection_id: s for s in agg.by_selection}
-        r = rows.get(bet.selection_id)
-        stake_odds, payout = bet.cents / 100 * bet.odds, bet.payout_cents
-        if r is None:
-            rows[bet.selection_id] = SelectionBets(
-                bet.selection_id, 1, bet.cents, stake_odds, payout, 0, 0, 0, 0, 0, 0
-            )
-        else:
-            rows[r.selection_id] = SelectionBets(
-                r.selection_id, r.bets + 1, r.stakes_cents + bet.cents, r.stake_odds + stake_odds,
-                r.payout_cents + payout, r.cancelled, r.cancelled_cents, r.cancelled_payout_cents,
-                r.cashed_out, r.cashed_out_payout_cents, r.paid_cents,
-            )  # fmt: skip
+        r = agg.selection(bet.selection_id)
+        row = SelectionBets(
+            r.selection_id, r.bets + 1, r.stakes_cents + bet.cents, r.stake_odds + bet.cents / 100 * bet.odds,
+            r.payout_cents + bet.payout_cents, r.cancelled, r.cancelled_cents, r.cancelled_payout_cents,
+            r.cashed_out, r.cashed_out_payout_cents, r.paid_cents,
+        )  # fmt: skip
         return BetStats(
             agg.count + 1, agg.staked_cents + bet.cents, agg.cancelled, agg.cancelled_cents, agg.cashed_out,
-            agg.paid_cents, tuple(rows[s] for s in sorted(rows)),
+            agg.paid_cents, _with_row(agg, row),
         )  # fmt: skip
+
+
+def _with_row(agg: BetStats, row: SelectionBets) -> tuple[SelectionBets, ...]:
+    """``agg``'s selections with ``row`` in place of its selection's, sorted by selection id."""
+    rows = {s.selection_id: s for s in agg.by_selection}
+    rows[row.selection_id] = row
+    return tuple(rows[s] for s in sorted(rows))
 
 
 @dataclass(frozen=True)

@@ -508,40 +508,36 @@ def _market_fields(key: str, book: Book, size_ms: int, final: bool) -> dict[str,
     return {"market_id": key, **book_record(book, final)}
 
 
+def _money(name: str, amount_cents: int) -> dict[str, Any]:
+    """A money figure twice: exact (``<name>_exact``, decimal) and as the double v1 readers know."""
+    return {name: amount_cents / 100, f"{name}_exact": as_decimal(amount_cents)}
+
+
 def _bet_fields(key: str, stats: BetStats, size_ms: int, final: bool) -> dict[str, Any]:
-    """Money twice: exact (``*_exact``, decimal) and as the double v1 readers know."""
     liabilities = stats.liabilities_cents()
     shares = stats.money_shares()
     return {
         "market_id": key,
         "bets": stats.count,
-        "turnover": stats.turnover_cents / 100,
         "average_stake": stats.average_stake,
-        "worst_case_liability": stats.worst_case_liability_cents / 100,
         "cancelled": stats.cancelled,
-        "cancelled_stakes": stats.cancelled_cents / 100,
         "cashed_out": stats.cashed_out,
-        "cash_out_paid": stats.paid_cents / 100,
-        "turnover_exact": as_decimal(stats.turnover_cents),
-        "worst_case_liability_exact": as_decimal(stats.worst_case_liability_cents),
-        "cancelled_stakes_exact": as_decimal(stats.cancelled_cents),
-        "cash_out_paid_exact": as_decimal(stats.paid_cents),
+        **_money("turnover", stats.turnover_cents),
+        **_money("worst_case_liability", stats.worst_case_liability_cents),
+        **_money("cancelled_stakes", stats.cancelled_cents),
+        **_money("cash_out_paid", stats.paid_cents),
         "selections": [
             {
                 "selection_id": s.selection_id,
                 "bets": s.bets,
-                "stakes": s.net_stakes_cents / 100,
                 "vwap": s.vwap,
-                "liability": liabilities[s.selection_id] / 100,
                 "money_share": shares[s.selection_id],
                 "cancelled": s.cancelled,
-                "cancelled_stakes": s.cancelled_cents / 100,
                 "cashed_out": s.cashed_out,
-                "cash_out_paid": s.paid_cents / 100,
-                "stakes_exact": as_decimal(s.net_stakes_cents),
-                "liability_exact": as_decimal(liabilities[s.selection_id]),
-                "cancelled_stakes_exact": as_decimal(s.cancelled_cents),
-                "cash_out_paid_exact": as_decimal(s.paid_cents),
+                **_money("stakes", s.net_stakes_cents),
+                **_money("liability", liabilities[s.selection_id]),
+                **_money("cancelled_stakes", s.cancelled_cents),
+                **_money("cash_out_paid", s.paid_cents),
             }
             for s in stats.by_selection
         ],
@@ -578,8 +574,7 @@ def _user_fields(key: str, stats: UserStats, size_ms: int, final: bool) -> dict[
     return {
         "user_id": key,
         "bets": stats.bets,
-        "staked": stats.staked_cents / 100,
-        "staked_exact": as_decimal(stats.staked_cents),
+        **_money("staked", stats.staked_cents),
         "settled": stats.settled,
         "won": stats.won,
         "sum_t": stats.sum_t,
