@@ -118,11 +118,11 @@ def exact(settings: Settings, topics: Topics, sent: int) -> bool:
     def query(text: str) -> list[list[object]]:
         return sql(settings, text)
 
-    problems = mismatches(expected(query, settings), stored(query, topics))
+    problems = mismatches(expected(query, settings), stored(query, settings.specs()))
     deadline = time.monotonic() + 300
     while problems and time.monotonic() < deadline:
         time.sleep(10)
-        problems = mismatches(expected(query, settings), stored(query, topics))
+        problems = mismatches(expected(query, settings), stored(query, settings.specs()))
     if problems:
         print(f"\nexactness: {len(problems)} differences:\n" + "\n".join(problems[:20]))
     else:

@@ -34,7 +34,8 @@ class Held:
 
 
 def state_key(event_type: str, r: dict[str, Any]) -> Key | None:
-    """What an event is the state of (``None``: not kept)."""
+    """What an event is the state of (``None``: not kept). Windows of different specs go to
+    different channels, so the spec need not be part of the key."""
     if event_type == "OddsWindowUpdated":  # the latest window as it goes, and the latest final book
         return (event_type, r["market_id"], bool(r.get("final")))  # (de-vigged consensus is in finals)
     if event_type == "BetWindowUpdated":

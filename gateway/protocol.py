@@ -33,11 +33,12 @@ from dataclasses import dataclass
 from typing import Any
 
 CHANNEL = re.compile(
-    r"^(markets|services|predictions|alerts|models|health|(market|service|alerts):[A-Za-z0-9_.\-]{1,128})$"
+    r"^(markets|services|predictions|alerts|models|health|(market|service|alerts):[A-Za-z0-9_.\-]{1,128}"
+    r"|(market|service):[A-Za-z0-9_.\-]{1,128}@[a-z0-9_]{1,32})$"
 )
 CHANNEL_HELP = [
-    "markets", "market:<market_id>", "services", "service:<service>", "predictions", "alerts",
-    "alerts:<rule>", "models", "health",
+    "markets", "market:<market_id>", "market:<market_id>@<spec>", "services", "service:<service>",
+    "service:<service>@<spec>", "predictions", "alerts", "alerts:<rule>", "models", "health",
 ]  # fmt: skip
 MAX_CHANNELS_PER_MESSAGE = 100
 MAX_TOKEN_CHARS = 8_192
@@ -151,7 +152,15 @@ def positions_message(positions: dict[Position, int]) -> dict[str, list[int]]:
 
 
 def channels_of(event_type: str, record: dict[str, Any]) -> list[str]:
-    """The channels an event is published on."""
+    """The channels an event is published on. A window of an extra spec (streams/specs.py)
+    goes only to its entity's channel named for the spec: ``market:<id>@5m_every_1m``."""
+    spec = record.get("spec")
+    if spec and spec != "1m":
+        if event_type in ("OddsWindowUpdated", "PriceWindowUpdated", "BetWindowUpdated"):
+            return [f"market:{record['market_id']}@{spec}"]
+        if event_type in ("ServiceWindowUpdated", "RouteWindowUpdated"):
+            return [f"service:{record['service']}@{spec}"]
+        return []
     if event_type == "OddsWindowUpdated":
         return ["markets", f"market:{record['market_id']}"]
     if event_type in ("PriceWindowUpdated", "BetWindowUpdated"):

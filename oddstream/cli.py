@@ -241,8 +241,9 @@ def replay(
     s = settings()
     rebuilt, target = r.replay(s, name or r.default_name(), show_progress=progress)
     typer.echo(f"replayed {rebuilt.records:,} records ({rebuilt.rejected:,} rejected) into {rebuilt.target}")
-    digests = r.digests(r.store_reader(target))
-    for table in r.COMPARED_TABLES:
+    tables = r.compared_tables(s.specs())
+    digests = r.digests(r.store_reader(target), tables)
+    for table in tables:
         typer.echo(f"  {table:<20} {rebuilt.rows.get(table, 0):>9,} rows  digest {digests[table]}")
     if not compare:
         return
@@ -251,7 +252,7 @@ def replay(
         typer.echo(f"note: {lagging}; rows it has not written yet show as differences", err=True)
     horizon = r.Horizon.of(rebuilt, s)
     typer.echo(f"  horizon (rows settled up to, per source topic): {horizon.describe()}")
-    results = r.compare(r.store_reader(target), r.live_reader(s), horizon)
+    results = r.compare(r.store_reader(target), r.live_reader(s), tables, horizon)
     for c in results:
         verdict = "equal" if c.ok else "DIFFERENT"
         typer.echo(

@@ -15,6 +15,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from oddstream.errors import ConfigError
 from schemas.intake import Limits
+from streams.specs import DEFAULT_SPECS, WindowSpec, parse_specs, specs_json
 
 if TYPE_CHECKING:  # the analytics (River, numpy, scipy) load only where windows run
     from streams.processor import WindowConfig
@@ -213,6 +214,12 @@ class Settings(BaseSettings):
     )
     worker_id: str = Field(default="oddstream-worker", description="Faust app id (the consumer group).")
     window_size_ms: int = Field(default=60_000, gt=0, description="Length of the analytics windows.")
+    window_specs: str = Field(
+        default=specs_json(DEFAULT_SPECS),
+        description="Windows besides the one-minute tumbling ones, as JSON: a list of {name, kinds, shape "
+        "(tumbling, hopping, sliding), size_ms, advance_ms (hopping)}; each spec's results go to "
+        "<table>_<name> and market:<id>@<name> (docs/tables.md). '[]': none.",
+    )
     window_delay_ms: int = Field(
         default=5_000, ge=0, description="Watermark = newest event time of the partition minus this."
     )
@@ -347,6 +354,16 @@ class Settings(BaseSettings):
             )
         return self
 
+    @field_validator("window_specs")
+    @classmethod
+    def _specs_parse(cls, value: str) -> str:
+        parse_specs(value)  # a ValueError names every problem
+        return value
+
+    def specs(self) -> tuple[WindowSpec, ...]:
+        """The extra window specs (streams/specs.py)."""
+        return parse_specs(self.window_specs)
+
     @field_validator("webhook_retry_schedule_s")
     @classmethod
     def _schedule_is_delays(cls, value: tuple[float, ...]) -> tuple[float, ...]:
@@ -428,6 +445,7 @@ class Settings(BaseSettings):
             self.window_grace_ms,
             self.window_idle_timeout_ms,
             retention,
+            self.specs(),
         )
 
     def limits(self) -> Limits:

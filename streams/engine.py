@@ -29,6 +29,7 @@ Example::
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Hashable
 from dataclasses import dataclass, field
 from typing import Generic, Protocol, TypeVar
@@ -132,7 +133,12 @@ class WindowEngine(Generic[K, V, A]):
     late_events: int = 0
     _open: dict[tuple[K, Window], _Open[A]] = field(default_factory=dict)
     _buffer: dict[K, list[tuple[int, V]]] = field(default_factory=dict)  # sliding only
-    _next_close: int = 2**62  # earliest end + grace among open windows: no scan before it
+    _sliding: dict[K, list[Window]] = field(default_factory=dict)  # sliding only: a key's open windows
+    # (end + grace, sequence, key, window) of every window opened: what closes next, without a scan
+    _closing: list[tuple[int, int, K, Window]] = field(default_factory=list)
+    _opened: int = 0
+    _next_close: int = 2**62  # earliest end + grace among open windows (_closing[0])
+    _next_prune: int = NEVER  # sliding: when the buffers are next swept of events no window needs
 
     def __post_init__(self) -> None:
         if self.delay_ms < 0 or self.grace_ms < 0:
@@ -158,11 +164,11 @@ class WindowEngine(Generic[K, V, A]):
                 slot = self._open.get((key, window))
                 if slot is None:
                     slot = self._open[(key, window)] = self._seed(key, window)
-                    self._next_close = min(self._next_close, window[1] + self.grace_ms)
+                    self._opening(key, window)
                 slot.aggregate = self.aggregator.add(slot.aggregate, value, event_ms)
                 slot.version += 1
                 updates.append(_result(key, window[0], window[1], slot.aggregate, slot.version, False))
-            if isinstance(self.shape, SlidingWindow):
+            if type(self.shape) is SlidingWindow:
                 self._buffer.setdefault(key, []).append((event_ms, value))
             self.max_event_ms = max(self.max_event_ms, event_ms)
             self.watermark = max(self.watermark, self.max_event_ms - self.delay_ms)
@@ -180,7 +186,7 @@ class WindowEngine(Generic[K, V, A]):
                 self.late_events += 1
                 return Processed([], self._close_ready(), LateEvent(key, event_ms, self.watermark, (window,)))
             slot = self._open[(key, window)] = _Open(self.aggregator.zero(), 0)
-            self._next_close = min(self._next_close, window[1] + self.grace_ms)
+            self._opening(key, window)
         slot.aggregate = self.aggregator.add(slot.aggregate, value, event_ms)
         slot.version += 1
         update = _result(key, start, window[1], slot.aggregate, slot.version, False)
@@ -190,13 +196,19 @@ class WindowEngine(Generic[K, V, A]):
         return _processed([update], self._close_ready(), None)
 
     def on_idle(self, processing_ms: int) -> list[WindowResult[K, A]]:
-        """Advance the idle mark with the processing clock after ``idle_timeout_ms`` of silence."""
+        """Advance the idle mark with the processing clock after ``idle_timeout_ms`` of silence:
+        by the silence past the newest event, and at least to the clock itself (minus the delay),
+        so the windows of a stream whose event times lie in the past (a backfill, a replayed
+        feed) close once it is quiet, not a window's length of silence later. Either way the
+        finals are early: an event that still arrives within the grace revises them."""
         if self.last_arrival_ms is None or self.max_event_ms == NEVER:
             return []
         quiet = processing_ms - self.last_arrival_ms
         if quiet < self.idle_timeout_ms:
             return []
-        self.idle_mark = max(self.idle_mark, self.max_event_ms - self.delay_ms + quiet)
+        self.idle_mark = max(
+            self.idle_mark, self.max_event_ms - self.delay_ms + quiet, processing_ms - self.delay_ms
+        )
         finals = []
         for (key, window), slot in sorted(self._open.items(), key=lambda kv: (kv[0][1], str(kv[0][0]))):
             if window[1] + self.grace_ms <= self.idle_mark and slot.emitted != slot.version:
@@ -226,14 +238,22 @@ class WindowEngine(Generic[K, V, A]):
         if isinstance(self.shape, TumblingWindow | HoppingWindow):
             return self.shape.windows_of(event_ms)
         own = self.shape.own_window(event_ms)
-        existing = [w for (k, w) in self._open if k == key and self.shape.holds(w, event_ms)]
+        existing = [w for w in self._sliding.get(key, ()) if w[0] <= event_ms < w[1]]
         return sorted({own, *existing})
+
+    def _opening(self, key: K, window: Window) -> None:
+        close_at = window[1] + self.grace_ms
+        self._opened += 1
+        heapq.heappush(self._closing, (close_at, self._opened, key, window))
+        self._next_close = self._closing[0][0]
+        if type(self.shape) is SlidingWindow:
+            self._sliding.setdefault(key, []).append(window)
 
     def _seed(self, key: K, window: Window) -> _Open[A]:
         """A new window; a sliding one starts with the buffered events it covers."""
         slot = _Open(self.aggregator.zero(), 0)
-        if isinstance(self.shape, SlidingWindow):
-            for event_ms, value in self._buffer.get(key, []):
+        if type(self.shape) is SlidingWindow:
+            for event_ms, value in self._buffer.get(key, ()):
                 if window[0] <= event_ms < window[1]:
                     slot.aggregate = self.aggregator.add(slot.aggregate, value, event_ms)
                     slot.version += 1
@@ -242,22 +262,36 @@ class WindowEngine(Generic[K, V, A]):
     def _close_ready(self) -> list[WindowResult[K, A]]:
         if self.watermark < self._next_close:
             return []
-        ready = sorted(
-            ((key, window) for key, window in self._open if self._closed(window)),
-            key=lambda kw: (kw[1][1], kw[1][0], str(kw[0])),
-        )
+        closing, ready = self._closing, []
+        while closing and closing[0][0] <= self.watermark:
+            _, _, key, window = heapq.heappop(closing)
+            ready.append((key, window))
+        ready.sort(key=lambda kw: (kw[1][1], kw[1][0], str(kw[0])))
         finals = []
+        sliding = type(self.shape) is SlidingWindow
         for key, window in ready:
             slot = self._open.pop((key, window))
             if slot.emitted != slot.version:  # not already emitted early with this content
                 finals.append(WindowResult(key, window[0], window[1], slot.aggregate, slot.version, True))
-        self._next_close = min((w[1] + self.grace_ms for _, w in self._open), default=2**62)
-        if isinstance(self.shape, SlidingWindow) and ready:
-            horizon = self.watermark - self.grace_ms - self.shape.size_ms
-            for key in list(self._buffer):
-                kept = [(t, v) for t, v in self._buffer[key] if t >= horizon]
-                if kept:
-                    self._buffer[key] = kept
-                else:
-                    del self._buffer[key]
+            if sliding:
+                windows = self._sliding[key]
+                windows.remove(window)
+                if not windows:
+                    del self._sliding[key]
+        self._next_close = closing[0][0] if closing else 2**62
+        if sliding and self.watermark >= self._next_prune:
+            self._prune()
         return finals
+
+    def _prune(self) -> None:
+        """Drop buffered events older than any window that is open or can still open: a new
+        window starts after ``watermark - grace - size``. Swept once per ``size`` of watermark."""
+        size = self.shape.size_ms
+        horizon = self.watermark - self.grace_ms - size
+        self._next_prune = self.watermark + size
+        for key in list(self._buffer):
+            kept = [(t, v) for t, v in self._buffer[key] if t >= horizon]
+            if kept:
+                self._buffer[key] = kept
+            else:
+                del self._buffer[key]

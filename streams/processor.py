@@ -63,6 +63,7 @@ from streams.engine import WindowEngine, WindowResult
 from streams.ids import uuid5
 from streams.money import as_decimal, cents
 from streams.predictor import Predictor, PredictorConfig
+from streams.specs import DEFAULT_SPECS, PRIMARY, WindowSpec, engine_name
 from streams.windows import TumblingWindow, Window
 
 NAMESPACE = uuid.UUID("6f1c1f0e-4c1e-4f53-9a53-6f6464737472")
@@ -107,18 +108,22 @@ KEEP_FOREVER = Retention(FOREVER, FOREVER, FOREVER, FOREVER, FOREVER, FOREVER)  
 
 @dataclass(frozen=True)
 class WindowConfig:
-    """How the partition's windows behave (the same for every kind), and its state's retention."""
+    """How the partition's windows behave, and its state's retention. ``size_ms`` is the
+    primary spec's (``1m``, tumbling, every kind); ``specs`` are the extra ones
+    (streams/specs.py). Delay, grace and idle timeout are the same for every spec."""
 
     size_ms: int = 60_000
     delay_ms: int = 5_000  # watermark = max event time - delay
     grace_ms: int = 10_000  # a window closes when the watermark passes end + grace
     idle_timeout_ms: int = 30_000  # a silent partition's watermark follows the clock after this
     retention: Retention = Retention()
+    specs: tuple[WindowSpec, ...] = DEFAULT_SPECS
 
 
 @dataclass(frozen=True)
 class Emission:
-    """One window result as an event: its type and record (``source`` is the caller's)."""
+    """One window result as an event: its type and record (``source`` is the caller's).
+    ``kind`` is the engine's name: the window kind, ``<kind>@<spec>`` for an extra spec."""
 
     kind: str
     event_type: str
@@ -132,7 +137,8 @@ class Emission:
 
 @dataclass(frozen=True)
 class Late:
-    """An event that missed a closed window of ``kind``; never merged."""
+    """An event that missed a closed window of ``kind`` (``<kind>@<spec>`` for an extra
+    spec); never merged into it."""
 
     kind: str
     event_ms: int
@@ -172,7 +178,9 @@ class PartitionProcessor:
     clock_ms: int = 0  # the newest event time seen: eviction's clock
     evicted_markets: int = 0
     _next_sweep_ms: int = 0
-    engines: dict[str, WindowEngine[Any, Any, Any]] = field(default_factory=dict)
+    engines: dict[str, WindowEngine[Any, Any, Any]] = field(default_factory=dict)  # by engine name
+    lanes: dict[str, tuple[str, ...]] = field(default_factory=dict)  # kind -> its engines' names
+    spec_of: dict[str, tuple[str, str, int]] = field(default_factory=dict)  # engine -> kind, spec, size
     # windows updated and not yet sent as a current update (see take_currents)
     _pending: dict[tuple[str, Any, int], WindowResult[Any, Any]] = field(default_factory=dict)
     # wall-clock ms of each open window's last current update (the throttle's memory)
@@ -190,19 +198,19 @@ class PartitionProcessor:
         if self.detectors is None:
             self.detectors = Detectors(self.detector_config)
         if not self.engines:
-            aggregators: dict[str, Any] = {
-                "market": BookAggregator(),
-                "price": PriceAggregator(),
-                "bets": BetAggregator(),
-                "service": SystemAggregator(),
-                "route": SystemAggregator(),
-                "user": UserAggregator(period_ms=self.config.size_ms),
-            }
             c = self.config
-            self.engines = {
-                kind: WindowEngine(TumblingWindow(c.size_ms), agg, c.delay_ms, c.grace_ms, c.idle_timeout_ms)
-                for kind, agg in aggregators.items()
-            }
+            lanes: dict[str, list[str]] = {kind: [] for kind in AGGREGATORS}
+            primary = [(kind, PRIMARY, TumblingWindow(c.size_ms), c.size_ms) for kind in AGGREGATORS]
+            extra = [(kind, s.name, s.window(), s.size_ms) for s in c.specs for kind in s.kinds]
+            for kind, spec, shape, size in primary + extra:
+                name = engine_name(kind, spec)
+                aggregator = AGGREGATORS[kind](size)
+                self.engines[name] = WindowEngine(
+                    shape, aggregator, c.delay_ms, c.grace_ms, c.idle_timeout_ms
+                )
+                lanes[kind].append(name)
+                self.spec_of[name] = (kind, spec, size)
+            self.lanes = {kind: tuple(names) for kind, names in lanes.items()}
 
     # -- feeding -------------------------------------------------------------
 
@@ -367,7 +375,7 @@ class PartitionProcessor:
 
     def on_idle(self, wall_ms: int) -> list[Emission]:
         """Finals of windows a quiet partition's watermark has passed (see WindowEngine.on_idle)."""
-        return [self._final(kind, r) for kind, e in self.engines.items() for r in e.on_idle(wall_ms)]
+        return [self._final(name, r) for name, e in self.engines.items() for r in e.on_idle(wall_ms)]
 
     def take_currents(self, wall_ms: int = 0, interval_ms: int = 0) -> list[Emission]:
         """The current updates due now, oldest change first: a throttle with a leading edge.
@@ -382,7 +390,7 @@ class PartitionProcessor:
             return []
         if interval_ms <= 0:
             due, self._pending = self._pending, {}
-            return [self._emission(kind, result) for (kind, _, _), result in due.items()]
+            return [self._emission(name, result) for (name, _, _), result in due.items()]
         sent_at = self._sent_at
         due = {}
         for slot, result in self._pending.items():
@@ -392,7 +400,7 @@ class PartitionProcessor:
         for slot in due:
             del self._pending[slot]
             sent_at[slot] = wall_ms
-        return [self._emission(kind, result) for (kind, _, _), result in due.items()]
+        return [self._emission(name, result) for (name, _, _), result in due.items()]
 
     def resumed(self, wall_ms: int) -> None:
         """Restored from a snapshot: the silence before now was a restart, not a quiet market."""
@@ -405,7 +413,7 @@ class PartitionProcessor:
 
     def flush(self) -> list[Emission]:
         """Finals of every open window (the end of a bounded input)."""
-        return [self._final(kind, r) for kind, e in self.engines.items() for r in e.flush()]
+        return [self._final(name, r) for name, e in self.engines.items() for r in e.flush()]
 
     @property
     def has_pending_currents(self) -> bool:
@@ -413,34 +421,39 @@ class PartitionProcessor:
 
     @property
     def late_events(self) -> dict[str, int]:
-        return {kind: e.late_events for kind, e in self.engines.items()}
+        """Late events per engine (kind, or ``<kind>@<spec>``)."""
+        return {name: e.late_events for name, e in self.engines.items()}
 
     @property
     def open_windows(self) -> int:
         return sum(e.open_windows for e in self.engines.values())
 
     def _feed(self, out: Output, kind: str, key: Any, event_ms: int, value: Any, wall_ms: int) -> None:
-        result = self.engines[kind].process(key, event_ms, value, wall_ms)
-        if self.currents:
-            pending = self._pending
-            for update in result.updates:
-                slot = (kind, update.key, update.start)
-                pending.pop(slot, None)  # re-inserted last: the order of take_currents()
-                pending[slot] = update
-        out.emissions.extend(self._final(kind, r) for r in result.finals)
-        if result.late is not None:
-            late = result.late
-            out.late.append(Late(kind, late.event_ms, late.watermark, late.missed))
+        """Fold a value into every engine of ``kind`` (one per spec that names it)."""
+        for name in self.lanes[kind]:
+            result = self.engines[name].process(key, event_ms, value, wall_ms)
+            if self.currents:
+                pending = self._pending
+                for update in result.updates:
+                    slot = (name, update.key, update.start)
+                    pending.pop(slot, None)  # re-inserted last: the order of take_currents()
+                    pending[slot] = update
+            if result.finals:
+                out.emissions.extend(self._final(name, r) for r in result.finals)
+            if result.late is not None:
+                late = result.late
+                out.late.append(Late(name, late.event_ms, late.watermark, late.missed))
 
-    def _final(self, kind: str, result: WindowResult[Any, Any]) -> Emission:
-        slot = (kind, result.key, result.start)
+    def _final(self, name: str, result: WindowResult[Any, Any]) -> Emission:
+        slot = (name, result.key, result.start)
         self._pending.pop(slot, None)  # the final supersedes it
         self._sent_at.pop(slot, None)  # closed: the throttle forgets it
-        return self._emission(kind, result)
+        return self._emission(name, result)
 
-    def _emission(self, kind: str, result: WindowResult[Any, Any]) -> Emission:
+    def _emission(self, name: str, result: WindowResult[Any, Any]) -> Emission:
+        kind, spec, size_ms = self.spec_of[name]
         key = (result.key, str(self.partition)) if kind == "user" else result.key
-        wid = window_id(kind, key, result.start, result.end)
+        wid = window_id(name, key, result.start, result.end)  # the 1m ids as they always were
         record: dict[str, Any] = {
             "event_id": result_id(wid, result.version, result.final),
             # a final happens when its window ends (event time); a current update at its newest event
@@ -450,11 +463,12 @@ class PartitionProcessor:
             "window_end": result.end,
             "version": result.version,
             "final": result.final,
+            "spec": spec,
         }
-        record.update(FIELDS_OF_KIND[kind](result.key, result.aggregate, self.config.size_ms, result.final))
+        record.update(FIELDS_OF_KIND[kind](result.key, result.aggregate, size_ms, result.final))
         if kind == "user":
             record["source_partition"] = self.partition
-        return Emission(kind, EVENT_TYPE_OF_KIND[kind], record)
+        return Emission(name, EVENT_TYPE_OF_KIND[kind], record)
 
 
 def alert_record(alert: AlertEvent, partition: int) -> dict[str, Any]:
@@ -583,6 +597,16 @@ def _user_fields(key: str, stats: UserStats, size_ms: int, final: bool) -> dict[
         "sum_ts": stats.sum_ts,
     }
 
+
+# kind -> its aggregator, given the window size
+AGGREGATORS: dict[str, Any] = {
+    "market": lambda size: BookAggregator(),
+    "price": lambda size: PriceAggregator(),
+    "bets": lambda size: BetAggregator(),
+    "service": lambda size: SystemAggregator(),
+    "route": lambda size: SystemAggregator(),
+    "user": lambda size: UserAggregator(period_ms=size),
+}
 
 FIELDS_OF_KIND: dict[str, Any] = {
     "market": _market_fields,

@@ -274,7 +274,7 @@ class Dispatcher:
         try:
             event = self.intake.admit(m.topic, m.key, m.value, m.headers, m.timestamp)
             endpoints = []
-            if event.type in DELIVERED_TYPES:
+            if event.type in DELIVERED_TYPES and event.record.get("spec", "1m") == "1m":  # not other specs
                 final = bool(event.record.get("final", True))  # only window events have it
                 endpoints = self.registry.for_event(event.type, final)
             body = payload_of(event) if endpoints else b""

@@ -226,6 +226,15 @@ def statements(sql: str) -> list[str]:
     return [part.strip() for part in code.split(";") if part.strip()]
 
 
+def create_spec_tables(store: Store, tables: dict[str, str]) -> None:
+    """Create each window spec's table (``table -> the one-minute table it copies``) if missing:
+    the same columns, engine and order. Names come from validated spec names (streams/specs.py)."""
+    for table, base in sorted(tables.items()):
+        if not re.fullmatch(r"[a-z0-9_]+", table):
+            raise StoreError(f"refusing to create table {table!r}: not a window spec table name")
+        store.command(f"CREATE TABLE IF NOT EXISTS {table} AS {base}")
+
+
 def migrate(store: Store) -> list[int]:
     """Apply the migrations not yet recorded; return the versions applied."""
     applied: set[int] = set()

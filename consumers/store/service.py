@@ -20,13 +20,19 @@ from typing import Any
 from aiohttp import web
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from consumers.store.clickhouse import QueryBusy, QueryLimits, Store, migrate, redact
+from consumers.store.clickhouse import QueryBusy, QueryLimits, Store, create_spec_tables, migrate, redact
 from consumers.store.raw_tables import RAW_EVENT_TYPES, columns, event_type_table, field_names, raw_row
 from consumers.store.rows import DEAD_LETTER_COLUMNS, WINDOW_COLUMNS, window_rows
 from consumers.store.sql_guard import QueryRefused, check_query
-from consumers.store.window_rows import DERIVED_COLUMNS, LATE_COLUMNS, final_rows
+from consumers.store.window_rows import (
+    KIND_OF_EVENT,
+    LATE_COLUMNS,
+    derived_columns,
+    final_rows,
+    spec_tables,
+)
 from oddstream.codecs import build_codec
-from oddstream.errors import EventError, StoreError
+from oddstream.errors import EventError, InvalidEvent, StoreError
 from oddstream.kafka import late
 from oddstream.kafka.deadletter import (
     ORIGIN_OFFSET,
@@ -52,6 +58,7 @@ from schemas.catalog import load_catalog
 from schemas.intake import Intake
 from schemas.jsonable import jsonable
 from schemas.topics import SOURCE_TOPICS, Topics
+from streams.specs import PRIMARY
 
 log = logging.getLogger(__name__)
 # webhook delivery history: event type -> table (columns straight from the schema)
@@ -89,6 +96,10 @@ class StoreService:
         for event_type, table in WEBHOOK_TABLES.items():
             self._raw_columns[table] = [name for name, _ in columns(self.catalog, event_type)]
         self._fields = {t: field_names(self.catalog, t) for t in (*RAW_EVENT_TYPES, *WEBHOOK_TABLES)}
+        specs = settings.specs()
+        self.spec_tables = spec_tables(specs)
+        self._derived = derived_columns(specs)
+        self._specs = {(kind, s.name) for s in specs for kind in s.kinds}  # the window results it stores
 
     def _columns(self, table: str) -> Sequence[str]:
         if table == "odds_windows_1m":
@@ -97,8 +108,8 @@ class StoreService:
             return DEAD_LETTER_COLUMNS
         if table == "late_events":
             return LATE_COLUMNS
-        if table in DERIVED_COLUMNS:
-            return DERIVED_COLUMNS[table]
+        if table in self._derived:
+            return self._derived[table]
         return self._raw_columns[table]
 
     async def sink(self) -> None:
@@ -181,7 +192,13 @@ class StoreService:
         # the same admission as the worker's: far future = ahead of the record's Kafka timestamp
         event = self.intake.admit(m.topic, m.key, m.value, m.headers, m.timestamp)
         if m.topic in window_topics:
-            if event.type == "OddsWindowUpdated":
+            spec = event.record.get("spec") or PRIMARY
+            if spec != PRIMARY and (KIND_OF_EVENT.get(event.type), spec) not in self._specs:
+                raise InvalidEvent(
+                    event.type, "spec", f"{spec!r} is not a window spec of this store's settings for "
+                    f"{event.type} (ODDSTREAM_WINDOW_SPECS; it has {sorted(self._specs) or 'none'})",
+                )  # fmt: skip
+            if event.type == "OddsWindowUpdated" and spec == PRIMARY:
                 for row in window_rows(event, m.partition, m.offset):
                     rows["odds_windows_1m"].add(row, m)
             if event.record.get("final", True):  # insights are always final
@@ -338,6 +355,7 @@ def late_row(message: Any) -> tuple[Any, ...]:
 async def serve(settings: Settings) -> None:
     service = StoreService(settings)
     applied = await asyncio.to_thread(migrate, service.store)
+    await asyncio.to_thread(create_spec_tables, service.store, service.spec_tables)
     log.info("ClickHouse %s ready, migrations applied: %s", redact(settings.clickhouse), applied)
     runner = web.AppRunner(service.http_app(), access_log=None)
     await runner.setup()

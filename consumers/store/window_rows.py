@@ -1,7 +1,9 @@
-"""Final window results -> rows of the *_windows_1m tables. Pure.
+"""Final window results -> rows of the *_windows_1m tables (and their copies per spec). Pure.
 
 Each builder takes an event's record (as decoded, or as the worker's processor produced it,
 so ``oddstream replay`` fills the same tables the same way) and returns the table's rows.
+A result of an extra window spec (its ``spec`` field, streams/specs.py) goes to the same
+tables named for the spec: ``bet_windows_1m`` becomes ``bet_windows_5m_every_1m``.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from decimal import Decimal
 from typing import Any
 
 from consumers.store.insight_rows import INSIGHT_COLUMNS, INSIGHT_ROWS
+from streams.specs import PRIMARY, WindowSpec
 
 Row = tuple[Any, ...]
 
@@ -152,7 +155,50 @@ LATE_COLUMNS = (
 )  # fmt: skip
 
 
+# the window kind of each window event, and the tables its finals fill
+KIND_OF_EVENT = {
+    "OddsWindowUpdated": "market", "PriceWindowUpdated": "price", "BetWindowUpdated": "bets",
+    "ServiceWindowUpdated": "service", "RouteWindowUpdated": "route", "UserWindowUpdated": "user",
+}  # fmt: skip
+TABLES_OF_KIND = {
+    "market": ("market_windows_1m", "market_books_1m"),
+    "price": ("price_windows_1m",),
+    "bets": ("bet_windows_1m",),
+    "service": ("service_windows_1m",),
+    "route": ("route_windows_1m",),
+    "user": ("user_window_parts_1m",),
+}
+
+
+def spec_table(table: str, spec: str) -> str:
+    """The table of ``spec`` that copies the one-minute ``table``."""
+    return table if spec == PRIMARY else f"{table.removesuffix('_1m')}_{spec}"
+
+
+def spec_tables(specs: tuple[WindowSpec, ...]) -> dict[str, str]:
+    """Every extra spec's table -> the one-minute table whose columns and engine it copies."""
+    return {spec_table(t, s.name): t for s in specs for kind in s.kinds for t in TABLES_OF_KIND[kind]}
+
+
+def base_table(table: str) -> str:
+    """The one-minute table a spec's table copies (``bet_windows_5m_every_1m`` ->
+    ``bet_windows_1m``); any other table is its own."""
+    if table in DERIVED_COLUMNS:
+        return table
+    return next((base for base in FINAL_COLUMNS if table.startswith(base.removesuffix("1m"))), table)
+
+
+def derived_columns(specs: tuple[WindowSpec, ...]) -> dict[str, tuple[str, ...]]:
+    """DERIVED_COLUMNS with the spec tables of ``specs``."""
+    return {**DERIVED_COLUMNS, **{t: FINAL_COLUMNS[base] for t, base in spec_tables(specs).items()}}
+
+
 def final_rows(event_type: str, record: dict[str, Any]) -> dict[str, list[Row]]:
-    """table -> rows of a final window result, a prediction, a model metric or an alert."""
+    """table -> rows of a final window result, a prediction, a model metric or an alert. A
+    window of an extra spec fills that spec's tables; the caller checks the spec is one it runs."""
     build = FINAL_ROWS.get(event_type) or INSIGHT_ROWS[event_type]
-    return build(record)
+    rows = build(record)
+    spec = record.get("spec") or PRIMARY
+    if spec == PRIMARY:
+        return rows
+    return {spec_table(table, spec): table_rows for table, table_rows in rows.items()}

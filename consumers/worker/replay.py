@@ -38,9 +38,16 @@ import httpx
 from confluent_kafka import Consumer, TopicPartition
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from consumers.store.clickhouse import Store, migrate
+from consumers.store.clickhouse import Store, create_spec_tables, migrate
 from consumers.store.insight_rows import INSIGHT_COLUMNS
-from consumers.store.window_rows import DERIVED_COLUMNS, FINAL_COLUMNS, LATE_COLUMNS, final_rows
+from consumers.store.window_rows import (
+    FINAL_COLUMNS,
+    LATE_COLUMNS,
+    base_table,
+    derived_columns,
+    final_rows,
+    spec_tables,
+)
 from consumers.worker.app import ANALYSED_SOURCES
 from consumers.worker.outputs import apply_record
 from oddstream.codecs import build_codec
@@ -50,6 +57,7 @@ from oddstream.settings import Settings
 from schemas.intake import Intake
 from schemas.topics import Topics
 from streams.processor import Emission, Output, PartitionProcessor
+from streams.specs import WindowSpec
 
 TIME_FIELDS = ("window_start", "window_end", "open_time", "last_time", "event_time", "starts_at")
 TIME_COLUMNS = {
@@ -57,7 +65,6 @@ TIME_COLUMNS = {
     "prediction_time",
 }  # fmt: skip
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-COMPARED_TABLES = (*DERIVED_COLUMNS, "late_events")
 Rows = set[tuple[Any, ...]]
 LIVE_PAGE_ROWS = 50_000
 READ_BATCH = 2_000  # records per consume() call
@@ -75,6 +82,11 @@ class Rebuilt:
     ends: dict[tuple[str, int], int] = field(default_factory=dict)  # (topic, partition) -> end offset
     newest: dict[tuple[str, int], int] = field(default_factory=dict)  # -> newest event time seen
     owner: dict[tuple[str, str], int] = field(default_factory=dict)  # (topic, market or service) -> partition
+
+
+def compared_tables(specs: tuple[WindowSpec, ...]) -> tuple[str, ...]:
+    """Every table a replay rebuilds: the derived ones of every spec, and the late events."""
+    return (*derived_columns(specs), "late_events")
 
 
 # the source topic whose partitions' time decides whether a table's row is settled
@@ -134,7 +146,7 @@ class Horizon:
         if table == "late_events":
             end = self.ends.get((named["origin_topic"], named["origin_partition"]))
             return end is not None and named["origin_offset"] < end
-        suffix = TOPIC_OF_TABLE.get(table)  # None: alerts, from any source topic
+        suffix = TOPIC_OF_TABLE.get(base_table(table))  # None: alerts, from any source topic
         partition = named.get("source_partition")
         if partition is None and suffix is not None:
             entity = next((named[c] for c in ENTITY_COLUMNS if c in named), None)
@@ -150,13 +162,15 @@ def replay(settings: Settings, name: str, show_progress: bool = True) -> tuple[R
         raise OddstreamError(f"replay name {name!r}: use letters, digits and '_'")
     target = _fresh_store(settings, name)
     migrate(target)
+    create_spec_tables(target, spec_tables(settings.specs()))
+    derived = derived_columns(settings.specs())
     intake = Intake(build_codec(settings), Topics(settings.topic_prefix), settings.limits())
     rebuilt = Rebuilt(redacted(target.dsn))
     pending: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
 
     def flush_rows() -> None:
         for table, rows in pending.items():
-            columns = LATE_COLUMNS if table == "late_events" else DERIVED_COLUMNS[table]
+            columns = LATE_COLUMNS if table == "late_events" else derived[table]
             target.insert(table, rows, columns)
             rebuilt.rows[table] = rebuilt.rows.get(table, 0) + len(rows)
         pending.clear()
@@ -229,12 +243,13 @@ class Comparison:
 def compare(
     replayed: Callable[[str], list[Any]],
     live: Callable[[str], list[Any]],
+    tables: tuple[str, ...],
     horizon: Horizon | None = None,
 ) -> list[Comparison]:
     """Table by table: settled rows equal, only in the replay, only live, or different; rows
     past the ``horizon`` are compared too, but a mismatch there counts as open."""
     out = []
-    for table in COMPARED_TABLES:
+    for table in tables:
         key_length, query, columns = comparison_query(table)
         a = {tuple(r[:key_length]): r for r in _normal(replayed(query))}
         b = {tuple(r[:key_length]): r for r in _normal(live(query))}
@@ -277,7 +292,7 @@ def comparison_query(table: str) -> tuple[int, str, list[str]]:
         columns = list(INSIGHT_COLUMNS[table])
         keys = 1  # the deterministic event_id
     else:
-        columns = list(FINAL_COLUMNS[table])
+        columns = list(FINAL_COLUMNS[base_table(table)])
         keys = next(i for i, c in enumerate(columns) if c == "window_end")  # key columns + window_start
     rendered = [
         f"toUnixTimestamp64Milli({c})"
@@ -291,10 +306,10 @@ def comparison_query(table: str) -> tuple[int, str, list[str]]:
     return keys, select, columns
 
 
-def digests(read: Callable[[str], list[Any]]) -> dict[str, str]:
+def digests(read: Callable[[str], list[Any]], tables: tuple[str, ...]) -> dict[str, str]:
     """table -> SHA-256 of its comparable rows in key order: equal digests, identical tables."""
     out = {}
-    for table in COMPARED_TABLES:
+    for table in tables:
         _, query, _ = comparison_query(table)
         out[table] = hashlib.sha256(json.dumps(_normal(read(query))).encode()).hexdigest()[:16]
     return out

@@ -16,11 +16,13 @@ from typing import Any
 import httpx
 import pytest
 
-from consumers.worker.replay import COMPARED_TABLES
+from consumers.store.window_rows import TABLES_OF_KIND, spec_table
+from consumers.worker.replay import compared_tables
 from oddstream.kafka.admin import ensure_topics
 from oddstream.settings import Settings
 from oddstream.simulator.run import run_simulation
 from schemas.topics import Topics
+from streams.specs import PRIMARY, WindowSpec, engine_name
 from tests.integration import window_oracle as oracle
 from tests.integration.kafka_read import group_lag
 from tests.integration.roles import RestartingRole, Role, environment, wait_for
@@ -28,6 +30,7 @@ from tests.integration.roles import RestartingRole, Role, environment, wait_for
 pytestmark = [pytest.mark.integration, pytest.mark.e2e, pytest.mark.timeout(900)]
 EVENTS = 100_000
 KINDS = ("price", "market", "bets", "service", "route", "user")
+TABLE_OF_KIND = {kind: tables[0] for kind, tables in TABLES_OF_KIND.items()}
 RAW_TABLES = (
     "odds_changed",
     "bet_placed",
@@ -72,55 +75,71 @@ def simulate(settings: Settings, events: int = EVENTS) -> None:
     assert sent == events
 
 
-def stored(query: Callable[[str], list[list[Any]]], topics: Topics) -> dict[str, Any]:
+def stored_kind(query: Callable[[str], list[list[Any]]], kind: str, spec: str = PRIMARY) -> dict[Any, Any]:
+    """The final windows of one kind in one spec's table, keyed as the oracle keys them."""
     ms = "toUnixTimestamp64Milli"
-    price = query(
-        f"SELECT market_id, selection_id, bookmaker, {ms}(window_start), changes, open, high, low, last, "
-        f"{ms}(open_time), {ms}(last_time) FROM price_windows_1m FINAL"
-    )
-    market = query(
-        f"SELECT market_id, selection_id, {ms}(window_start), quotes, changes, open, high, low, last, "
-        "market_overround, consensus_probability, books, steam FROM market_windows_1m FINAL"
-    )
-    bets = query(
-        f"SELECT market_id, selection_id, {ms}(window_start), bets, stakes, vwap, liability, money_share, "
-        "cancelled, cancelled_stakes, cashed_out, cash_out_paid, market_bets, market_turnover, "
-        "market_cancelled, market_cancelled_stakes, market_cashed_out, market_cash_out_paid "
-        "FROM bet_windows_1m FINAL"
-    )
-    service = query(
-        f"SELECT service, {ms}(window_start), calls, errors, heartbeats, max_heartbeat_gap_ms "
-        "FROM service_windows_1m FINAL"
-    )
-    route = query(
-        f"SELECT service, route, {ms}(window_start), calls, errors, latency_p50_ms, latency_p95_ms, "
-        "latency_p99_ms, latency_max_ms FROM route_windows_1m FINAL"
-    )
-    user = query(
+    table = spec_table(TABLE_OF_KIND[kind], spec)
+    if kind == "price":
+        rows = query(
+            f"SELECT market_id, selection_id, bookmaker, {ms}(window_start), changes, open, high, low, last, "
+            f"{ms}(open_time), {ms}(last_time) FROM {table} FINAL"
+        )
+        return {tuple(r[:4]): tuple(r[4:]) for r in rows}
+    if kind == "market":
+        rows = query(
+            f"SELECT market_id, selection_id, {ms}(window_start), quotes, changes, open, high, low, last, "
+            f"market_overround, consensus_probability, books, steam FROM {table} FINAL"
+        )
+        return {tuple(r[:3]): tuple(r[3:]) for r in rows}
+    if kind == "bets":
+        rows = query(
+            f"SELECT market_id, selection_id, {ms}(window_start), bets, stakes, vwap, liability, "
+            "money_share, "
+            "cancelled, cancelled_stakes, cashed_out, cash_out_paid, market_bets, market_turnover, "
+            "market_cancelled, market_cancelled_stakes, market_cashed_out, market_cash_out_paid "
+            f"FROM {table} FINAL"
+        )
+        return {
+            tuple(r[:3]): tuple(Decimal(v) if i in oracle.MONEY else v for i, v in enumerate(r[3:]))
+            for r in rows
+        }
+    if kind == "service":
+        rows = query(
+            f"SELECT service, {ms}(window_start), calls, errors, heartbeats, max_heartbeat_gap_ms "
+            f"FROM {table} FINAL"
+        )
+        return {tuple(r[:2]): tuple(r[2:]) for r in rows}
+    if kind == "route":
+        rows = query(
+            f"SELECT service, route, {ms}(window_start), calls, errors, latency_p50_ms, latency_p95_ms, "
+            f"latency_p99_ms, latency_max_ms FROM {table} FINAL"
+        )
+        return {tuple(r[:3]): tuple(r[3:]) for r in rows}
+    rows = query(
         f"SELECT user_id, source_partition, {ms}(window_start), bets, staked, settled, won, sum_t, sum_tt, "
-        "sum_s, sum_ts FROM user_window_parts_1m FINAL"
+        f"sum_s, sum_ts FROM {table} FINAL"
     )
+    return {tuple(r[:3]): (r[3], Decimal(r[4]), *r[5:]) for r in rows}
+
+
+def stored(query: Callable[[str], list[list[Any]]], specs: tuple[WindowSpec, ...]) -> dict[str, Any]:
+    """What the store holds: each kind of each spec (``<kind>@<spec>``) and the late events."""
+    out: dict[str, Any] = {kind: stored_kind(query, kind) for kind in KINDS}
+    for spec in specs:
+        for kind in spec.kinds:
+            out[engine_name(kind, spec.name)] = stored_kind(query, kind, spec.name)
     late: dict[str, set[tuple[int, int]]] = {}
     for kind, p, o in query("SELECT kind, origin_partition, origin_offset FROM late_events FINAL"):
         late.setdefault(kind, set()).add((int(p), int(o)))
-    return {
-        "price": {tuple(r[:4]): tuple(r[4:]) for r in price},
-        "market": {tuple(r[:3]): tuple(r[3:]) for r in market},
-        "bets": {
-            tuple(r[:3]): tuple(Decimal(v) if i in oracle.MONEY else v for i, v in enumerate(r[3:]))
-            for r in bets
-        },
-        "service": {tuple(r[:2]): tuple(r[2:]) for r in service},
-        "route": {tuple(r[:3]): tuple(r[3:]) for r in route},
-        "user": {tuple(r[:3]): (r[3], Decimal(r[4]), *r[5:]) for r in user},
-        "late": late,
-    }
+    out["late"] = late
+    return out
 
 
 def expected(query: Callable[[str], list[list[Any]]], settings: Settings) -> dict[str, Any]:
+    """The oracle's windows for every kind of every spec, and the late events of each."""
     c = settings.window_config()
     prices = oracle.price_windows(query, c)
-    return {
+    want: dict[str, Any] = {
         "price": {k: v[:7] for k, v in prices.items()},
         "market": oracle.market_windows(prices),
         "bets": oracle.bet_windows(query, c),
@@ -129,12 +148,29 @@ def expected(query: Callable[[str], list[list[Any]]], settings: Settings) -> dic
         "user": oracle.user_windows(query, c),
         "late": oracle.late_events(query, c),
     }
+    for spec in c.specs:
+        if spec.shape == "sliding":  # prices only (streams/specs.py)
+            want[engine_name("price", spec.name)], late = oracle.sliding_price_windows(query, c, spec)
+            want["late"][engine_name("price", spec.name)] = late
+            continue
+        want["late"].update(oracle.late_events(query, c, spec))
+        spec_prices = oracle.price_windows(query, c, spec) if {"price", "market"} & set(spec.kinds) else {}
+        for kind in spec.kinds:
+            want[engine_name(kind, spec.name)] = (
+                {k: v[:7] for k, v in spec_prices.items()} if kind == "price"
+                else oracle.market_windows(spec_prices) if kind == "market"
+                else oracle.bet_windows(query, c, spec) if kind == "bets"
+                else oracle.service_windows(query, c, spec) if kind == "service"
+                else oracle.route_windows(query, c, spec)
+            )  # fmt: skip
+    return want
 
 
 def mismatches(want: dict[str, Any], got: dict[str, Any]) -> list[str]:
     problems = []
-    for kind in KINDS:
-        problems += oracle.differences(kind, want[kind], got[kind])
+    for kind in want:
+        if kind != "late":
+            problems += oracle.differences(kind, want[kind], got[kind])
     for kind, late in want["late"].items():
         if late != got["late"].get(kind, set()):
             problems.append(f"late {kind}: expected {len(late)}, stored {len(got['late'].get(kind, set()))}")
@@ -157,10 +193,11 @@ def check_exact(settings: Settings, roles: list[Role], events: int = EVENTS) -> 
     want = expected(query, settings)
     assert sum(len(v) for v in want["late"].values()) > 0, "the simulation produced no late events"
     deadline = time.monotonic() + 180
-    problems = mismatches(want, stored(query, topics))
+    specs = settings.specs()
+    problems = mismatches(want, stored(query, specs))
     while problems and time.monotonic() < deadline:
         time.sleep(2)
-        problems = mismatches(want, stored(query, topics))
+        problems = mismatches(want, stored(query, specs))
     assert problems == [], "\n".join(problems)
     return want
 
@@ -172,7 +209,9 @@ def test_final_windows_equal_a_recomputation_from_the_raw_events(settings: Setti
     try:
         simulate(settings)
         want = check_exact(settings, roles)
-        windows = sum(len(want[k]) for k in KINDS)
+        windows = sum(len(rows) for kind, rows in want.items() if kind != "late")
+        for spec in settings.specs():  # every default spec computed something
+            assert all(want[engine_name(kind, spec.name)] for kind in spec.kinds), spec
         late = {k: len(v) for k, v in want["late"].items()}
         cancelled, cashed_out = (sum(row[i] for row in want["bets"].values()) for i in (5, 7))
         assert cancelled > 0 and cashed_out > 0, "the simulation cancelled or cashed out no bet"
@@ -184,12 +223,12 @@ def test_final_windows_equal_a_recomputation_from_the_raw_events(settings: Setti
         first, second = run_replay(settings, "first"), run_replay(settings, "second")
         print(first)
         assert digest_lines(first) == digest_lines(second) and len(digest_lines(first)) == len(
-            COMPARED_TABLES
+            compared_tables(settings.specs())
         )
         for report in (first, second):
             assert "the replay equals the live tables" in report
             compared = [line for line in report.splitlines() if "only replayed" in line]
-            assert len(compared) == len(COMPARED_TABLES) and all(
+            assert len(compared) == len(compared_tables(settings.specs())) and all(
                 "0 differ, 0 only live, 0 only replayed" in c for c in compared
             )
     finally:

@@ -18,6 +18,7 @@ from typing import Any
 
 from streams.market import is_steam_move
 from streams.processor import WindowConfig
+from streams.specs import WindowSpec
 
 Query = Callable[[str], list[list[Any]]]
 REL = 1e-9
@@ -69,32 +70,47 @@ def _events(stream: str) -> str:
     }[stream]
 
 
-def _classified(stream: str, c: WindowConfig) -> str:
-    """The stream's events with their window start ``w`` and ``late`` flag."""
+def _classified(stream: str, c: WindowConfig, spec: WindowSpec | None = None) -> str:
+    """The stream's events with their window start ``w`` and ``late`` flag: one row per
+    (event, window), so an event of a hopping spec has a row for each window that holds it,
+    late for some of them perhaps (``spec`` None: the primary one-minute tumbling windows)."""
+    size = c.size_ms if spec is None else spec.size_ms
+    hop = size if spec is None or spec.shape == "tumbling" else spec.advance_ms
+    assert spec is None or spec.shape in ("tumbling", "hopping"), "sliding: see sliding_windows"
+    starts = f"arrayMap(i -> intDiv(t, {hop}) * {hop} - i * {hop}, range({size // hop + 1}))"
+    seen = "max(t) OVER (PARTITION BY p ORDER BY o ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)"
     return (
-        f"SELECT *, intDiv(t, {c.size_ms}) * {c.size_ms} w, "
-        f"max(t) OVER (PARTITION BY p ORDER BY o ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) seen, "
-        f"(seen > 0 AND w + {c.size_ms} + {c.grace_ms} <= seen - {c.delay_ms}) late "
-        f"FROM ({_events(stream)})"
+        f"SELECT *, arrayJoin(arrayFilter(s -> s > t - {size}, {starts})) w, "
+        f"(seen > 0 AND w + {size} + {c.grace_ms} <= seen - {c.delay_ms}) late "
+        f"FROM (SELECT *, {seen} seen FROM ({_events(stream)}))"
     )
 
 
-def late_events(query: Query, c: WindowConfig) -> dict[str, set[tuple[int, int]]]:
-    """kind -> (partition, offset) of the events beyond the grace."""
+STREAM_OF_KIND = {"price": "odds", "market": "odds", "bets": "bets", "service": "service", "route": "route",
+                  "user": "user"}  # fmt: skip
+
+
+def late_events(
+    query: Query, c: WindowConfig, spec: WindowSpec | None = None
+) -> dict[str, set[tuple[int, int]]]:
+    """kind (``<kind>@<spec>`` for an extra spec) -> (partition, offset) of the events that
+    missed a window beyond the grace. Sliding specs: see sliding_price_windows."""
     out: dict[str, set[tuple[int, int]]] = {}
-    for stream, kinds in (("odds", ("price", "market")), ("bets", ("bets",)), ("service", ("service",)),
-                          ("route", ("route",)), ("user", ("user",))):  # fmt: skip
-        rows = {(int(p), int(o)) for p, o in query(f"SELECT p, o FROM ({_classified(stream, c)}) WHERE late")}
-        for kind in kinds:
-            out[kind] = rows
+    kinds = tuple(STREAM_OF_KIND) if spec is None else spec.kinds
+    for kind in kinds:
+        classified = _classified(STREAM_OF_KIND[kind], c, spec)
+        rows = {(int(p), int(o)) for p, o in query(f"SELECT DISTINCT p, o FROM ({classified}) WHERE late")}
+        out[kind if spec is None else f"{kind}@{spec.name}"] = rows
     return out
 
 
-def price_windows(query: Query, c: WindowConfig) -> dict[tuple[Any, ...], tuple[Any, ...]]:
+def price_windows(
+    query: Query, c: WindowConfig, spec: WindowSpec | None = None
+) -> dict[tuple[Any, ...], tuple[Any, ...]]:
     rows = query(
         f"SELECT market_id, selection_id, bookmaker, w, count(), argMin(odds, (t, id)), max(odds), "
         f"min(odds), argMax(odds, (t, id)), min(t), max(t), min((t, id)), max((t, id)) "
-        f"FROM ({_classified('odds', c)}) WHERE NOT late GROUP BY market_id, selection_id, bookmaker, w"
+        f"FROM ({_classified('odds', c, spec)}) WHERE NOT late GROUP BY market_id, selection_id, bookmaker, w"
     )
     # (changes, open, high, low, last, open ms, last ms, first stamp, last stamp)
     return {
@@ -165,7 +181,9 @@ COUNTS = (0, 5, 7, 9, 11, 13)  # the counts among a bet window's figures
 MONEY = (1, 3, 6, 8, 10, 12, 14)  # and the money (exact decimals)
 
 
-def bet_windows(query: Query, c: WindowConfig) -> dict[tuple[Any, ...], tuple[Any, ...]]:
+def bet_windows(
+    query: Query, c: WindowConfig, spec: WindowSpec | None = None
+) -> dict[tuple[Any, ...], tuple[Any, ...]]:
     """(market, selection, window) -> (bets, net stakes, vwap, liability, money share, cancelled,
     cancelled stakes, cashed out, paid, market bets, market turnover, market cancelled, market
     cancelled stakes, market cashed out, market paid). Money in exact decimals: each bet's
@@ -179,7 +197,7 @@ def bet_windows(query: Query, c: WindowConfig) -> dict[tuple[Any, ...], tuple[An
         f"countIf({cashed}) nx, sumIf({PAYOUT}, {cashed}) xpayout, sumIf(paid, {cashed}) xpaid, "
         f"sum(n) {market} m_n, sum(st) {market} m_st, sum(nc) {market} m_nc, sum(cst) {market} m_cst, "
         f"sum(nx) {market} m_nx, sum(xpaid) {market} m_paid "
-        f"FROM ({_classified('bets', c)}) WHERE NOT late GROUP BY market_id, selection_id, w"
+        f"FROM ({_classified('bets', c, spec)}) WHERE NOT late GROUP BY market_id, selection_id, w"
     )
     rows = query(
         "SELECT market_id, selection_id, w, n, st - cst, if(st = 0, nan, stake_odds / toFloat64(st)), "
@@ -195,11 +213,13 @@ def bet_windows(query: Query, c: WindowConfig) -> dict[tuple[Any, ...], tuple[An
     }
 
 
-def service_windows(query: Query, c: WindowConfig) -> dict[tuple[Any, ...], tuple[Any, ...]]:
+def service_windows(
+    query: Query, c: WindowConfig, spec: WindowSpec | None = None
+) -> dict[tuple[Any, ...], tuple[Any, ...]]:
     rows = query(
         f"SELECT service, w, sum(call), sumIf(1, call = 1 AND status >= 500), sum(1 - call), "
         f"arrayReduce('max', arrayDifference(arraySort(groupArrayIf(t, call = 0)))) "
-        f"FROM ({_classified('service', c)}) WHERE NOT late GROUP BY service, w"
+        f"FROM ({_classified('service', c, spec)}) WHERE NOT late GROUP BY service, w"
     )
     return {
         (s, int(w)): (int(calls), int(errors), int(beats), int(gap or 0))
@@ -207,10 +227,12 @@ def service_windows(query: Query, c: WindowConfig) -> dict[tuple[Any, ...], tupl
     }
 
 
-def route_windows(query: Query, c: WindowConfig) -> dict[tuple[Any, ...], tuple[Any, ...]]:
+def route_windows(
+    query: Query, c: WindowConfig, spec: WindowSpec | None = None
+) -> dict[tuple[Any, ...], tuple[Any, ...]]:
     rows = query(
         f"SELECT service, route, w, count(), countIf(status >= 500), arraySort(groupArray(latency_ms)) l "
-        f"FROM ({_classified('route', c)}) WHERE NOT late GROUP BY service, route, w"
+        f"FROM ({_classified('route', c, spec)}) WHERE NOT late GROUP BY service, route, w"
     )
 
     def rank(latencies: list[float], q: int) -> float:
@@ -260,3 +282,84 @@ def differences(name: str, expected: dict[Any, tuple[Any, ...]], actual: dict[An
         if len(e) != len(a) or not all(close(x, y, scale) for x, y in zip(e, a, strict=True)):
             problems.append(f"{name} {key}: expected {e}, stored {a}")
     return problems[:20]
+
+
+def sliding_windows(
+    events: list[tuple[int, Any]], size_ms: int, delay_ms: int, grace_ms: int
+) -> tuple[dict[tuple[Any, int, int], list[int]], set[int]]:
+    """Sliding windows of one partition by their definition, sharing no code with the engine.
+
+    ``events`` are (event time, key) in the partition's offset order. Returns the windows,
+    ``(key, start, end) -> indices of the events in them``, and the indices of late events.
+    Naive and quadratic on purpose. The rules:
+
+    * the watermark an event meets is the newest event time before it minus the delay;
+    * an event's own window is ``[t - size + 1, t + 1)``; it exists if the event is not late
+      for it (end + grace above the watermark), created by the first such event;
+    * an event is late if its own window is closed; it *joins* something if it is not late
+      or a window of its key that exists when it arrives and is still open holds it;
+    * a window holds every event of its key in its range that joins something and arrives
+      before the window closes (the watermark reaching end + grace), before its creation
+      included (those were buffered).
+    """
+    newest: int | None = None
+    marks = []
+    for t, _ in events:
+        marks.append(-(2**62) if newest is None else newest - delay_ms)
+        newest = t if newest is None else max(newest, t)
+    created: dict[tuple[Any, int], int] = {}  # (key, end) -> index of the event that opened it
+    late = set()
+    for i, (t, key) in enumerate(events):
+        if t + 1 + grace_ms > marks[i]:
+            created.setdefault((key, t + 1), i)
+        else:
+            late.add(i)
+    by_key: dict[Any, list[tuple[int, int]]] = defaultdict(list)
+    for (key, end), opener in created.items():
+        by_key[key].append((end, opener))
+    joined = set()
+    for i, (t, key) in enumerate(events):
+        if i not in late or any(
+            opener < i and t < end <= t + size_ms and end + grace_ms > marks[i] for end, opener in by_key[key]
+        ):
+            joined.add(i)
+    of_key: dict[Any, list[int]] = defaultdict(list)
+    for i, (_, key) in enumerate(events):
+        of_key[key].append(i)
+    windows: dict[tuple[Any, int, int], list[int]] = {}
+    for (key, end), _ in sorted(created.items(), key=lambda kv: kv[1]):
+        windows[(key, end - size_ms, end)] = [
+            i
+            for i in of_key[key]
+            if end - size_ms <= events[i][0] < end and i in joined and marks[i] < end + grace_ms
+        ]
+    return windows, late
+
+
+def sliding_price_windows(
+    query: Query, c: WindowConfig, spec: WindowSpec
+) -> tuple[Rows, set[tuple[int, int]]]:
+    """A sliding spec's price windows, ``(market, selection, bookmaker, start) -> (changes,
+    open, high, low, last, open ms, last ms)``, and its late events' (partition, offset), by
+    :func:`sliding_windows` over the raw quotes of each partition in offset order."""
+    quotes = query(
+        "SELECT kafka_partition, kafka_offset, toUnixTimestamp64Milli(event_time), market_id, selection_id, "
+        "bookmaker, odds, toString(event_id) FROM odds_changed FINAL ORDER BY kafka_partition, kafka_offset"
+    )
+    by_partition: dict[int, list[list[Any]]] = defaultdict(list)
+    for row in quotes:
+        by_partition[int(row[0])].append(row)
+    out: Rows = {}
+    late: set[tuple[int, int]] = set()
+    for partition, rows in by_partition.items():
+        events = [(int(r[2]), (r[3], r[4], r[5])) for r in rows]
+        windows, missed = sliding_windows(events, spec.size_ms, c.delay_ms, c.grace_ms)
+        late |= {(partition, int(rows[i][1])) for i in missed}
+        for (key, start, _), members in windows.items():
+            stamped = sorted(((int(rows[i][2]), rows[i][7]), rows[i][6]) for i in members)
+            odds = [o for _, o in stamped]
+            out[(*key, start)] = (
+                len(members), stamped[0][1], max(odds), min(odds), stamped[-1][1], stamped[0][0][0],
+                stamped[-1][0][0],
+            )  # fmt: skip
+    return out, late

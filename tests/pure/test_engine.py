@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from streams.engine import WindowEngine, WindowResult
 from streams.windows import HoppingWindow, SlidingWindow, TumblingWindow, WindowShape
+from tests.integration.window_oracle import sliding_windows
 
 pytestmark = pytest.mark.pure
 
@@ -223,3 +224,60 @@ def test_results_built_on_the_fast_path_equal_the_dataclass_ones() -> None:
     assert fast == slow and repr(fast) == repr(slow) and pickle.loads(pickle.dumps(fast)) == slow
     late = LateEvent("k", 5, 10, ((0, 60_000),))
     assert _processed([fast], [], late) == Processed([slow], [], late)
+
+
+@given(
+    st.integers(1, 300),
+    event_lists,
+    st.integers(0, 100),
+    st.integers(0, 100),
+    st.randoms(use_true_random=False),
+)
+def test_sliding_windows_equal_the_oracles_definition_late_events_included(
+    size: int, raw: list[tuple[str, int, int]], delay: int, grace: int, rnd: random.Random
+) -> None:
+    """The exactness test checks the worker's sliding windows against
+    tests/integration/window_oracle.sliding_windows; here that definition meets the engine
+    on any disorder, with events late for their own window that still join open ones."""
+    events = [(k, t, n, amount) for n, (k, t, amount) in enumerate(raw)]
+    rnd.shuffle(events)
+    engine: WindowEngine[str, tuple[int, int], Stats] = WindowEngine(
+        SlidingWindow(size), StatsAggregator(), delay, grace
+    )
+    finals: dict[tuple[str, int, int], Stats] = {}
+    late = set()
+    for n, (key, t, event_id, amount) in enumerate(events):
+        out = engine.process(key, t, (event_id, amount), processing_ms=n)
+        finals.update({(f.key, f.start, f.end): f.aggregate for f in out.finals})
+        if out.late is not None:
+            late.add(n)
+    finals.update({(f.key, f.start, f.end): f.aggregate for f in engine.flush()})
+    windows, oracle_late = sliding_windows([(t, k) for k, t, _, _ in events], size, delay, grace)
+    agg = StatsAggregator()
+    expected = {}
+    for window, members in windows.items():
+        stats = agg.zero()
+        for i in members:
+            stats = agg.add(stats, (events[i][2], events[i][3]), events[i][1])
+        expected[window] = stats
+    assert late == oracle_late
+    assert finals == expected
+
+
+def test_a_quiet_stream_of_past_events_closes_its_windows_once_quiet_not_a_window_later() -> None:
+    """Event times an hour behind the clock (a backfill): after the idle timeout the idle mark
+    follows the clock itself, so even a 5-minute hopping window gets its early final at once;
+    a later event within the grace still revises it."""
+    hour = 3_600_000
+    engine: WindowEngine[str, tuple[int, int], Stats] = WindowEngine(
+        HoppingWindow(300_000, 60_000), StatsAggregator(), 5_000, 10_000, idle_timeout_ms=30_000
+    )
+    engine.process("m1", 1_000, (1, 5), processing_ms=hour)
+    assert engine.on_idle(hour + 29_999) == []
+    finals = engine.on_idle(hour + 30_000)
+    assert [(f.start, f.end, f.version) for f in finals] == [
+        (s, s + 300_000, 1) for s in (-240_000, -180_000, -120_000, -60_000, 0)
+    ]
+    revised = engine.process("m1", 2_000, (2, 5), processing_ms=hour + 31_000)
+    assert revised.late is None and [u.version for u in revised.updates] == [2] * 5
+    assert [f.version for f in engine.on_idle(hour + 61_000)] == [2] * 5

@@ -27,6 +27,9 @@ def test_subscribe_parses_and_deduplicates() -> None:
         ('{"op":"subscribe","channels":[]}', "bad_request"),
         ('{"op":"subscribe","channels":["secrets"]}', "unknown_channel"),
         ('{"op":"subscribe","channels":["market:../etc"]}', "unknown_channel"),
+        ('{"op":"subscribe","channels":["market:m1@5M"]}', "unknown_channel"),
+        ('{"op":"subscribe","channels":["markets@5m_every_1m"]}', "unknown_channel"),
+        ('{"op":"subscribe","channels":["alerts:r@5m"]}', "unknown_channel"),
     ],
 )
 def test_bad_frames_get_a_coded_error(frame: str, code: str) -> None:
@@ -40,6 +43,19 @@ def test_window_updates_go_to_the_market_and_the_all_markets_channel() -> None:
     assert channels_of("BetWindowUpdated", {"market_id": "m7"}) == ["market:m7"]
     assert channels_of("RouteWindowUpdated", {"service": "api"}) == ["services", "service:api"]
     assert channels_of("BetPlaced", {"market_id": "m7"}) == []
+
+
+def test_a_window_of_an_extra_spec_goes_to_its_own_channel_only() -> None:
+    assert channels_of("OddsWindowUpdated", {"market_id": "m7", "spec": "1m"}) == ["markets", "market:m7"]
+    assert channels_of("OddsWindowUpdated", {"market_id": "m7", "spec": "5m_every_1m"}) == [
+        "market:m7@5m_every_1m"
+    ]
+    assert channels_of("PriceWindowUpdated", {"market_id": "m7", "spec": "60s_sliding"}) == [
+        "market:m7@60s_sliding"
+    ]
+    assert channels_of("ServiceWindowUpdated", {"service": "api", "spec": "15m"}) == ["service:api@15m"]
+    command = parse_command('{"op":"subscribe","channels":["market:m7@5m_every_1m","service:api@15m"]}')
+    assert command.channels == ("market:m7@5m_every_1m", "service:api@15m")
 
 
 class Sockets:

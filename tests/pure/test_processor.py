@@ -17,7 +17,7 @@ from tests.pure.test_snapshots import through_the_changelog
 
 pytestmark = pytest.mark.pure
 T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z, a minute boundary
-CONFIG = WindowConfig(size_ms=60_000, delay_ms=5_000, grace_ms=10_000, idle_timeout_ms=30_000)
+CONFIG = WindowConfig(size_ms=60_000, delay_ms=5_000, grace_ms=10_000, idle_timeout_ms=30_000, specs=())
 
 
 class Feed:

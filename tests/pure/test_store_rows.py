@@ -29,9 +29,10 @@ def test_malformed_headers_do_not_break_the_sink() -> None:
 
 
 def test_every_final_fits_its_tables_columns() -> None:
-    from consumers.store.window_rows import DERIVED_COLUMNS, FINAL_COLUMNS, final_rows
+    from consumers.store.window_rows import FINAL_COLUMNS, derived_columns, final_rows, spec_tables
     from oddstream.simulator.model import MarketSimulator
     from streams.processor import PartitionProcessor
+    from streams.specs import DEFAULT_SPECS
 
     processor = PartitionProcessor(partition=0)
     sim = MarketSimulator(
@@ -46,5 +47,9 @@ def test_every_final_fits_its_tables_columns() -> None:
     for emission in finals:
         for table, rows in final_rows(emission.event_type, emission.record).items():
             tables.add(table)
-            assert all(len(row) == len(DERIVED_COLUMNS[table]) for row in rows), table
+            assert all(len(row) == len(derived_columns(DEFAULT_SPECS)[table]) for row in rows), table
     assert tables >= set(FINAL_COLUMNS) | {"predictions", "value_signals", "model_metrics", "alerts"}
+    assert set(spec_tables(DEFAULT_SPECS)) == {
+        "market_windows_5m_every_1m", "market_books_5m_every_1m", "bet_windows_5m_every_1m",
+        "price_windows_60s_sliding",
+    } <= tables  # fmt: skip
