@@ -75,6 +75,16 @@ def login(**changes: Any) -> dict[str, Any]:
     return {**base(user_id="u-chaos", activity="LOGIN", amount=None, currency=None), **changes}
 
 
+def price_window(spec: str) -> dict[str, Any]:
+    """A final price window of a spec nobody configured (as any producer to the topic could write)."""
+    return base(
+        window_id=str(uuid.uuid4()), market_id="m000001", selection_id="home", bookmaker="rogue",
+        window_start=NOW - 660_000, window_end=NOW - 600_000, version=1, final=True, spec=spec, open=2.0,
+        high=2.0, low=2.0, last=2.0, changes=1, implied_probability=0.5, velocity_pct_per_min=0.0,
+        open_time=NOW - 630_000, last_time=NOW - 630_000,
+    )  # fmt: skip
+
+
 def signed(key: bytes, value: bytes) -> list[tuple[str, bytes]]:
     return [(REGISTRY_SIGNATURE, registry_signature(DEVELOPMENT_MASTER_SECRET, key, value))]
 
@@ -83,7 +93,7 @@ def endpoint(endpoint_id: str = "ep_chaos") -> dict[str, Any]:
     return base(endpoint_id=endpoint_id, url="https://hooks.example.com/x", event_types=[], active=True)
 
 
-# (topic suffix, key, value, headers, a part of the reason) -- 38 distinct bad records
+# (topic suffix, key, value, headers, a part of the reason) -- 40 distinct bad records
 CORPUS: list[tuple[str, bytes | None, bytes | None, list[tuple[str, bytes]] | None, str]] = [
     ("odds", b"m000001", None, None, "null value (a tombstone)"),
     ("bets", b"m000001", b"", None, "not an oddstream frame"),
@@ -142,6 +152,11 @@ CORPUS: list[tuple[str, bytes | None, bytes | None, list[tuple[str, bytes]] | No
         }), signed(b"ep_chaos", sealed_elsewhere), "does not open",
     ),
     ("webhooks.attempts", b"ep_chaos", b"not an attempt", None, "not an oddstream frame"),
+    # window results of a spec the store does not run: one named to be a table name's SQL
+    ("analytics.prices.1m", b"m000001", single("PriceWindowUpdated", price_window("4h")), None,
+     "'4h' is not a window spec"),
+    ("analytics.prices.1m", b"m000001", single("PriceWindowUpdated", price_window("x; DROP TABLE alerts --")),
+     None, "is not a window spec"),
 ]  # fmt: skip
 
 
