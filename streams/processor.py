@@ -64,7 +64,7 @@ from streams.ids import uuid5
 from streams.money import as_decimal, cents
 from streams.predictor import Predictor, PredictorConfig
 from streams.specs import DEFAULT_SPECS, PRIMARY, WindowSpec, engine_name
-from streams.windows import TumblingWindow, Window
+from streams.windows import HoppingWindow, TumblingWindow, Window
 
 NAMESPACE = uuid.UUID("6f1c1f0e-4c1e-4f53-9a53-6f6464737472")
 EVENT_TYPE_OF_KIND = {
@@ -181,6 +181,7 @@ class PartitionProcessor:
     engines: dict[str, WindowEngine[Any, Any, Any]] = field(default_factory=dict)  # by engine name
     lanes: dict[str, tuple[str, ...]] = field(default_factory=dict)  # kind -> its engines' names
     spec_of: dict[str, tuple[str, str, int]] = field(default_factory=dict)  # engine -> kind, spec, size
+    trailing: set[str] = field(default_factory=set)  # hopping engines: currents of the oldest window only
     # windows updated and not yet sent as a current update (see take_currents)
     _pending: dict[tuple[str, Any, int], WindowResult[Any, Any]] = field(default_factory=dict)
     # wall-clock ms of each open window's last current update (the throttle's memory)
@@ -210,6 +211,8 @@ class PartitionProcessor:
                 )
                 lanes[kind].append(name)
                 self.spec_of[name] = (kind, spec, size)
+                if isinstance(shape, HoppingWindow) and shape.hop_ms < shape.size_ms:
+                    self.trailing.add(name)
             self.lanes = {kind: tuple(names) for kind, names in lanes.items()}
 
     # -- feeding -------------------------------------------------------------
@@ -434,7 +437,10 @@ class PartitionProcessor:
             result = self.engines[name].process(key, event_ms, value, wall_ms)
             if self.currents:
                 pending = self._pending
-                for update in result.updates:
+                # a hopping event updates size / advance windows; a screen wants the one that
+                # closes first, the whole size up to now (the others get their finals)
+                updates = result.updates[:1] if name in self.trailing else result.updates
+                for update in updates:
                     slot = (name, update.key, update.start)
                     pending.pop(slot, None)  # re-inserted last: the order of take_currents()
                     pending[slot] = update

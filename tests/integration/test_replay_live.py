@@ -68,7 +68,7 @@ def test_replay_of_a_running_stack_is_equal_and_one_altered_row_is_named(setting
         finals = [
             (m, codec.decode(m.value()))
             for m in read_all(settings.bootstrap, topics.name("analytics.prices.1m"))
-            if codec.decode(m.value()).record["final"]
+            if codec.decode(m.value()).record["final"] and codec.decode(m.value()).record["spec"] == "1m"
         ]
         message, event = min(finals, key=lambda f: f[1].record["window_end"])
         forged = {**event.record, "version": event.record["version"] + 1, "high": event.record["high"] + 1.5}

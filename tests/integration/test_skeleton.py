@@ -172,7 +172,8 @@ def test_skeleton_end_to_end(settings: Settings) -> None:
 
         def currents() -> Any:
             messages = read_all(settings.bootstrap, topics.odds_window_1m)
-            updates = [m for m in messages if not codec.decode(m.value() or b"").record["final"]]
+            records = [(m, codec.decode(m.value() or b"").record) for m in messages]
+            updates = [m for m, r in records if not r["final"] and r["spec"] == "1m"]  # the 1m windows
             return len(updates) >= len(rows) and updates
 
         updates = wait_for("all window updates", currents, 90, roles)

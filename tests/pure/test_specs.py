@@ -66,6 +66,9 @@ def test_a_bet_is_in_five_hopping_windows_of_five_minutes_each_marked_with_its_s
     feed = opened(SpecFeed())
     bet(feed, 150_000, "b1", "home", "10.00", 2.0)  # 2.5 minutes in
     bet(feed, 290_000, "b2", "home", "5.00", 3.0)
+    # current updates: of the window that closes first, the 5 minutes up to the next minute
+    currents = [e.record for e in feed.emissions if e.kind == "bets@5m_every_1m" and not e.final]
+    assert [((r["window_start"] - T0) // 60_000, r["bets"]) for r in currents] == [(-2, 1), (0, 2)]
     feed.emissions += feed.processor.flush()
     hopping = sorted(finals(feed, "bets@5m_every_1m"), key=lambda r: r["window_start"])
     # windows [s, s + 5 min) with s a whole minute and s <= t < s + 5 min
