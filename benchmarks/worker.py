@@ -136,6 +136,10 @@ def main() -> None:
         run_simulation(settings, events=args.events, realtime=False, start_ms=start, show_progress=False)
         total = end_offsets(bootstrap, sources)
         print(f"produced {args.events:,} simulated events; {total:,} on the analysed topics {sources}")
+        print(
+            "window specs besides 1m (ODDSTREAM_WINDOW_SPECS): "
+            f"{[spec.name for spec in settings.specs()] or 'none'}"
+        )
 
         catalog = load_catalog()
         codec = Codec(catalog)
@@ -167,11 +171,14 @@ def main() -> None:
         rebuilt, _ = replay(settings, "bench", show_progress=False)
         replay_rate = rebuilt.records / (time.perf_counter() - started)
 
-        # the worker's own knobs (ODDSTREAM_WORKER_*) pass through, nothing else of ODDSTREAM_*
+        # the worker's own knobs (ODDSTREAM_WORKER_*) and the window specs pass through, nothing
+        # else of ODDSTREAM_*
         env = {
             k: v
             for k, v in os.environ.items()
-            if not k.startswith("ODDSTREAM_") or k.startswith("ODDSTREAM_WORKER_")
+            if not k.startswith("ODDSTREAM_")
+            or k.startswith("ODDSTREAM_WORKER_")
+            or k == "ODDSTREAM_WINDOW_SPECS"
         }
         env.update(ODDSTREAM_KAFKA_BOOTSTRAP_SERVERS=bootstrap, ODDSTREAM_TOPIC_PREFIX=settings.topic_prefix,
                    ODDSTREAM_DATA_DIR=str(data), ODDSTREAM_WORKER_ID=settings.worker_id,
