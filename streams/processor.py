@@ -64,7 +64,7 @@ from streams.ids import uuid5
 from streams.money import as_decimal, cents
 from streams.predictor import Predictor, PredictorConfig
 from streams.specs import DEFAULT_SPECS, PRIMARY, WindowSpec, engine_name
-from streams.windows import HoppingWindow, TumblingWindow, Window
+from streams.windows import HoppingWindow, SlidingWindow, TumblingWindow, Window
 
 NAMESPACE = uuid.UUID("6f1c1f0e-4c1e-4f53-9a53-6f6464737472")
 EVENT_TYPE_OF_KIND = {
@@ -181,7 +181,10 @@ class PartitionProcessor:
     engines: dict[str, WindowEngine[Any, Any, Any]] = field(default_factory=dict)  # by engine name
     lanes: dict[str, tuple[str, ...]] = field(default_factory=dict)  # kind -> its engines' names
     spec_of: dict[str, tuple[str, str, int]] = field(default_factory=dict)  # engine -> kind, spec, size
-    trailing: set[str] = field(default_factory=set)  # hopping engines: currents of the oldest window only
+    # engines whose current updates are one per key, not per window (see _feed): hopping
+    # (the oldest window an event joined) and sliding (the newest)
+    oldest_current: set[str] = field(default_factory=set)
+    newest_current: set[str] = field(default_factory=set)
     # windows updated and not yet sent as a current update (see take_currents)
     _pending: dict[tuple[str, Any, int], WindowResult[Any, Any]] = field(default_factory=dict)
     # wall-clock ms of each open window's last current update (the throttle's memory)
@@ -212,7 +215,9 @@ class PartitionProcessor:
                 lanes[kind].append(name)
                 self.spec_of[name] = (kind, spec, size)
                 if isinstance(shape, HoppingWindow) and shape.hop_ms < shape.size_ms:
-                    self.trailing.add(name)
+                    self.oldest_current.add(name)
+                elif isinstance(shape, SlidingWindow):
+                    self.newest_current.add(name)
             self.lanes = {kind: tuple(names) for kind, names in lanes.items()}
 
     # -- feeding -------------------------------------------------------------
@@ -437,13 +442,21 @@ class PartitionProcessor:
             result = self.engines[name].process(key, event_ms, value, wall_ms)
             if self.currents:
                 pending = self._pending
-                # a hopping event updates size / advance windows; a screen wants the one that
-                # closes first, the whole size up to now (the others get their finals)
-                updates = result.updates[:1] if name in self.trailing else result.updates
-                for update in updates:
-                    slot = (name, update.key, update.start)
-                    pending.pop(slot, None)  # re-inserted last: the order of take_currents()
+                updates = result.updates
+                if updates and (name in self.oldest_current or name in self.newest_current):
+                    # one current per key: a hopping event updates size / advance windows and a
+                    # screen wants the one that closes first (the whole size up to now); a
+                    # sliding spec opens a window per event and a screen wants the newest. The
+                    # throttle's slot is the key's (start -1), so a busy key's windows coalesce.
+                    update = updates[0] if name in self.oldest_current else updates[-1]
+                    slot = (name, update.key, -1)
+                    pending.pop(slot, None)
                     pending[slot] = update
+                else:
+                    for update in updates:
+                        slot = (name, update.key, update.start)
+                        pending.pop(slot, None)  # re-inserted last: the order of take_currents()
+                        pending[slot] = update
             if result.finals:
                 out.emissions.extend(self._final(name, r) for r in result.finals)
             if result.late is not None:
@@ -452,6 +465,11 @@ class PartitionProcessor:
 
     def _final(self, name: str, result: WindowResult[Any, Any]) -> Emission:
         slot = (name, result.key, result.start)
+        if name in self.oldest_current or name in self.newest_current:  # one slot per key
+            slot = (name, result.key, -1)
+            pending = self._pending.get(slot)
+            if pending is not None and pending.start != result.start:
+                return self._emission(name, result)  # a newer window's update is still due
         self._pending.pop(slot, None)  # the final supersedes it
         self._sent_at.pop(slot, None)  # closed: the throttle forgets it
         return self._emission(name, result)

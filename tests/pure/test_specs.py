@@ -139,3 +139,40 @@ def test_specs_json_is_what_the_settings_carry() -> None:
         "name": "5m_every_1m", "kinds": ["market", "bets"], "shape": "hopping", "size_ms": 300_000,
         "advance_ms": 60_000,
     }  # fmt: skip
+
+
+def test_a_busy_keys_sliding_and_hopping_updates_coalesce_to_one_per_key() -> None:
+    """A backlog (the wall clock standing still): five quotes of one price give one current
+    update per spec, of the newest sliding window and of the hopping window closing first;
+    the sliding windows' finals come one by one, and never drop the newer pending update."""
+    processor = PartitionProcessor(DEFAULTS)
+    record = {
+        "event_id": "s",
+        "event_time": T0,
+        "source": "t",
+        "market_id": "m1",
+        "status": "OPEN",
+        "reason": None,
+    }
+    processor.process(0, "MarketStatusChanged", record, wall_ms=0)
+    for n in range(5):
+        quote = {"event_id": f"q{n}", "event_time": T0 + n * 1_000, "source": "t", "market_id": "m1",
+                 "selection_id": "home", "bookmaker": "b1", "odds": 2.0 + n / 10}  # fmt: skip
+        processor.process(n + 1, "OddsChanged", quote, wall_ms=0)
+    currents = processor.take_currents(wall_ms=0, interval_ms=250)
+    by_kind = {e.kind: e.record for e in currents}
+    assert sorted(by_kind) == ["market", "market@5m_every_1m", "price", "price@60s_sliding"]
+    assert len(currents) == 4
+    sliding = by_kind["price@60s_sliding"]
+    assert (sliding["window_end"], sliding["changes"], sliding["last"]) == (T0 + 4_001, 5, 2.4)
+    assert by_kind["market@5m_every_1m"]["window_start"] == T0 - 240_000  # closes first, at T0 + 1 min
+    # a later quote: the key's slot holds its newest window; the finals of the windows it
+    # closes (watermark 21 s - 5 s passes 0..4 s + grace 10 s) leave it pending
+    quote = {"event_id": "q9", "event_time": T0 + 21_000, "source": "t", "market_id": "m1",
+             "selection_id": "home", "bookmaker": "b1", "odds": 3.0}  # fmt: skip
+    out = processor.process(9, "OddsChanged", quote, wall_ms=100)
+    finals = [e.record["window_end"] - T0 for e in out.emissions if e.kind == "price@60s_sliding"]
+    assert finals == [1, 1_001, 2_001, 3_001, 4_001]
+    later = {e.kind: e.record for e in processor.take_currents(wall_ms=300, interval_ms=250)}
+    assert later["price@60s_sliding"]["window_end"] == T0 + 21_001
+    assert later["price@60s_sliding"]["changes"] == 6
