@@ -12,6 +12,7 @@ import math
 from bisect import bisect_right
 from dataclasses import dataclass, replace
 from itertools import pairwise
+from operator import attrgetter
 from typing import Any
 
 from streams import money
@@ -68,6 +69,26 @@ class PriceAggregator:
         fields["low"] = agg.low if agg.low <= odds else odds
         fields["changes"] = agg.changes + 1
         return stats
+
+    def add_many(self, agg: PriceStats, items: list[tuple[int, Price]]) -> PriceStats:
+        """``add`` folded over ``items`` (event ms, price), in a few passes of builtins: a
+        sliding window is seeded with the quotes it covers (streams/engine.py)."""
+        if not items:
+            return agg
+        values = [value for _, value in items]
+        first, last = min(values, key=_STAMP), max(values, key=_STAMP)
+        high, low = max(v.odds for v in values), min(v.odds for v in values)
+        stats: PriceStats = _new(PriceStats)
+        fields = stats.__dict__
+        fields["first"] = first if agg.first is None or first.stamp < agg.first.stamp else agg.first
+        fields["last"] = last if agg.last is None or last.stamp > agg.last.stamp else agg.last
+        fields["high"] = agg.high if agg.high >= high else high
+        fields["low"] = agg.low if agg.low <= low else low
+        fields["changes"] = agg.changes + len(values)
+        return stats
+
+
+_STAMP = attrgetter("stamp")
 
 
 @dataclass(frozen=True)

@@ -30,8 +30,10 @@ Example::
 from __future__ import annotations
 
 import heapq
+from bisect import bisect_left, insort
 from collections.abc import Hashable
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Generic, Protocol, TypeVar
 
 from streams.windows import HoppingWindow, SlidingWindow, TumblingWindow, Window, WindowShape
@@ -41,6 +43,7 @@ V_in = TypeVar("V_in", contravariant=True)
 A = TypeVar("A")
 K = TypeVar("K", bound=Hashable)
 NEVER = -(2**62)
+_time = itemgetter(0)  # of a buffered (event ms, value)
 
 
 class Aggregator(Protocol[V_in, A]):
@@ -132,7 +135,7 @@ class WindowEngine(Generic[K, V, A]):
     last_arrival_ms: int | None = None
     late_events: int = 0
     _open: dict[tuple[K, Window], _Open[A]] = field(default_factory=dict)
-    _buffer: dict[K, list[tuple[int, V]]] = field(default_factory=dict)  # sliding only
+    _buffer: dict[K, list[tuple[int, V]]] = field(default_factory=dict)  # sliding only, by event time
     _sliding: dict[K, list[Window]] = field(default_factory=dict)  # sliding only: a key's open windows
     # (end + grace, sequence, key, window) of every window opened: what closes next, without a scan
     _closing: list[tuple[int, int, K, Window]] = field(default_factory=list)
@@ -169,7 +172,7 @@ class WindowEngine(Generic[K, V, A]):
                 slot.version += 1
                 updates.append(_result(key, window[0], window[1], slot.aggregate, slot.version, False))
             if type(self.shape) is SlidingWindow:
-                self._buffer.setdefault(key, []).append((event_ms, value))
+                insort(self._buffer.setdefault(key, []), (event_ms, value), key=_time)
             self.max_event_ms = max(self.max_event_ms, event_ms)
             self.watermark = max(self.watermark, self.max_event_ms - self.delay_ms)
         return _processed(updates, self._close_ready(), late)
@@ -252,11 +255,18 @@ class WindowEngine(Generic[K, V, A]):
     def _seed(self, key: K, window: Window) -> _Open[A]:
         """A new window; a sliding one starts with the buffered events it covers."""
         slot = _Open(self.aggregator.zero(), 0)
-        if type(self.shape) is SlidingWindow:
-            for event_ms, value in self._buffer.get(key, ()):
-                if window[0] <= event_ms < window[1]:
+        buffer = self._buffer.get(key)
+        if buffer and type(self.shape) is SlidingWindow:
+            items = buffer[
+                bisect_left(buffer, window[0], key=_time) : bisect_left(buffer, window[1], key=_time)
+            ]
+            add_many = getattr(self.aggregator, "add_many", None)  # a bulk fold, if it has one
+            if add_many is not None:
+                slot.aggregate = add_many(slot.aggregate, items)
+            else:
+                for event_ms, value in items:
                     slot.aggregate = self.aggregator.add(slot.aggregate, value, event_ms)
-                    slot.version += 1
+            slot.version = len(items)
         return slot
 
     def _close_ready(self) -> list[WindowResult[K, A]]:
@@ -289,9 +299,7 @@ class WindowEngine(Generic[K, V, A]):
         size = self.shape.size_ms
         horizon = self.watermark - self.grace_ms - size
         self._next_prune = self.watermark + size
-        for key in list(self._buffer):
-            kept = [(t, v) for t, v in self._buffer[key] if t >= horizon]
-            if kept:
-                self._buffer[key] = kept
-            else:
+        for key, buffer in list(self._buffer.items()):
+            del buffer[: bisect_left(buffer, horizon, key=_time)]
+            if not buffer:
                 del self._buffer[key]

@@ -173,3 +173,27 @@ def test_the_fast_price_fold_equals_the_dataclass_one(observations: list[tuple[f
         )  # fmt: skip
         assert fast == slow and hash(fast) == hash(slow) and pickle.loads(pickle.dumps(fast)) == slow
     assert replace(fast, changes=0).changes == 0  # still a frozen dataclass to everything else
+
+
+@given(
+    st.lists(st.tuples(st.floats(1.01, 1000.0), st.integers(0, 50), st.text(max_size=1)), max_size=30),
+    st.integers(0, 30),
+)
+def test_the_bulk_price_fold_equals_adding_one_by_one(
+    observations: list[tuple[float, int, str]], cut: int
+) -> None:
+    """PriceAggregator.add_many (a sliding window's seed) gives what add gives, ties in
+    (event time, id) included, from an empty or a partly folded aggregate."""
+    from streams.analytics import Price, PriceAggregator
+
+    agg = PriceAggregator()
+    items = [(t, Price(odds, (t, tie))) for odds, t, tie in observations]
+    head = agg.zero()
+    for t, price in items[:cut]:
+        head = agg.add(head, price, t)
+    one_by_one = head
+    for t, price in items[cut:]:
+        one_by_one = agg.add(one_by_one, price, t)
+    bulk = agg.add_many(head, items[cut:])
+    assert bulk == one_by_one
+    assert (bulk.first is one_by_one.first) and (bulk.last is one_by_one.last)  # the same quote on ties
