@@ -63,18 +63,10 @@ from streams.engine import WindowEngine, WindowResult
 from streams.ids import uuid5
 from streams.money import as_decimal, cents
 from streams.predictor import Predictor, PredictorConfig
-from streams.specs import DEFAULT_SPECS, PRIMARY, WindowSpec, engine_name
+from streams.specs import DEFAULT_SPECS, EVENT_TYPE_OF_KIND, PRIMARY, WindowSpec, engine_name
 from streams.windows import HoppingWindow, SlidingWindow, TumblingWindow, Window
 
 NAMESPACE = uuid.UUID("6f1c1f0e-4c1e-4f53-9a53-6f6464737472")
-EVENT_TYPE_OF_KIND = {
-    "market": "OddsWindowUpdated",
-    "price": "PriceWindowUpdated",
-    "bets": "BetWindowUpdated",
-    "service": "ServiceWindowUpdated",
-    "route": "RouteWindowUpdated",
-    "user": "UserWindowUpdated",
-}
 NOTICE_KIND = {
     "PredictionMade": "prediction",
     "ValueSignalRaised": "prediction",
@@ -181,10 +173,9 @@ class PartitionProcessor:
     engines: dict[str, WindowEngine[Any, Any, Any]] = field(default_factory=dict)  # by engine name
     lanes: dict[str, tuple[str, ...]] = field(default_factory=dict)  # kind -> its engines' names
     spec_of: dict[str, tuple[str, str, int]] = field(default_factory=dict)  # engine -> kind, spec, size
-    # engines whose current updates are one per key, not per window (see _feed): hopping
-    # (the oldest window an event joined) and sliding (the newest)
-    oldest_current: set[str] = field(default_factory=set)
-    newest_current: set[str] = field(default_factory=set)
+    # engines whose current updates are one per key, not per window (see _feed), and which of
+    # an event's updates that is: hopping 0 (the oldest window it joined), sliding -1 (the newest)
+    current_of_key: dict[str, int] = field(default_factory=dict)
     # windows updated and not yet sent as a current update (see take_currents)
     _pending: dict[tuple[str, Any, int], WindowResult[Any, Any]] = field(default_factory=dict)
     # wall-clock ms of each open window's last current update (the throttle's memory)
@@ -215,9 +206,9 @@ class PartitionProcessor:
                 lanes[kind].append(name)
                 self.spec_of[name] = (kind, spec, size)
                 if isinstance(shape, HoppingWindow) and shape.hop_ms < shape.size_ms:
-                    self.oldest_current.add(name)
+                    self.current_of_key[name] = 0
                 elif isinstance(shape, SlidingWindow):
-                    self.newest_current.add(name)
+                    self.current_of_key[name] = -1
             self.lanes = {kind: tuple(names) for kind, names in lanes.items()}
 
     # -- feeding -------------------------------------------------------------
@@ -443,12 +434,13 @@ class PartitionProcessor:
             if self.currents:
                 pending = self._pending
                 updates = result.updates
-                if updates and (name in self.oldest_current or name in self.newest_current):
+                pick = self.current_of_key.get(name)
+                if updates and pick is not None:
                     # one current per key: a hopping event updates size / advance windows and a
                     # screen wants the one that closes first (the whole size up to now); a
                     # sliding spec opens a window per event and a screen wants the newest. The
                     # throttle's slot is the key's (start -1), so a busy key's windows coalesce.
-                    update = updates[0] if name in self.oldest_current else updates[-1]
+                    update = updates[pick]
                     slot = (name, update.key, -1)
                     pending.pop(slot, None)
                     pending[slot] = update
@@ -465,7 +457,7 @@ class PartitionProcessor:
 
     def _final(self, name: str, result: WindowResult[Any, Any]) -> Emission:
         slot = (name, result.key, result.start)
-        if name in self.oldest_current or name in self.newest_current:  # one slot per key
+        if name in self.current_of_key:  # one slot per key
             slot = (name, result.key, -1)
             pending = self._pending.get(slot)
             if pending is not None and pending.start != result.start:

@@ -35,6 +35,14 @@ from typing import Any
 from streams.windows import HoppingWindow, SlidingWindow, TumblingWindow, WindowShape
 
 PRIMARY = "1m"
+EVENT_TYPE_OF_KIND = {  # the event each window kind emits, in every spec
+    "market": "OddsWindowUpdated",
+    "price": "PriceWindowUpdated",
+    "bets": "BetWindowUpdated",
+    "service": "ServiceWindowUpdated",
+    "route": "RouteWindowUpdated",
+    "user": "UserWindowUpdated",
+}
 KINDS = ("market", "price", "bets", "service", "route")  # user windows are partials: primary only
 SHAPES = ("tumbling", "hopping", "sliding")
 SLIDING_KINDS = ("price",)

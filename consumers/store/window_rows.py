@@ -13,7 +13,7 @@ from decimal import Decimal
 from typing import Any
 
 from consumers.store.insight_rows import INSIGHT_COLUMNS, INSIGHT_ROWS
-from streams.specs import PRIMARY, WindowSpec
+from streams.specs import EVENT_TYPE_OF_KIND, PRIMARY, WindowSpec
 
 Row = tuple[Any, ...]
 
@@ -156,10 +156,7 @@ LATE_COLUMNS = (
 
 
 # the window kind of each window event, and the tables its finals fill
-KIND_OF_EVENT = {
-    "OddsWindowUpdated": "market", "PriceWindowUpdated": "price", "BetWindowUpdated": "bets",
-    "ServiceWindowUpdated": "service", "RouteWindowUpdated": "route", "UserWindowUpdated": "user",
-}  # fmt: skip
+KIND_OF_EVENT = {event_type: kind for kind, event_type in EVENT_TYPE_OF_KIND.items()}
 TABLES_OF_KIND = {
     "market": ("market_windows_1m", "market_books_1m"),
     "price": ("price_windows_1m",),
