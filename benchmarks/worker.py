@@ -163,7 +163,7 @@ def main() -> None:
                 )
             origin = (topic, partition, offset)
             output = apply_record(processor, intake, origin, key, value, headers, ts, 0)
-            return messages(output, topics, codec, "bench", origin, key, value, "bench")
+            return messages(output, topics, codec, "bench", origin, key, value, "bench", b"bench")
 
         baseline = asyncio.run(consume(bootstrap, sources, total, bare))
         in_process = asyncio.run(consume(bootstrap, sources, total, analytics))

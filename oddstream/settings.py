@@ -315,9 +315,12 @@ class Settings(BaseSettings):
     )
     worker_state_key: SecretStr = Field(
         default=SecretStr(DEVELOPMENT_STATE_KEY),
-        description="Authenticates the worker's snapshots (HMAC-SHA256): a snapshot in the changelog not "
-        "written with it is refused and the partition rebuilt from the source log. Changing it rebuilds "
-        "every partition. The worker refuses the development default unless ODDSTREAM_DEVELOPMENT is true.",
+        description="Authenticates the worker's snapshots and what it writes to bets.by-user (HMAC-SHA256): "
+        "a snapshot in the changelog not written with it is refused and the partition rebuilt from the "
+        "source log; a bets.by-user record not signed with it is dead-lettered. Worker, store and replay "
+        "need the same key. Changing it rebuilds every partition (and dead-letters the bets.by-user "
+        "records signed with the old key as they are read again). The worker refuses the development "
+        "default unless ODDSTREAM_DEVELOPMENT is true.",
     )
     worker_snapshot_chunk_bytes: int = Field(
         default=1024 * 1024,

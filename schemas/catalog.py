@@ -37,6 +37,7 @@ KEY_FIELD: dict[str, str] = {
     "ServiceWindowUpdated": "service",
     "RouteWindowUpdated": "service",
     "UserWindowUpdated": "user_id",
+    "UserBetRecorded": "user_id",
     "WebhookEndpoint": "endpoint_id",
     "WebhookAttempted": "endpoint_id",
     "WebhookMessagePending": "endpoint_id",

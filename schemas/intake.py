@@ -5,10 +5,11 @@ Anything can be written to a topic by any Kafka client, so a record is untrusted
 
 1. the value is present (a null value, a tombstone, is no event) and within the size
    limit of its kind of topic;
-2. the key and headers are well formed: on a source topic the key is the event's
-   partition key (``market_id``, ``service`` or ``user_id``, see
-   :data:`~schemas.catalog.KEY_FIELD`), UTF-8 and short; at most ``max_headers``
-   headers of at most ``max_header_bytes`` in all;
+2. the key and headers are well formed: on a source topic (and on ``bets.by-user``, which
+   the worker reads back) the key is the event's partition key (``market_id``,
+   ``service`` or ``user_id``, see :data:`~schemas.catalog.KEY_FIELD`), UTF-8 and short;
+   at most ``max_headers`` headers of at most ``max_header_bytes`` in all; a record of
+   ``bets.by-user`` is signed by the worker (schemas/rekeyed.py);
 3. the frame is a known one and the body decodes to exactly one record (no trailing
    bytes), of an event type that belongs on this topic;
 4. strings and arrays are within their limits;
@@ -34,6 +35,7 @@ from typing import Any
 from oddstream.errors import InvalidEvent, MalformedRecord, OversizeRecord, UndecodableEvent
 from schemas.catalog import KEY_FIELD, Event
 from schemas.codec import Codec
+from schemas.rekeyed import REKEYED_TOPICS, WORKER_SIGNATURE, signed_by_worker
 from schemas.topics import SOURCE_TOPICS, TOPIC_OF_EVENT, Topics
 from schemas.validation import check_values
 
@@ -58,32 +60,47 @@ class Limits:
 class Intake:
     """Decodes and checks records for one topic prefix; see the module docstring."""
 
-    def __init__(self, codec: Codec, topics: Topics, limits: Limits | None = None) -> None:
+    def __init__(
+        self, codec: Codec, topics: Topics, limits: Limits | None = None, state_key: bytes | None = None
+    ) -> None:
         self.codec = codec
         self.limits = limits or Limits()
+        self.state_key = state_key  # authenticates what the worker reads back (schemas/rekeyed.py)
         self._suffix_of = {topics.name(s): s for s in set(TOPIC_OF_EVENT.values())}
         self._sources = {topics.name(s) for s in SOURCE_TOPICS}
+        # written by the worker but read back by it: checked like a source (key, sizes, values),
+        # except for the far future, which the source record's admission checked
+        self._rekeyed = {topics.name(suffix) for suffix in REKEYED_TOPICS}
 
     def admit(
         self, topic: str, key: bytes | None, value: bytes | None, headers: Headers, kafka_ms: int
     ) -> Event:
         """The event in the record, or an :class:`EventError` that says why there is none."""
         source = topic in self._sources
+        rekeyed = topic in self._rekeyed
         limits = self.limits
         if value is None:
             raise UndecodableEvent("null value (a tombstone): this topic carries events, not deletions")
-        limit = limits.max_source_bytes if source else limits.max_derived_bytes
+        limit = limits.max_source_bytes if source or rekeyed else limits.max_derived_bytes
         if len(value) > limit:
             raise OversizeRecord(f"value of {len(value):,} bytes is over the limit of {limit:,}")
         self._check_headers(headers)
+        if rekeyed:
+            if self.state_key is None:
+                raise MalformedRecord(f"{topic} is read only by roles that hold the worker's state key")
+            if not signed_by_worker(self.state_key, key or b"", value, headers):
+                raise MalformedRecord(
+                    f"not signed by a worker of this deployment ({WORKER_SIGNATURE} header, keyed by "
+                    "ODDSTREAM_WORKER_STATE_KEY): only the worker writes this topic"
+                )
         event = self.codec.decode(value)
         suffix = self._suffix_of.get(topic)
         if suffix is not None and TOPIC_OF_EVENT[event.type] != suffix:
             raise MalformedRecord(f"{event.type} does not belong on {topic}")
-        if source:
+        if source or rekeyed:
             self._check_key(event, key)
             check_sizes(event, limits)
-            check_values(event, now_ms=kafka_ms, max_future_ms=limits.max_skew_ms)
+            check_values(event, now_ms=kafka_ms if source else None, max_future_ms=limits.max_skew_ms)
         return event
 
     def _check_key(self, event: Event, key: bytes | None) -> None:

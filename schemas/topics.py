@@ -23,6 +23,7 @@ TOPIC_OF_EVENT: dict[str, str] = {
     "ServiceWindowUpdated": "analytics.services.1m",
     "RouteWindowUpdated": "analytics.routes.1m",
     "UserWindowUpdated": "analytics.users.1m",
+    "UserBetRecorded": "bets.by-user",
     "WebhookEndpoint": "webhooks.endpoints",
     "WebhookAttempted": "webhooks.attempts",
     "WebhookMessagePending": "webhooks.retries",
@@ -70,6 +71,12 @@ class Topics:
     @property
     def bets(self) -> str:
         return self.name("bets")
+
+    @property
+    def bets_by_user(self) -> str:
+        """Bets repartitioned by user (UserBetRecorded), written by the worker's bets stage and
+        read by its user stage: the per-user windows and rules see all of a user's bets."""
+        return self.name("bets.by-user")
 
     @property
     def odds_window_1m(self) -> str:
@@ -132,6 +139,7 @@ class Topics:
         """Every topic oddstream creates, sources first."""
         suffixes = [
             *SOURCE_TOPICS,
+            "bets.by-user",
             *(TOPIC_OF_EVENT[t] for t in WINDOW_EVENT_TYPES),
             # the worker's other outputs: created here like the rest, never left to the
             # broker's auto-creation (its default partitions and replication, or a refused send)

@@ -96,6 +96,12 @@ def check_values(event: Event, now_ms: int | None = None, max_future_ms: int = 3
     for name in ("stake", "amount"):
         if record.get(name) is not None and not record[name] > 0:
             raise bad(name, f"must be greater than zero, got {record[name]}")
+    if kind == "UserBetRecorded" and (record["stake"] is None) != (record["action"] == "SETTLED"):
+        raise bad("stake", f"a {record['action']} record must {'not ' * (record['action'] == 'SETTLED')}"
+                  f"have a stake, got {record['stake']}")  # fmt: skip
+    if kind == "UserBetRecorded" and (record["won"] is None) != (record["action"] == "PLACED"):
+        raise bad("won", f"a {record['action']} record must {'not ' * (record['action'] == 'PLACED')}"
+                  f"say whether it won, got {record['won']}")  # fmt: skip
     if "payout" in record and record["payout"] < 0:
         raise bad("payout", f"must not be negative, got {record['payout']}")
     if record.get("currency") is not None and not CURRENCY.match(str(record["currency"])):

@@ -11,7 +11,8 @@ steam_move          odds    >= ``steam_bookmakers`` bookmakers shorten one selec
                             >= ``steam_move_pct`` within ``steam_window_ms`` (rate of change)
 stake_spike         bets    log stake z-score >= ``stake_z`` against the partition's bets
 liability_breach    bets    a market's worst-case liability >= ``liability_limit``
-user_stake_change   bets    log stake z-score >= ``user_z`` against the user's own bets
+user_stake_change   by user log stake z-score >= ``user_z`` against the user's own bets
+                            (on ``bets.by-user``: one task sees all of a user's bets)
 bet_outlier         bets    HalfSpaceTrees score (features scaled to [0, 1]) >= ``hst_threshold``
 latency_spike       system  log latency z-score >= ``latency_z`` against the route's calls
 error_rate          system  share of 5xx in a service's last ``error_calls`` calls >= ``error_rate``
@@ -185,21 +186,6 @@ class Detectors:
                 )
             )
         self.stakes.add_robust(x)
-        own = self.user_stakes.setdefault(user, Running())
-        z = own.z(x) if own.count >= c.user_min_bets else None
-        if z is not None and z >= c.user_z:
-            signals.append(
-                Signal(
-                    "user_stake_change",
-                    {"user_id": user},
-                    "warning",
-                    stake,
-                    event_ms,
-                    summary=f"stake {stake:.2f} is {z:.1f} sd above this user's own",
-                )
-            )
-        own.add_robust(x)
-        self.user_seen[user] = max(self.user_seen.get(user, event_ms), event_ms)
         self.market_seen[market] = max(self.market_seen.get(market, event_ms), event_ms)
         if opened:
             stake_cents = cents(stake)
@@ -222,6 +208,29 @@ class Detectors:
                     )
                 )
         MODELS["anomaly"].learn(self.bet_model, features, None)
+        return self._observe(signals, event_ms)
+
+    def on_user_bet(self, user: str, stake: float, event_ms: int) -> list[AlertEvent]:
+        """A user's bet placed, on the user stage (``bets.by-user``, where one task sees all of
+        a user's bets): the user's stake against the user's own."""
+        c = self.config
+        x = math.log(max(stake, 0.01))
+        own = self.user_stakes.setdefault(user, Running())
+        z = own.z(x) if own.count >= c.user_min_bets else None
+        signals = []
+        if z is not None and z >= c.user_z:
+            signals.append(
+                Signal(
+                    "user_stake_change",
+                    {"user_id": user},
+                    "warning",
+                    stake,
+                    event_ms,
+                    summary=f"stake {stake:.2f} is {z:.1f} sd above this user's own",
+                )
+            )
+        own.add_robust(x)
+        self.user_seen[user] = max(self.user_seen.get(user, event_ms), event_ms)
         return self._observe(signals, event_ms)
 
     def on_bet_closed(

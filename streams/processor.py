@@ -16,12 +16,16 @@ price      (market_id, selection_id, bookmaker)  PriceWindowUpdated
 bets       market_id                             BetWindowUpdated
 service    service                               ServiceWindowUpdated
 route      (service, route)                      RouteWindowUpdated
-user       user_id (a partial per partition)     UserWindowUpdated
+user       user_id                               UserWindowUpdated
 =========  ====================================  =====================
 
-Bets are keyed by market, so one user's bets spread over the bets partitions: a user
-window here is this partition's *partial*, with additive sufficient statistics that are
-summed over partitions downstream (the ClickHouse view ``user_windows_1m``).
+Bets are keyed by market, so one user's bets spread over the bets partitions. A bets
+partition therefore does not fold them into user windows: it emits each placement and
+settlement as a ``UserBetRecorded`` to ``bets.by-user``, keyed by the user, and the
+processors of *that* topic's partitions (the user stage) run the user windows and the
+per-user rules, so one user has one window per period and one alert lifecycle. A bets
+partition re-sends after a crash what it wrote since its last snapshot; the user stage
+folds each (bets partition, offset) once (see ``_on_user_bet``).
 
 Every window id and event id is a UUIDv5 of the window and its version, so a replay or a
 re-emission after a crash produces byte-identical results.
@@ -161,12 +165,14 @@ class PartitionProcessor:
     """Every window engine one source partition feeds, plus the markets it has seen."""
 
     config: WindowConfig = field(default_factory=WindowConfig)
-    partition: int = -1  # the source partition (names the user partials)
+    partition: int = -1  # the source partition (bets.by-user's names the user windows)
     offset: int = -1
     markets: dict[str, str] = field(default_factory=dict)  # market_id -> latest status
     market_seen: dict[str, int] = field(default_factory=dict)  # market_id -> newest event time
     resulted: dict[str, int] = field(default_factory=dict)  # market_id -> event time of its result
     bets: BetBook = field(default_factory=BetBook)  # open bets: what a cancellation takes back
+    # the user stage: bets partition -> the highest of its offsets folded (one entry per partition)
+    folded: dict[int, int] = field(default_factory=dict)
     clock_ms: int = 0  # the newest event time seen: eviction's clock
     evicted_markets: int = 0
     _next_sweep_ms: int = 0
@@ -253,7 +259,7 @@ class PartitionProcessor:
             else:  # its cancellation or cash-out came first: booked with it
                 shut = BetClosed(stake, close.kind == "cashed_out", close.paid_cents, placed=True)
                 self._feed(out, "bets", market, event_ms, shut, wall_ms)
-            self._feed(out, "user", record["user_id"], event_ms, UserAction(stake_cents=stake.cents), wall_ms)
+            out.emissions.append(self._user_bet(offset, record, event_ms, record["stake"], None))
             if self.insights:
                 self._on_bet(out, record, stake, event_ms, opened=close is None)
             return out
@@ -265,9 +271,12 @@ class PartitionProcessor:
                 self._feed(out, "bets", market, event_ms, BetClosed(bet, kind == "cashed_out", paid), wall_ms)
             won = WON.get(record["result"]) if kind == "settled" else None
             if won is not None:
-                self._feed(out, "user", record["user_id"], event_ms, UserAction(won=won), wall_ms)
+                out.emissions.append(self._user_bet(offset, record, event_ms, None, won))
             if self.insights:
                 self._on_bet_closed(out, market, bet, event_ms)
+            return out
+        elif event_type == "UserBetRecorded":
+            self._on_user_bet(out, record, event_ms, wall_ms)
             return out
         elif event_type == "ApiCallRecorded":
             call = ApiCall(record["route"], int(record["status"]), float(record["latency_ms"]))
@@ -335,6 +344,48 @@ class PartitionProcessor:
             market, bet.selection_id, bet.cents, bet.payout_cents, event_ms, last
         )
         self._raise(out, raised)
+
+    def _user_bet(
+        self, offset: int, record: dict[str, Any], event_ms: int, stake: Any, won: bool | None
+    ) -> Emission:
+        """A bet placed (``stake``) or settled (``won``), for the user stage: ``bets.by-user``,
+        keyed by the user. Its id is the source record's position, so a re-send is the same."""
+        user_bet = {
+            "event_id": uuid5(NAMESPACE, f"user_bet:{self.partition}:{offset}"),
+            "event_time": event_ms,
+            "user_id": record["user_id"],
+            "bet_id": record["bet_id"],
+            "market_id": record["market_id"],
+            "action": "PLACED" if won is None else "SETTLED",
+            "stake": stake,
+            "won": won,
+            "source_partition": self.partition,
+            "source_offset": offset,
+        }
+        return Emission("user_bet", "UserBetRecorded", user_bet)
+
+    def _on_user_bet(self, out: Output, record: dict[str, Any], event_ms: int, wall_ms: int) -> None:
+        """The user stage (a partition of ``bets.by-user``): fold a user's bet or settlement
+        into the user windows and the per-user rules, once. A bets partition re-sends what
+        it wrote after its last snapshot when it restarts; per bets partition, the records
+        arrive in offset order, so one at or below the highest offset folded was folded."""
+        source, at = int(record["source_partition"]), int(record["source_offset"])
+        if at <= self.folded.get(source, -1):
+            out.duplicate = True
+            return
+        self.folded[source] = at
+        user = record["user_id"]
+        if record["action"] == "PLACED":
+            amount = cents(record["stake"])
+            self._feed(out, "user", user, event_ms, UserAction(stake_cents=amount), wall_ms)
+            if self.insights:
+                assert self.detectors is not None
+                self._raise(out, self.detectors.on_user_bet(user, amount / 100, event_ms))
+        else:
+            self._feed(out, "user", user, event_ms, UserAction(won=bool(record["won"])), wall_ms)
+            if self.insights:
+                assert self.detectors is not None
+                self._raise(out, self.detectors.tick(event_ms))
 
     def _raise(self, out: Output, raised: list[AlertEvent]) -> None:
         if raised:

@@ -93,6 +93,14 @@ def records(event_type: str) -> st.SearchStrategy[dict[str, Any]]:
                 or (r["amount"] is not None and r["currency"] is not None)
             )
         )
+    if event_type == "UserBetRecorded":  # a placement has a stake, a settlement says whether it won
+        return base.map(
+            lambda r: (
+                {**r, "stake": r["stake"] or Decimal("1.00"), "won": None}
+                if r["action"] == "PLACED"
+                else {**r, "stake": None, "won": bool(r["won"])}
+            )
+        )
     return base
 
 

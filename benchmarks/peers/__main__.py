@@ -249,7 +249,7 @@ def main() -> None:
                 origin = (t, p, o)
                 output = apply_record(processor, intake, origin, k, value, h, ts, 0)
                 return messages(
-                    output, Topics(settings.topic_prefix), codec, "bench", origin, k, value, "bench"
+                    output, Topics(settings.topic_prefix), codec, "bench", origin, k, value, "bench", b"bench"
                 )
 
             return asyncio.run(consume(bootstrap, [topic], count, handle))

@@ -62,7 +62,12 @@ from streams.specs import PRIMARY
 
 log = logging.getLogger(__name__)
 # webhook delivery history: event type -> table (columns straight from the schema)
-WEBHOOK_TABLES = {"WebhookAttempted": "webhook_attempts", "WebhookMessageFailed": "webhook_dead_letters"}
+# derived topics the store keeps as they were written, each record with its Kafka position
+LOGGED_TABLES = {
+    "WebhookAttempted": "webhook_attempts",
+    "WebhookMessageFailed": "webhook_dead_letters",
+    "UserBetRecorded": "user_bets",
+}
 
 
 MAX_SQL_BODY_BYTES = 256 * 1024
@@ -85,7 +90,9 @@ class StoreService:
         self.settings = settings
         self.topics = Topics(settings.topic_prefix)
         self.codec = build_codec(settings)
-        self.intake = Intake(self.codec, self.topics, settings.limits())
+        self.intake = Intake(
+            self.codec, self.topics, settings.limits(), settings.worker_state_key.get_secret_value().encode()
+        )
         self.store = Store(settings.clickhouse)
         self.reader = self.store.reader(query_limits(settings))
         self.rows_written = 0
@@ -93,9 +100,9 @@ class StoreService:
         self._raw_columns = {
             event_type_table(t): [name for name, _ in columns(self.catalog, t)] for t in RAW_EVENT_TYPES
         }
-        for event_type, table in WEBHOOK_TABLES.items():
+        for event_type, table in LOGGED_TABLES.items():
             self._raw_columns[table] = [name for name, _ in columns(self.catalog, event_type)]
-        self._fields = {t: field_names(self.catalog, t) for t in (*RAW_EVENT_TYPES, *WEBHOOK_TABLES)}
+        self._fields = {t: field_names(self.catalog, t) for t in (*RAW_EVENT_TYPES, *LOGGED_TABLES)}
         specs = settings.specs()
         self.spec_tables = spec_tables(specs)
         self._derived = derived_columns(specs)
@@ -120,6 +127,7 @@ class StoreService:
             self.topics.late,
             self.topics.webhook_attempts,
             self.topics.webhook_dead_letters,
+            self.topics.bets_by_user,
             *(self.topics.name(suffix) for suffix in SOURCE_TOPICS),
             bootstrap_servers=self.settings.bootstrap,
             group_id=f"{self.settings.topic_prefix}store",
@@ -206,7 +214,7 @@ class StoreService:
                     for row in more:
                         rows[table].add(row, m)
         else:
-            table = WEBHOOK_TABLES.get(event.type) or event_type_table(event.type)
+            table = LOGGED_TABLES.get(event.type) or event_type_table(event.type)
             rows[table].add(raw_row(self._fields[event.type], event, m.partition, m.offset), m)
 
     async def _insert(self, table: str, rows: Rows) -> list[tuple[Any, str]]:

@@ -5,6 +5,12 @@ order, to that partition's :class:`~streams.processor.PartitionProcessor` (see
 ``consumers/worker/partitions.py`` for how its state survives crashes and rebalances).
 Out come the window topics (current updates and one final per window), the late-events
 topic and the dead-letter topic. A timer closes the windows of quiet partitions.
+
+The bets stage also writes every bet placed or settled to ``bets.by-user``, keyed by the
+user; a fourth agent, the user stage, reads it back the same way and runs the per-user
+windows and rules there, so each user's bets meet in one partition (a repartition, as
+Faust's ``group_by`` does, with the worker's own crash-safety rules: a bets snapshot waits
+for these sends too, and the user stage folds each source offset once).
 """
 
 from __future__ import annotations
@@ -30,7 +36,11 @@ from oddstream.settings import DEVELOPMENT_STATE_KEY, Settings
 from schemas.topics import DERIVED_TYPES, Topics
 
 log = logging.getLogger(__name__)
-ANALYSED_SOURCES = ("odds", "bets", "system")
+# source topic suffix -> its stage (the name of its agent, snapshot table and dead letters);
+# bets.by-user is the bets stage's UserBetRecorded output, read back by the user stage
+STAGES = {"odds": "odds-analytics", "bets": "bets-analytics", "system": "system-analytics",
+          "bets.by-user": "user-analytics"}  # fmt: skip
+ANALYSED_SOURCES = tuple(STAGES)
 SNAPSHOT_MAX_BYTES = 16 * 1024 * 1024
 STALLED_EXIT_CODE = 3
 # an inbox holds at most this many records; a batch is what it holds when the last is done
@@ -67,8 +77,8 @@ def create_app(settings: Settings) -> faust.App:
         consumer_max_fetch_size=8 * 1024 * 1024,
     )
     analytics: list[SourceAnalytics] = []
-    for suffix in ANALYSED_SOURCES:
-        analytics.append(_source_agent(app, settings, codec, topics.name(suffix), f"{suffix}-analytics"))
+    for suffix, stage in STAGES.items():
+        analytics.append(_source_agent(app, settings, codec, topics.name(suffix), stage))
 
     async def close_quiet_windows() -> None:
         for source in analytics:

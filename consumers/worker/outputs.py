@@ -16,7 +16,8 @@ from oddstream.metrics import PROCESSING_ERRORS, REJECTED_RECORDS
 from schemas.catalog import KEY_FIELD, Event
 from schemas.codec import Codec
 from schemas.intake import Headers, Intake
-from schemas.topics import Topics
+from schemas.rekeyed import REKEYED_TOPICS, WORKER_SIGNATURE, worker_signature
+from schemas.topics import TOPIC_OF_EVENT, Topics
 from streams.processor import Emission, Late, Output, PartitionProcessor
 
 
@@ -71,22 +72,32 @@ def messages(
     key: bytes | None,
     value: bytes | None,
     stage: str,
+    state_key: bytes,
 ) -> list[Message]:
-    """The Kafka records for an output of the record at ``origin`` (topic, partition, offset)."""
+    """The Kafka records for an output of the record at ``origin`` (topic, partition, offset);
+    ``state_key`` signs what goes to bets.by-user (schemas/rekeyed.py)."""
     topic, partition, offset = origin
     if output.rejected is not None:
         headers = dead_letter_headers(output.rejected, topic, partition, offset, stage)
         return [Message(topics.dead_letter, key, value or b"", headers)]
-    out = [window_message(e, topics, codec, source) for e in output.emissions]
+    out = [window_message(e, topics, codec, source, state_key) for e in output.emissions]
     out += [late_message(late, topics, origin, key, value) for late in output.late]
     return out
 
 
-def window_message(emission: Emission, topics: Topics, codec: Codec, source: str) -> Message:
+def window_message(
+    emission: Emission, topics: Topics, codec: Codec, source: str, state_key: bytes = b""
+) -> Message:
+    """An emission as a record of its topic, keyed by its partition key; one the worker reads
+    back (bets.by-user) signed with ``state_key``."""
     event = Event(emission.event_type, {**emission.record, "source": source})
     topic = topics.for_event(emission.event_type)
     value = codec.encode(event, topic=topic, trusted=True)
-    return Message(topic, str(event.record[KEY_FIELD[event.type]]).encode(), value, [])
+    key = str(event.record[KEY_FIELD[event.type]]).encode()
+    if TOPIC_OF_EVENT[event.type] in REKEYED_TOPICS:
+        assert state_key, "a record the worker reads back is signed"
+        return Message(topic, key, value, [(WORKER_SIGNATURE, worker_signature(state_key, key, value))])
+    return Message(topic, key, value, [])
 
 
 def late_message(

@@ -101,7 +101,8 @@ class SourceAnalytics:
         self.settings = settings
         self.codec = codec
         self.topics = Topics(settings.topic_prefix)
-        self.intake = Intake(codec, self.topics, settings.limits())
+        self._secret = settings.worker_state_key.get_secret_value().encode()
+        self.intake = Intake(codec, self.topics, settings.limits(), self._secret)
         self.topic = topic
         self.table = table
         self.stage = stage
@@ -122,7 +123,6 @@ class SourceAnalytics:
         self._ends: dict[int, int] = {}  # partition -> its end offset when it was assigned
         self._assignment = 0  # changes with every revocation and assignment
         self._offsets_reader: AIOKafkaConsumer | None = None
-        self._secret = settings.worker_state_key.get_secret_value().encode()
         self._chunks: dict[int, list[bytes]] = {}  # partition -> chunk keys of its last snapshot
         self.rebuilt: dict[int, str] = {}  # partition -> why its snapshot was not read
 
@@ -277,7 +277,8 @@ class SourceAnalytics:
                         source = self.settings.worker_id
                         for emission in finals:
                             await self._send(
-                                partition, window_message(emission, self.topics, self.codec, source)
+                                partition,
+                                window_message(emission, self.topics, self.codec, source, self._secret),
                             )
                         self.checkpoint(partition)
                 except PartitionHalted:
@@ -385,7 +386,8 @@ class SourceAnalytics:
         now = int(time.time() * 1000)
         for emission in processor.take_currents(now, self.settings.worker_update_interval_ms):
             await self._send(
-                partition, window_message(emission, self.topics, self.codec, self.settings.worker_id)
+                partition,
+                window_message(emission, self.topics, self.codec, self.settings.worker_id, self._secret),
             )
 
     def _highwater(self, partition: int) -> int | None:
@@ -582,7 +584,15 @@ class SourceAnalytics:
         if output.duplicate:
             return
         for message in messages(
-            output, self.topics, self.codec, self.settings.worker_id, origin, key, value, self.stage
+            output,
+            self.topics,
+            self.codec,
+            self.settings.worker_id,
+            origin,
+            key,
+            value,
+            self.stage,
+            self._secret,
         ):
             await self._send(partition, message)
 

@@ -1,9 +1,10 @@
 """``oddstream replay``: rebuild every final window table from offset 0, then compare with live.
 
-Reads the source topics (odds, bets, system) from their first offset up to the end offsets
-seen at start, through the same per-partition processors and the same record handling as
-the worker (``consumers.worker.outputs.apply_record``), and writes the final window rows and
-late events into a fresh namespace:
+Reads the source topics (odds, bets, system) and ``bets.by-user`` (the bets by user, which
+the user windows come from) from their first offset up to the end offsets seen at start,
+through the same per-partition processors and the same record handling as the worker
+(``consumers.worker.outputs.apply_record``), and writes the final window rows and late
+events into a fresh namespace:
 
 * embedded chDB: a new database directory ``<data_dir>/replays/<name>`` (the live one is
   owned by the store process);
@@ -93,7 +94,7 @@ def compared_tables(specs: tuple[WindowSpec, ...]) -> tuple[str, ...]:
 TOPIC_OF_TABLE = {
     "market_windows_1m": "odds", "market_books_1m": "odds", "price_windows_1m": "odds",
     "predictions": "odds", "value_signals": "odds", "model_metrics": "odds", "model_drift": "odds",
-    "bet_windows_1m": "bets", "user_window_parts_1m": "bets",
+    "bet_windows_1m": "bets", "user_window_parts_1m": "bets.by-user",
     "service_windows_1m": "system", "route_windows_1m": "system",
 }  # fmt: skip
 TIME_COLUMN = {"predictions": "prediction_time"}  # insights: the column that dates a row
@@ -164,7 +165,8 @@ def replay(settings: Settings, name: str, show_progress: bool = True) -> tuple[R
     migrate(target)
     create_spec_tables(target, spec_tables(settings.specs()))
     derived = derived_columns(settings.specs())
-    intake = Intake(build_codec(settings), Topics(settings.topic_prefix), settings.limits())
+    state_key = settings.worker_state_key.get_secret_value().encode()  # bets.by-user is signed with it
+    intake = Intake(build_codec(settings), Topics(settings.topic_prefix), settings.limits(), state_key)
     rebuilt = Rebuilt(redacted(target.dsn))
     pending: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
 
@@ -177,6 +179,8 @@ def replay(settings: Settings, name: str, show_progress: bool = True) -> tuple[R
 
     def collect(emissions: list[Emission], topic: str, partition: int) -> None:
         for e in emissions:
+            if e.event_type == "UserBetRecorded":
+                continue  # the user stage's input: the replay reads bets.by-user as it was written live
             entity = next((e.record[c] for c in ENTITY_COLUMNS if c in e.record), None)
             if entity is not None:
                 rebuilt.owner[(topic, str(entity))] = partition

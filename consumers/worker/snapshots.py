@@ -46,7 +46,7 @@ MAGIC = b"OSS2"
 # bump with any change to what a PartitionProcessor pickles (a field added, renamed or
 # retyped in a dataclass of streams/): snapshots of another version are rebuilt from the
 # log. tests/pure/test_snapshots.py pins state_layout()'s digest to this number.
-STATE_VERSION = 5
+STATE_VERSION = 6
 CHUNK_BYTES = 1024 * 1024
 _HEAD = struct.Struct(">IQ")  # chunks, generation
 _MAC_BYTES = 32

@@ -18,11 +18,12 @@ def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> list[str]:
     Source topics (bets, odds, system, users) are the source of truth, so they keep
     their records for ``source_retention_ms`` (default -1: forever) and get the broker's
     append time as record timestamp, which the consumers' far-future check compares event
-    times with: a producer cannot choose it. Topics that exist already are left as they
+    times with: a producer cannot choose it. ``bets.by-user`` (the bets by user, which the
+    user windows are rebuilt from) is kept the same way. Topics that exist already are left as they
     are (docs/operations.md says how to change them)."""
     topics = Topics(settings.topic_prefix)
     compacted = topics.compacted()
-    sources = {topics.name(s) for s in SOURCE_TOPICS}
+    sources = {topics.name(s) for s in SOURCE_TOPICS} | {topics.bets_by_user}
     created = create_missing(
         settings,
         {n: n in compacted for n in topics.all() if n in sources},

@@ -18,10 +18,20 @@ def role_groups(settings: Settings) -> dict[str, tuple[str, list[str]]]:
     topics = Topics(settings.topic_prefix)
     sources = [topics.name(s) for s in SOURCE_TOPICS]
     return {
-        "worker": (settings.worker_id, [topics.odds, topics.bets, topics.name("system")]),
+        "worker": (
+            settings.worker_id,
+            [topics.odds, topics.bets, topics.name("system"), topics.bets_by_user],
+        ),
         "store": (
             f"{settings.topic_prefix}store",
-            [*topics.windows(), *topics.insights(), topics.dead_letter, topics.late, *sources],
+            [
+                *topics.windows(),
+                *topics.insights(),
+                topics.dead_letter,
+                topics.late,
+                topics.bets_by_user,
+                *sources,
+            ],
         ),
         "dispatcher": (f"{settings.topic_prefix}dispatcher", [topics.odds_window_1m, topics.alerts]),
     }

@@ -22,9 +22,10 @@ from fastavro import schemaless_writer
 
 from consumers.dispatcher.signing import REGISTRY_SIGNATURE, registry_signature, seal_secret
 from oddstream.kafka.admin import ensure_topics
-from oddstream.settings import DEVELOPMENT_MASTER_SECRET, Settings
+from oddstream.settings import DEVELOPMENT_MASTER_SECRET, DEVELOPMENT_STATE_KEY, Settings
 from schemas.catalog import load_catalog
 from schemas.codec import SINGLE_OBJECT_MAGIC
+from schemas.rekeyed import WORKER_SIGNATURE, worker_signature
 from schemas.topics import Topics
 from tests.integration.roles import wait_for
 from tests.integration.supervised import ROLES, Up
@@ -85,6 +86,20 @@ def price_window(spec: str) -> dict[str, Any]:
     )  # fmt: skip
 
 
+def user_bet(**changes: Any) -> dict[str, Any]:
+    """A bet by user, naming an offset far ahead: folded, it would silence bets partition 0."""
+    record = base(
+        user_id="u-chaos", bet_id="b-chaos", market_id="m000001", action="PLACED", stake=Decimal("10.00"),
+        won=None, source_partition=0, source_offset=10**12,
+    )  # fmt: skip
+    return {**record, **changes}
+
+
+def worker_signed(key: bytes, value: bytes) -> list[tuple[str, bytes]]:
+    """As the worker signs bets.by-user (the tests run with the development state key)."""
+    return [(WORKER_SIGNATURE, worker_signature(DEVELOPMENT_STATE_KEY.encode(), key, value))]
+
+
 def signed(key: bytes, value: bytes) -> list[tuple[str, bytes]]:
     return [(REGISTRY_SIGNATURE, registry_signature(DEVELOPMENT_MASTER_SECRET, key, value))]
 
@@ -93,7 +108,7 @@ def endpoint(endpoint_id: str = "ep_chaos") -> dict[str, Any]:
     return base(endpoint_id=endpoint_id, url="https://hooks.example.com/x", event_types=[], active=True)
 
 
-# (topic suffix, key, value, headers, a part of the reason) -- 40 distinct bad records
+# (topic suffix, key, value, headers, a part of the reason) -- 45 bad records
 CORPUS: list[tuple[str, bytes | None, bytes | None, list[tuple[str, bytes]] | None, str]] = [
     ("odds", b"m000001", None, None, "null value (a tombstone)"),
     ("bets", b"m000001", b"", None, "not an oddstream frame"),
@@ -157,6 +172,21 @@ CORPUS: list[tuple[str, bytes | None, bytes | None, list[tuple[str, bytes]] | No
      "'4h' is not a window spec"),
     ("analytics.prices.1m", b"m000001", single("PriceWindowUpdated", price_window("x; DROP TABLE alerts --")),
      None, "is not a window spec"),
+    # bets.by-user: only the worker writes it (signed); what it reads back is checked like a source
+    ("bets.by-user", b"u-chaos", single("UserBetRecorded", user_bet()), None, "not signed by a worker"),
+    (
+        "bets.by-user", b"u-chaos", single("UserBetRecorded", user_bet()),
+        worker_signed(b"u-chaos", single("UserBetRecorded", user_bet(source="x"))), "not signed by a worker",
+    ),
+    ("bets.by-user", b"u-chaos", b"garbage", worker_signed(b"u-chaos", b"garbage"), "not an oddstream frame"),
+    (
+        "bets.by-user", b"u-other", forged := single("UserBetRecorded", user_bet()),
+        worker_signed(b"u-other", forged), "is not the user_id",
+    ),
+    (
+        "bets.by-user", b"u-chaos", no_stake := single("UserBetRecorded", user_bet(stake=None)),
+        worker_signed(b"u-chaos", no_stake), "must have a stake",
+    ),
 ]  # fmt: skip
 
 
@@ -228,6 +258,7 @@ def test_bad_records_and_killed_roles_stop_nothing_and_lose_nothing(settings: Se
             "odds-analytics",
             "bets-analytics",
             "system-analytics",
+            "user-analytics",
             "store",
             "dispatcher-registry",
         } <= stages

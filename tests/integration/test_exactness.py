@@ -262,12 +262,24 @@ def test_final_windows_equal_a_recomputation_from_the_raw_events(settings: Setti
 
 
 def check_views(query: Callable[[str], list[list[Any]]], want: dict[str, Any], size_ms: int) -> None:
-    """user_windows_1m merges the per-partition partials; bet_clv matches a recomputation."""
+    """bets.by-user holds every bet placed and settled exactly once (re-sends aside); one
+    user has one row per window; user_windows_1m reads it; bet_clv matches a recomputation."""
+    repartitioned = query(
+        "SELECT source_partition, source_offset, action FROM user_bets FINAL WHERE (kafka_partition, "
+        f"kafka_offset) IN (SELECT p, o FROM ({oracle.STREAMS['user']}))"
+    )
+    sources = query(
+        "SELECT kafka_partition, kafka_offset, 'PLACED' FROM bet_placed FINAL UNION ALL SELECT "
+        "kafka_partition, kafka_offset, 'SETTLED' FROM bet_settled FINAL WHERE result != 'VOID'"
+    )
+    assert len(repartitioned) == len(sources) > 0
+    assert {tuple(r) for r in repartitioned} == {tuple(r) for r in sources}
     merged: dict[tuple[str, int], list[Any]] = {}
     for (user, _, w), partial in want["user"].items():
         sums = merged.setdefault((user, w), [0, Decimal(0), *[0.0] * 6])
         for i, value in enumerate(partial):
             sums[i] += value
+    assert len(merged) == len(want["user"])  # one row per user and window: a user is in one partition
     view = query(
         "SELECT user_id, toUnixTimestamp64Milli(window_start), bets, staked, settled, won, win_rate, "
         "stake_trend_per_min, bet_rate_per_min FROM user_windows_1m"

@@ -12,6 +12,7 @@ import pytest
 
 from consumers.store.clickhouse import Store, migrate, migrations
 from consumers.store.raw_tables import RAW_EVENT_TYPES, columns, event_type_table
+from consumers.store.service import LOGGED_TABLES
 from oddstream.errors import StoreError
 from schemas.catalog import load_catalog
 
@@ -42,9 +43,12 @@ def test_migrations_apply_once_and_in_order(store: Store) -> None:
 def test_migrated_raw_tables_have_exactly_the_schemas_columns(store: Store) -> None:
     """If this fails after a schema change, add a migration that alters the table."""
     migrate(store)
-    for event_type in RAW_EVENT_TYPES:
-        _, described = store.query(f"DESCRIBE TABLE {event_type_table(event_type)}")
-        assert [(r[0], r[1]) for r in described] == columns(load_catalog(), event_type)
+    tables = {t: event_type_table(t) for t in RAW_EVENT_TYPES} | {
+        "UserBetRecorded": LOGGED_TABLES["UserBetRecorded"]
+    }
+    for event_type, table in tables.items():
+        _, described = store.query(f"DESCRIBE TABLE {table}")
+        assert [(r[0], r[1]) for r in described] == columns(load_catalog(), event_type), table
 
 
 def test_read_only_queries_cannot_write(store: Store) -> None:

@@ -47,27 +47,35 @@ _FIRST_CLOSES = (
 
 def _events(stream: str) -> str:
     """(kafka_partition, kafka_offset, t ms, ...) of the events one engine sees."""
-    return {
-        "odds": "SELECT kafka_partition p, kafka_offset o, toUnixTimestamp64Milli(event_time) t, market_id, "
-        "selection_id, bookmaker, odds, toString(event_id) id FROM odds_changed FINAL",
-        "bets": f"SELECT p, o, t, market_id, selection_id, stake, odds, kind, paid FROM ({_PLACED}) "
-        "UNION ALL "
-        # a bet's first close, if a cancellation or cash-out: at the close when it follows its bet,
-        # else together with its bet (the close was remembered until the bet arrived)
-        "SELECT if(c.o > b.o, c.p, b.p), if(c.o > b.o, c.o, b.o), if(c.o > b.o, c.t, b.t), b.market_id, "
-        f"b.selection_id, b.stake, b.odds, c.kind, c.paid FROM ({_PLACED}) b "
-        f"INNER JOIN ({_FIRST_CLOSES}) c ON b.bet_id = c.bet_id WHERE c.kind != 'settled'",
-        "service": "SELECT kafka_partition p, kafka_offset o, toUnixTimestamp64Milli(event_time) t, service, "
-        "route, status, latency_ms, 1 call FROM api_call_recorded FINAL UNION ALL "
-        "SELECT kafka_partition, kafka_offset, toUnixTimestamp64Milli(event_time), service, '', 0, 0.0, 0 "
-        "FROM service_heartbeat FINAL",
-        "route": "SELECT kafka_partition p, kafka_offset o, toUnixTimestamp64Milli(event_time) t, service, "
-        "route, status, latency_ms FROM api_call_recorded FINAL",
-        "user": "SELECT kafka_partition p, kafka_offset o, toUnixTimestamp64Milli(event_time) t, user_id, "
-        "stake, 1 placed, 0 won FROM bet_placed FINAL UNION ALL "
-        "SELECT kafka_partition, kafka_offset, toUnixTimestamp64Milli(event_time), user_id, "
-        "toDecimal64(0, 2), 0, result IN ('WON', 'HALF_WON') FROM bet_settled FINAL WHERE result != 'VOID'",
-    }[stream]
+    return STREAMS[stream]
+
+
+STREAMS = {
+    "odds": "SELECT kafka_partition p, kafka_offset o, toUnixTimestamp64Milli(event_time) t, market_id, "
+    "selection_id, bookmaker, odds, toString(event_id) id FROM odds_changed FINAL",
+    "bets": f"SELECT p, o, t, market_id, selection_id, stake, odds, kind, paid FROM ({_PLACED}) "
+    "UNION ALL "
+    # a bet's first close, if a cancellation or cash-out: at the close when it follows its bet,
+    # else together with its bet (the close was remembered until the bet arrived)
+    "SELECT if(c.o > b.o, c.p, b.p), if(c.o > b.o, c.o, b.o), if(c.o > b.o, c.t, b.t), b.market_id, "
+    f"b.selection_id, b.stake, b.odds, c.kind, c.paid FROM ({_PLACED}) b "
+    f"INNER JOIN ({_FIRST_CLOSES}) c ON b.bet_id = c.bet_id WHERE c.kind != 'settled'",
+    "service": "SELECT kafka_partition p, kafka_offset o, toUnixTimestamp64Milli(event_time) t, service, "
+    "route, status, latency_ms, 1 call FROM api_call_recorded FINAL UNION ALL "
+    "SELECT kafka_partition, kafka_offset, toUnixTimestamp64Milli(event_time), service, '', 0, 0.0, 0 "
+    "FROM service_heartbeat FINAL",
+    "route": "SELECT kafka_partition p, kafka_offset o, toUnixTimestamp64Milli(event_time) t, service, "
+    "route, status, latency_ms FROM api_call_recorded FINAL",
+    # the user stage reads bets.by-user (user_bets): p and o are its partition and offset. A
+    # record re-sent after a crash has a source offset not above an earlier one's of its bets
+    # partition (max(x + 1) of no rows is 0, so the first of each is kept)
+    "user": "SELECT p, o, t, user_id, stake, placed, won FROM (SELECT kafka_partition p, kafka_offset o, "
+    "toUnixTimestamp64Milli(event_time) t, user_id, ifNull(stake, toDecimal64(0, 2)) stake, "
+    "toUInt8(action = 'PLACED') placed, toUInt8(ifNull(won, false)) won, source_offset, "
+    "max(source_offset + 1) OVER (PARTITION BY kafka_partition, source_partition ORDER BY kafka_offset "
+    "ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) folded FROM user_bets FINAL) "
+    "WHERE source_offset + 1 > folded",
+}
 
 
 def _classified(stream: str, c: WindowConfig, spec: WindowSpec | None = None) -> str:
@@ -245,7 +253,7 @@ def route_windows(
 
 
 def user_windows(query: Query, c: WindowConfig) -> dict[tuple[Any, ...], tuple[Any, ...]]:
-    """(user, source partition, window) -> the additive partial the worker must store."""
+    """(user, bets.by-user partition, window) -> the user window the worker must store."""
     rel = f"toFloat64(t % {c.size_ms})"
     rows = query(
         f"SELECT user_id, p, w, sum(placed), sumIf(stake, placed = 1), sum(1 - placed), sum(won), "

@@ -49,24 +49,30 @@ def test_slow_moves_of_one_bookmaker_are_no_steam() -> None:
         assert d.on_quote("m1", "home", "a", odds, T0 + n * 10_000) == []
 
 
-def normal_bets(d: Detectors, n: int, seed: int = 1) -> list[AlertEvent]:
+def normal_bets(d: Detectors, n: int, seed: int = 1, users: Detectors | None = None) -> list[AlertEvent]:
+    """``n`` ordinary bets; the user stage's detectors (``users``) see them too, if given."""
     rng = random.Random(seed)
     out = []
     for i in range(n):
         stake = math.exp(rng.gauss(2.8, 1.1))
         out += d.on_bet(f"m{i % 5}", "home", f"u{i % 7}", stake, 2.0, T0 + i * 100)
+        if users is not None:
+            out += users.on_user_bet(f"u{i % 7}", stake, T0 + i * 100)
     return out
 
 
 def test_a_stake_spike_fires_for_the_market_and_the_user_and_normal_bets_do_not() -> None:
-    d = Detectors(DetectorConfig(hst_warmup=10**9))
-    assert normal_bets(d, 2_000) == []
+    d, users = Detectors(DetectorConfig(hst_warmup=10**9)), Detectors()
+    assert normal_bets(d, 2_000, users=users) == []
     raised = d.on_bet("m1", "away", "u3", 25_000.0, 3.0, T0 + 300_000)
-    rules = {a.rule: a for a in raised}
-    assert set(rules) == {"stake_spike", "user_stake_change"}
-    assert rules["stake_spike"].severity == "warning" and rules["stake_spike"].value == 25_000.0
+    assert [a.rule for a in raised] == ["stake_spike"]  # the user's rule runs on the user stage
+    assert raised[0].severity == "warning" and raised[0].value == 25_000.0
+    [own] = users.on_user_bet("u3", 25_000.0, T0 + 300_000)
+    assert own.rule == "user_stake_change" and dict(own.labels) == {"user_id": "u3"}
+    assert users.on_user_bet("u2", 20.0, T0 + 300_001) == []  # an ordinary stake of another user
     again = d.on_bet("m1", "away", "u3", 25_000.0, 3.0, T0 + 301_000)
     assert [a.rule for a in again] == []  # the same alerts again: deduplicated
+    assert users.on_user_bet("u3", 25_000.0, T0 + 301_000) == []
 
 
 def test_liability_breach_fires_over_the_limit_and_resolves_when_the_market_settles() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import struct
 import uuid
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -15,6 +16,7 @@ from oddstream.errors import EventError, InvalidEvent, MalformedRecord, Oversize
 from schemas.catalog import Event, load_catalog
 from schemas.codec import Codec
 from schemas.intake import Intake, Limits
+from schemas.rekeyed import WORKER_SIGNATURE, worker_signature
 from schemas.topics import TOPIC_OF_EVENT, Topics
 from tests.pure.registry_double import InMemoryIds
 from tests.strategies import records
@@ -208,3 +210,59 @@ def test_fuzz_arbitrary_records_on_any_topic(
         INTAKE.admit(topic, key, value, headers, NOW)
     except EventError as exc:
         assert exc.reason
+
+
+# -- bets.by-user: written by the worker, read back by it: signed ------------------------------
+
+STATE_KEY = b"the-operators-state-key"
+SIGNED_INTAKE = Intake(Codec(CATALOG), TOPICS, state_key=STATE_KEY)
+
+
+def user_bet(**changes: Any) -> dict[str, Any]:
+    record = {
+        "event_id": str(uuid.uuid4()), "event_time": NOW - 1_000, "source": "worker", "user_id": "u1",
+        "bet_id": "b1", "market_id": "m1", "action": "PLACED", "stake": Decimal("10.00"), "won": None,
+        "source_partition": 0, "source_offset": 7,
+    }  # fmt: skip
+    return {**record, **changes}
+
+
+def admit_user_bet(
+    record: dict[str, Any],
+    key: bytes = b"u1",
+    signing_key: bytes | None = STATE_KEY,
+    intake: Intake = SIGNED_INTAKE,
+) -> Event:
+    value = frame(record, "UserBetRecorded")
+    headers = [] if signing_key is None else [(WORKER_SIGNATURE, worker_signature(signing_key, key, value))]
+    return intake.admit(TOPICS.bets_by_user, key, value, headers, NOW)
+
+
+def test_a_signed_user_bet_is_admitted() -> None:
+    assert admit_user_bet(user_bet()).record["stake"] == Decimal("10.00")
+    assert admit_user_bet(user_bet(action="SETTLED", stake=None, won=True)).record["won"] is True
+
+
+def signed_quote() -> Event:
+    value = frame(quote())
+    headers = [(WORKER_SIGNATURE, worker_signature(STATE_KEY, b"m1", value))]
+    return SIGNED_INTAKE.admit(TOPICS.bets_by_user, b"m1", value, headers, NOW)
+
+
+@pytest.mark.parametrize(
+    ("why", "call", "reason"),
+    [
+        ("unsigned", lambda: admit_user_bet(user_bet(), signing_key=None), "not signed by a worker"),
+        ("another key", lambda: admit_user_bet(user_bet(), signing_key=b"theirs"), "not signed by a worker"),
+        ("no key to check", lambda: admit_user_bet(user_bet(), intake=INTAKE), "hold the worker's state key"),
+        ("wrong partition key", lambda: admit_user_bet(user_bet(), key=b"u2"), "is not the user_id"),
+        ("placed, no stake", lambda: admit_user_bet(user_bet(stake=None)), "must have a stake"),
+        ("settled, staked", lambda: admit_user_bet(user_bet(action="SETTLED", won=False)), "must not have"),
+        ("settled, no won", lambda: admit_user_bet(user_bet(action="SETTLED", stake=None)), "whether it won"),
+        ("a bet on the wrong topic", lambda: signed_quote(), "does not belong on"),
+    ],
+)  # fmt: skip
+def test_a_bad_user_bet_is_refused_with_its_reason(why: str, call: Any, reason: str) -> None:
+    with pytest.raises(EventError) as refused:
+        call()
+    assert reason in refused.value.reason, (why, refused.value.reason)

@@ -12,7 +12,7 @@ from oddstream.simulator.model import MarketSimulator, disorder
 from schemas.catalog import Event, load_catalog
 from schemas.codec import Codec
 from streams.market import fair_probabilities
-from streams.processor import Emission, PartitionProcessor, WindowConfig, window_id
+from streams.processor import Emission, Output, PartitionProcessor, WindowConfig, window_id
 from tests.pure.test_snapshots import through_the_changelog
 
 pytestmark = pytest.mark.pure
@@ -21,9 +21,14 @@ CONFIG = WindowConfig(size_ms=60_000, delay_ms=5_000, grace_ms=10_000, idle_time
 
 
 class Feed:
-    def __init__(self) -> None:
+    """One source partition's processor, and a user stage (a ``bets.by-user`` partition's
+    processor) that gets its UserBetRecorded emissions, as the worker routes them."""
+
+    def __init__(self, users_partition: int = 0) -> None:
         self.processor = PartitionProcessor(CONFIG)
+        self.users = PartitionProcessor(CONFIG, partition=users_partition)
         self.offset = 0
+        self.users_offset = 0
         self.emissions: list[Emission] = []
         self.rejected: list[str] = []
         self.late: list[Any] = []
@@ -38,6 +43,18 @@ class Feed:
         self.late += out.late
         if out.rejected:
             self.rejected.append(out.rejected)
+        for user_bet in [e for e in out.emissions if e.event_type == "UserBetRecorded"]:
+            self.deliver(user_bet.record)
+
+    def deliver(self, user_bet: dict[str, Any]) -> Output:
+        """A UserBetRecorded record arrives at the user stage (again, if re-sent)."""
+        out = self.users.process(self.users_offset, "UserBetRecorded", user_bet, wall_ms=0)
+        self.users_offset += 1
+        self.emissions += self.users.take_currents() + out.emissions
+        return out
+
+    def flush(self) -> None:
+        self.emissions += self.processor.flush() + self.users.flush()
 
     def odds(self, ms: int, selection: str, odds: float, bookmaker: str = "b1", market: str = "m1") -> None:
         self.send("OddsChanged", ms, bookmaker=bookmaker, market_id=market, selection_id=selection, odds=odds)
@@ -318,9 +335,8 @@ def test_every_emission_honours_its_contract_and_ids_are_deterministic() -> None
     assert not any(math.isnan(v) for e in finals for v in e.record.values() if isinstance(v, float))
 
 
-def test_user_partials_are_additive_and_void_settles_nothing() -> None:
-    feed = Feed()
-    feed.processor.partition = 4
+def test_user_windows_run_on_the_user_stage_and_void_settles_nothing() -> None:
+    feed = Feed(users_partition=4)
     for n, (ms, stake) in enumerate([(6_000, "10.00"), (18_000, "20.00"), (30_000, "30.00")]):
         feed.send(
             "BetPlaced", ms, bet_id=f"b{n}", user_id="u1", market_id="m1", selection_id="home",
@@ -331,7 +347,7 @@ def test_user_partials_are_additive_and_void_settles_nothing() -> None:
             "BetSettled", 40_000, bet_id=f"b{n}", user_id="u1", market_id="m1", selection_id="home",
             result=result, payout=Decimal("0.00"), currency="EUR",
         )  # fmt: skip
-    feed.emissions += feed.processor.flush()
+    feed.flush()
     [user] = feed.finals("user")
     assert (user["user_id"], user["source_partition"], user["bets"], user["staked"]) == ("u1", 4, 3, 60.0)
     assert (user["settled"], user["won"]) == (3, 2)
@@ -345,6 +361,52 @@ def test_user_partials_are_additive_and_void_settles_nothing() -> None:
         == window_id("user", ("u1", "4"), *window)
         != window_id("user", ("u1", "5"), *window)
     )
+
+
+def test_one_user_over_two_bets_partitions_has_one_window_and_one_alert_lifecycle() -> None:
+    """Bets are keyed by market: a user's bets on two markets reach two bets partitions. Both
+    send them to the user's partition of bets.by-user, so the user's window is one row and
+    the user's stake rule one lifecycle (before, each bets partition had its own)."""
+    a, b = Feed(users_partition=2), Feed()
+    a.processor.partition, b.processor.partition = 0, 1
+    b.deliver = a.deliver  # type: ignore[method-assign]  # one user, one bets.by-user partition
+    for n in range(80):  # ordinary stakes, alternating markets (partitions)
+        feed, market = (a, "m1") if n % 2 else (b, "m2")
+        stake = Decimal(f"{10 + n % 5}.00")
+        feed.send("BetPlaced", 1_000 + n * 100, bet_id=f"b{n}", user_id="u1", market_id=market,
+                  selection_id="home", stake=stake, currency="EUR", odds=2.0)  # fmt: skip
+    for n in (80, 81):  # a stake far above the user's own, on each partition
+        feed, market = (a, "m1") if n % 2 else (b, "m2")
+        feed.send("BetPlaced", 1_000 + n * 100, bet_id=f"b{n}", user_id="u1", market_id=market,
+                  selection_id="home", stake=Decimal("5000.00"), currency="EUR", odds=2.0)  # fmt: skip
+    deliveries = [e.record for e in a.emissions + b.emissions if e.event_type == "UserBetRecorded"]
+    assert {r["source_partition"] for r in deliveries} == {0, 1} and len(deliveries) == 82
+    a.flush()
+    [window] = a.finals("user")
+    assert (window["bets"], window["staked_exact"], window["source_partition"]) == (
+        82,
+        Decimal("10960.00"),
+        2,
+    )
+    alerts = [e.record for e in a.emissions if e.event_type == "AlertChanged"]
+    user_alerts = [r for r in alerts if r["rule"] == "user_stake_change"]
+    assert [(r["status"], r["source_partition"]) for r in user_alerts] == [("firing", 2)]  # once, not twice
+
+
+def test_a_re_sent_user_bet_is_folded_once() -> None:
+    """After a crash a bets partition sends again what it wrote since its last snapshot: the
+    user stage drops what it folded already, per bets partition, and folds what is new."""
+    feed = Feed()
+    for n in range(3):
+        feed.send("BetPlaced", 1_000 + n, bet_id=f"b{n}", user_id="u1", market_id="m1",
+                  selection_id="home", stake=Decimal("10.00"), currency="EUR", odds=2.0)  # fmt: skip
+    sent = [e.record for e in feed.emissions if e.event_type == "UserBetRecorded"]
+    assert [feed.deliver(r).duplicate for r in sent] == [True, True, True]
+    other = {**sent[0], "source_partition": 7, "event_id": "x"}  # another bets partition: news
+    assert isinstance(out := feed.deliver(other), Output) and not out.duplicate
+    feed.flush()
+    [window] = feed.finals("user")
+    assert window["bets"] == 4 and window["staked_exact"] == Decimal("40.00")
 
 
 def test_cancelled_cashed_out_and_settled_bets_leave_the_liability_one_by_one() -> None:

@@ -24,7 +24,8 @@ RETENTION = Retention(
 class Partition:
     def __init__(self, retention: Retention = RETENTION) -> None:
         self.processor = PartitionProcessor(WindowConfig(retention=retention), partition=0)
-        self.offset = 0
+        self.users = PartitionProcessor(WindowConfig(retention=retention), partition=0)
+        self.offset = self.users_offset = 0
         self.rejected: list[str] = []
 
     def send(self, event_type: str, ms: int, **fields: Any) -> list[Emission]:
@@ -33,6 +34,9 @@ class Partition:
         self.offset += 1
         if out.rejected:
             self.rejected.append(out.rejected)
+        for user_bet in [e.record for e in out.emissions if e.event_type == "UserBetRecorded"]:
+            self.users.process(self.users_offset, "UserBetRecorded", user_bet, wall_ms=0)  # the user stage
+            self.users_offset += 1
         return out.emissions
 
     def quotes(self, ms: int, market: str = "m1") -> None:
@@ -90,9 +94,9 @@ def test_idle_users_and_services_are_forgotten_active_ones_kept() -> None:
     for hour in range(1, 14):
         p.bet(hour * HOUR, "active")
         p.send("ServiceHeartbeat", hour * HOUR, service="live", sequence=hour)
-    alerts = p.processor.detectors
-    assert alerts is not None
-    assert set(alerts.user_stakes) == {"active"} and set(alerts.user_seen) == {"active"}
+    alerts, users = p.processor.detectors, p.users.detectors
+    assert alerts is not None and users is not None
+    assert set(users.user_stakes) == {"active"} and set(users.user_seen) == {"active"}
     assert set(alerts.heartbeats) == {"live"} and not alerts.latency and not alerts.recent_calls
     assert set(alerts.market_seen) == {"m1"}  # bets keep the market's exposure alive
 

@@ -34,15 +34,21 @@ def test_every_final_fits_its_tables_columns() -> None:
     from streams.processor import PartitionProcessor
     from streams.specs import DEFAULT_SPECS
 
-    processor = PartitionProcessor(partition=0)
+    processor, users = PartitionProcessor(partition=0), PartitionProcessor(partition=0)  # + the user stage
     sim = MarketSimulator(
         seed=2, start_ms=1_767_225_600_000, rate_per_s=20.0, market_lifetime_s=(60, 120), anomaly_rate=0.01,
         mispricing_rate=0.01,
     )  # fmt: skip
     finals = []
+    rekeyed = 0
     for offset, event in zip(range(6_000), sim.events(), strict=False):
-        finals += processor.process(offset, event.type, event.record, 0).emissions
-    finals += processor.flush()
+        for emission in processor.process(offset, event.type, event.record, 0).emissions:
+            if emission.event_type == "UserBetRecorded":  # the store keeps these raw (user_bets)
+                finals += users.process(rekeyed, emission.event_type, emission.record, 0).emissions
+                rekeyed += 1
+            else:
+                finals.append(emission)
+    finals += processor.flush() + users.flush()
     tables = set()
     for emission in finals:
         for table, rows in final_rows(emission.event_type, emission.record).items():
