@@ -449,6 +449,7 @@ class Settings(BaseSettings):
             self.window_idle_timeout_ms,
             retention,
             self.specs(),
+            source_partitions=self.topic_partitions,  # the worker and replay ask the bets topic
         )
 
     def limits(self) -> Limits:

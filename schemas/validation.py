@@ -88,7 +88,8 @@ def check_values(event: Event, now_ms: int | None = None, max_future_ms: int = 3
             f"{event_ms} is {event_ms - now_ms:,} ms in the future of the record's time {now_ms} "
             f"(at most {max_future_ms:,} ms ahead is accepted)",
         )
-    for name in ID_FIELDS:
+    ids = ("source",) if kind == "UserBetRecorded" and record["action"] == "CLOCK" else ID_FIELDS
+    for name in ids:
         if name in record and not str(record[name]).strip():
             raise bad(name, "must not be empty")
     if "odds" in record and not record["odds"] > 1.0:
@@ -96,12 +97,8 @@ def check_values(event: Event, now_ms: int | None = None, max_future_ms: int = 3
     for name in ("stake", "amount"):
         if record.get(name) is not None and not record[name] > 0:
             raise bad(name, f"must be greater than zero, got {record[name]}")
-    if kind == "UserBetRecorded" and (record["stake"] is None) != (record["action"] == "SETTLED"):
-        raise bad("stake", f"a {record['action']} record must {'not ' * (record['action'] == 'SETTLED')}"
-                  f"have a stake, got {record['stake']}")  # fmt: skip
-    if kind == "UserBetRecorded" and (record["won"] is None) != (record["action"] == "PLACED"):
-        raise bad("won", f"a {record['action']} record must {'not ' * (record['action'] == 'PLACED')}"
-                  f"say whether it won, got {record['won']}")  # fmt: skip
+    if kind == "UserBetRecorded":
+        _check_user_bet(record, bad)
     if "payout" in record and record["payout"] < 0:
         raise bad("payout", f"must not be negative, got {record['payout']}")
     if record.get("currency") is not None and not CURRENCY.match(str(record["currency"])):
@@ -114,3 +111,17 @@ def check_values(event: Event, now_ms: int | None = None, max_future_ms: int = 3
     money_moved = kind == "UserActivity" and record["activity"] in ("DEPOSIT", "WITHDRAWAL")
     if money_moved and (record.get("amount") is None or record.get("currency") is None):
         raise bad("amount", f"{record['activity']} needs an amount and a currency")
+
+
+def _check_user_bet(record: dict[str, Any], bad: Any) -> None:
+    """A placement has a stake, a settlement its result, a clock mark neither and no user."""
+    action = record["action"]
+    wants = {"PLACED": ("stake",), "SETTLED": ("won",), "CLOCK": ()}[action]
+    for name in ("stake", "won"):
+        if (record[name] is not None) != (name in wants):
+            should = "must have" if name in wants else "must not have"
+            raise bad(name, f"a {action} record {should} a {name}, got {record[name]}")
+    if action == "CLOCK" and (record["user_id"] or record["bet_id"] or record["market_id"]):
+        raise bad("user_id", "a CLOCK record names no user, bet or market")
+    if action != "CLOCK" and record["idle"]:
+        raise bad("idle", f"only a CLOCK record can say its bets partition is idle, not a {action} one")

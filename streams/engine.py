@@ -6,7 +6,9 @@ event it returns "current" updates of the windows it joined; when the watermark 
 
 * watermark = max event time seen - ``delay_ms`` (bounded out-of-orderness); it never
   goes back and depends on the events only, so lateness is decided by event time alone
-  and a replay of the log classifies every event exactly as live processing did.
+  and a replay of the log classifies every event exactly as live processing did. A
+  ``clocked`` engine takes its watermark from the caller instead (:meth:`advance_to`):
+  for a stream merged from several partitions, whose progress is the slowest one's.
 * On a quiet partition, :meth:`WindowEngine.on_idle` moves a separate *idle mark* with
   the processing clock and emits the finals of the windows it passes *early*, so quiet
   markets get results. Such a window stays open until the watermark passes it: if an
@@ -129,6 +131,9 @@ class WindowEngine(Generic[K, V, A]):
     delay_ms: int = 0
     grace_ms: int = 0
     idle_timeout_ms: int = 30_000
+    # True: events do not move the watermark, only advance_to() does (a repartitioned stream,
+    # whose inputs' progress the caller tracks: the user stage, streams/processor.py)
+    clocked: bool = False
     watermark: int = NEVER
     idle_mark: int = NEVER  # how far idleness closed windows (processing clock)
     max_event_ms: int = NEVER
@@ -174,7 +179,8 @@ class WindowEngine(Generic[K, V, A]):
             if type(self.shape) is SlidingWindow:
                 insort(self._buffer.setdefault(key, []), (event_ms, value), key=_time)
             self.max_event_ms = max(self.max_event_ms, event_ms)
-            self.watermark = max(self.watermark, self.max_event_ms - self.delay_ms)
+            if not self.clocked:
+                self.watermark = max(self.watermark, self.max_event_ms - self.delay_ms)
         return _processed(updates, self._close_ready(), late)
 
     def _process_tumbling(self, key: K, event_ms: int, value: V) -> Processed[K, A]:
@@ -195,7 +201,8 @@ class WindowEngine(Generic[K, V, A]):
         update = _result(key, start, window[1], slot.aggregate, slot.version, False)
         if event_ms > self.max_event_ms:
             self.max_event_ms = event_ms
-            self.watermark = max(self.watermark, event_ms - self.delay_ms)
+            if not self.clocked:
+                self.watermark = max(self.watermark, event_ms - self.delay_ms)
         return _processed([update], self._close_ready(), None)
 
     def on_idle(self, processing_ms: int) -> list[WindowResult[K, A]]:

@@ -83,6 +83,8 @@ CLOSE_KIND: dict[str, CloseKind] = {
     "CashOut": "cashed_out",
 }
 WON = {"WON": True, "HALF_WON": True, "LOST": False, "HALF_LOST": False}  # VOID settles nothing
+CLOCK_EVERY_MS = 1_000  # a bets partition tells every bets.by-user partition its clock this often
+NEVER = -(2**62)
 
 
 @dataclass(frozen=True)
@@ -114,6 +116,8 @@ class WindowConfig:
     idle_timeout_ms: int = 30_000  # a silent partition's watermark follows the clock after this
     retention: Retention = Retention()
     specs: tuple[WindowSpec, ...] = DEFAULT_SPECS
+    # partitions of the bets topic: the user stage's watermark waits for each one's clock
+    source_partitions: int = 1
 
 
 @dataclass(frozen=True)
@@ -171,8 +175,16 @@ class PartitionProcessor:
     market_seen: dict[str, int] = field(default_factory=dict)  # market_id -> newest event time
     resulted: dict[str, int] = field(default_factory=dict)  # market_id -> event time of its result
     bets: BetBook = field(default_factory=BetBook)  # open bets: what a cancellation takes back
-    # the user stage: bets partition -> the highest of its offsets folded (one entry per partition)
+    # the bets stage: it writes bets.by-user, with clock marks (see _mark_clock and on_idle)
+    repartitions: bool = False
+    clock_sent_ms: int = NEVER  # the clock last sent to every bets.by-user partition
+    idle_sent: bool = False  # an idle mark was sent and no record came since
+    last_wall_ms: int | None = None  # wall-clock ms of the last record (the idle mark's quiet)
+    # the user stage: per bets partition the highest of its offsets folded, its clock (newest
+    # event time) and, while it is idle, the clock it went idle at (one entry per bets partition)
     folded: dict[int, int] = field(default_factory=dict)
+    source_clocks: dict[int, int] = field(default_factory=dict)
+    idle_sources: dict[int, int] = field(default_factory=dict)
     clock_ms: int = 0  # the newest event time seen: eviction's clock
     evicted_markets: int = 0
     _next_sweep_ms: int = 0
@@ -207,7 +219,7 @@ class PartitionProcessor:
                 name = engine_name(kind, spec)
                 aggregator = AGGREGATORS[kind](size)
                 self.engines[name] = WindowEngine(
-                    shape, aggregator, c.delay_ms, c.grace_ms, c.idle_timeout_ms
+                    shape, aggregator, c.delay_ms, c.grace_ms, c.idle_timeout_ms, clocked=kind == "user"
                 )
                 lanes[kind].append(name)
                 self.spec_of[name] = (kind, spec, size)
@@ -224,6 +236,7 @@ class PartitionProcessor:
         if offset <= self.offset:
             return Output(duplicate=True)
         self.offset = offset
+        self.last_wall_ms = wall_ms
         out = Output()
         event_ms = as_millis(record["event_time"])
         if event_ms > self.clock_ms:
@@ -260,6 +273,7 @@ class PartitionProcessor:
                 shut = BetClosed(stake, close.kind == "cashed_out", close.paid_cents, placed=True)
                 self._feed(out, "bets", market, event_ms, shut, wall_ms)
             out.emissions.append(self._user_bet(offset, record, event_ms, record["stake"], None))
+            self._mark_clock(out)
             if self.insights:
                 self._on_bet(out, record, stake, event_ms, opened=close is None)
             return out
@@ -272,6 +286,7 @@ class PartitionProcessor:
             won = WON.get(record["result"]) if kind == "settled" else None
             if won is not None:
                 out.emissions.append(self._user_bet(offset, record, event_ms, None, won))
+            self._mark_clock(out)
             if self.insights:
                 self._on_bet_closed(out, market, bet, event_ms)
             return out
@@ -361,8 +376,35 @@ class PartitionProcessor:
             "won": won,
             "source_partition": self.partition,
             "source_offset": offset,
+            "source_clock": self.clock_ms,
+            "idle": False,
         }
         return Emission("user_bet", "UserBetRecorded", user_bet)
+
+    def _mark_clock(self, out: Output, idle: bool = False, wall_ms: int = 0) -> None:
+        """The bets stage tells every bets.by-user partition how far its event time has come,
+        once per CLOCK_EVERY_MS of it (``idle``: it has gone quiet, do not wait for it): the
+        user stage's watermark is its slowest bets partition's (see _advance_users). The
+        worker sends a clock mark to every partition of bets.by-user."""
+        self.idle_sent = idle
+        if not self.repartitions or (not idle and self.clock_ms < self.clock_sent_ms + CLOCK_EVERY_MS):
+            return
+        self.clock_sent_ms = max(self.clock_sent_ms, self.clock_ms)
+        mark = {
+            "event_id": uuid5(NAMESPACE, f"user_clock:{self.partition}:{self.offset}:{self.clock_ms}:{idle}"),
+            "event_time": self.clock_ms if self.clock_ms > 0 else wall_ms,  # nothing yet: the clock's
+            "user_id": "",
+            "bet_id": "",
+            "market_id": "",
+            "action": "CLOCK",
+            "stake": None,
+            "won": None,
+            "source_partition": self.partition,
+            "source_offset": self.offset,
+            "source_clock": self.clock_ms,
+            "idle": idle,
+        }
+        out.emissions.append(Emission("user_clock", "UserBetRecorded", mark))
 
     def _on_user_bet(self, out: Output, record: dict[str, Any], event_ms: int, wall_ms: int) -> None:
         """The user stage (a partition of ``bets.by-user``): fold a user's bet or settlement
@@ -370,6 +412,9 @@ class PartitionProcessor:
         it wrote after its last snapshot when it restarts; per bets partition, the records
         arrive in offset order, so one at or below the highest offset folded was folded."""
         source, at = int(record["source_partition"]), int(record["source_offset"])
+        if record["action"] == "CLOCK":
+            self._advance_users(out, source, int(record["source_clock"]), bool(record["idle"]))
+            return
         if at <= self.folded.get(source, -1):
             out.duplicate = True
             return
@@ -386,6 +431,33 @@ class PartitionProcessor:
             if self.insights:
                 assert self.detectors is not None
                 self._raise(out, self.detectors.tick(event_ms))
+        self._advance_users(out, source, int(record["source_clock"]), False, fresh=True)
+
+    def _advance_users(self, out: Output, source: int, clock: int, idle: bool, fresh: bool = False) -> None:
+        """The user stage's watermark: bets partitions reach bets.by-user at their own pace (a
+        backlog is read a batch of one partition at a time, a worker may be down), so the
+        event time a partition of bets.by-user has seen says little about what is still to
+        come. Its windows close by the slowest bets partition's clock instead (as a Flink
+        operator takes the minimum of its inputs' watermarks): each one's newest event time,
+        learned from its records and clock marks; one that went idle is not waited for until
+        it sends a new record or its clock moves; one never heard of is waited for. All of it
+        comes from the bets.by-user log, so a replay closes the same windows at the same
+        records."""
+        if clock > self.source_clocks.get(source, NEVER):
+            self.source_clocks[source] = clock
+        newest = self.source_clocks.get(source, NEVER)
+        if idle and clock >= newest:
+            self.idle_sources[source] = clock
+        elif source in self.idle_sources and (fresh or clock > self.idle_sources[source]):
+            del self.idle_sources[source]  # active again: a new record, or a clock that moved
+        sources = set(range(self.config.source_partitions)) | set(self.source_clocks)
+        waiting = [self.source_clocks.get(s, NEVER) for s in sources if s not in self.idle_sources]
+        slowest = min(waiting) if waiting else max(self.source_clocks.values())
+        if slowest == NEVER:
+            return
+        for name in self.lanes["user"]:
+            finals = self.engines[name].advance_to(slowest - self.config.delay_ms)
+            out.emissions.extend(self._final(name, r) for r in finals)
 
     def _raise(self, out: Output, raised: list[AlertEvent]) -> None:
         if raised:
@@ -424,8 +496,17 @@ class PartitionProcessor:
         self.offset = max(self.offset, offset)
 
     def on_idle(self, wall_ms: int) -> list[Emission]:
-        """Finals of windows a quiet partition's watermark has passed (see WindowEngine.on_idle)."""
-        return [self._final(name, r) for name, e in self.engines.items() for r in e.on_idle(wall_ms)]
+        """Finals of windows a quiet partition's watermark has passed (see WindowEngine.on_idle);
+        for a quiet bets partition, once, an idle clock mark (the user stage stops waiting
+        for it). The caller calls this only when the partition is caught up."""
+        out = Output()
+        quiet = self.last_wall_ms is None or wall_ms - self.last_wall_ms >= self.config.idle_timeout_ms
+        if self.repartitions and quiet and not self.idle_sent:
+            self._mark_clock(out, idle=True, wall_ms=wall_ms)
+        out.emissions += [
+            self._final(name, r) for name, e in self.engines.items() for r in e.on_idle(wall_ms)
+        ]
+        return out.emissions
 
     def take_currents(self, wall_ms: int = 0, interval_ms: int = 0) -> list[Emission]:
         """The current updates due now, oldest change first: a throttle with a leading edge.

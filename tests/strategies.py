@@ -93,15 +93,17 @@ def records(event_type: str) -> st.SearchStrategy[dict[str, Any]]:
                 or (r["amount"] is not None and r["currency"] is not None)
             )
         )
-    if event_type == "UserBetRecorded":  # a placement has a stake, a settlement says whether it won
-        return base.map(
-            lambda r: (
-                {**r, "stake": r["stake"] or Decimal("1.00"), "won": None}
-                if r["action"] == "PLACED"
-                else {**r, "stake": None, "won": bool(r["won"])}
-            )
-        )
+    if event_type == "UserBetRecorded":  # a placement has a stake, a settlement its result, a clock neither
+        return base.map(_user_bet)
     return base
+
+
+def _user_bet(r: dict[str, Any]) -> dict[str, Any]:
+    if r["action"] == "PLACED":
+        return {**r, "stake": r["stake"] or Decimal("1.00"), "won": None, "idle": False}
+    if r["action"] == "SETTLED":
+        return {**r, "stake": None, "won": bool(r["won"]), "idle": False}
+    return {**r, "stake": None, "won": None, "user_id": "", "bet_id": "", "market_id": ""}
 
 
 def uuid_str() -> str:

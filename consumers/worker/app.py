@@ -20,6 +20,7 @@ import os
 import signal
 import sys
 import threading
+from dataclasses import replace
 from typing import Any
 
 import faust
@@ -30,10 +31,11 @@ from consumers.worker.inbox import BatchingConsumer, Inbox
 from consumers.worker.partitions import SourceAnalytics, SourceRecord
 from oddstream.codecs import build_codec
 from oddstream.errors import ConfigError
-from oddstream.kafka.admin import create_missing
+from oddstream.kafka.admin import create_missing, partition_counts
 from oddstream.kafka.registry import register_subjects
 from oddstream.settings import DEVELOPMENT_STATE_KEY, Settings
 from schemas.topics import DERIVED_TYPES, Topics
+from streams.processor import WindowConfig
 
 log = logging.getLogger(__name__)
 # source topic suffix -> its stage (the name of its agent, snapshot table and dead letters);
@@ -76,9 +78,17 @@ def create_app(settings: Settings) -> faust.App:
         stream_buffer_maxsize=16_384,
         consumer_max_fetch_size=8 * 1024 * 1024,
     )
+    # the user stage waits for every bets partition's clock, and each partition of bets.by-user
+    # gets the bets stage's clock marks: as many as the topics have (settings' if not there yet)
+    counts = partition_counts(settings, [topics.bets, topics.bets_by_user])
+    config = replace(
+        settings.window_config(), source_partitions=counts.get(topics.bets, settings.topic_partitions)
+    )
+    user_partitions = counts.get(topics.bets_by_user, settings.topic_partitions)
     analytics: list[SourceAnalytics] = []
     for suffix, stage in STAGES.items():
-        analytics.append(_source_agent(app, settings, codec, topics.name(suffix), stage))
+        topic = topics.name(suffix)
+        analytics.append(_source_agent(app, settings, codec, topic, stage, config, user_partitions))
 
     async def close_quiet_windows() -> None:
         for source in analytics:
@@ -149,14 +159,22 @@ class WorkerApp(faust.App):
         )
 
 
-def _source_agent(app: WorkerApp, settings: Settings, codec: Any, topic: str, name: str) -> SourceAnalytics:
+def _source_agent(
+    app: WorkerApp,
+    settings: Settings,
+    codec: Any,
+    topic: str,
+    name: str,
+    config: WindowConfig,
+    user_partitions: int,
+) -> SourceAnalytics:
     """The analytics of one source topic: its snapshot table, its inbox and the task that
     drains the inbox a batch at a time (consumers/worker/inbox.py)."""
     table: Any = app.Table(
         f"{name}-state", partitions=settings.topic_partitions, key_type=bytes, value_type=bytes
     )
     table.key_serializer = table.value_serializer = "raw"  # snapshots are our own bytes
-    analytics = SourceAnalytics(app, settings, codec, topic, table, stage=name)
+    analytics = SourceAnalytics(app, settings, codec, topic, table, name, config, user_partitions)
     inbox = app.inboxes[topic] = Inbox(BATCH_MAX_RECORDS)
     app.topics.add(
         app.topic(topic, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")

@@ -7,7 +7,7 @@ every path classifies a record the same way.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from oddstream.errors import EventError
 from oddstream.kafka.deadletter import dead_letter_headers, processing_failure
@@ -27,6 +27,7 @@ class Message:
     key: bytes | None
     value: bytes
     headers: list[tuple[str, bytes]]
+    partition: int | None = None  # None: the key's
 
 
 def apply_record(
@@ -73,16 +74,31 @@ def messages(
     value: bytes | None,
     stage: str,
     state_key: bytes,
+    fanout: int = 1,
 ) -> list[Message]:
     """The Kafka records for an output of the record at ``origin`` (topic, partition, offset);
-    ``state_key`` signs what goes to bets.by-user (schemas/rekeyed.py)."""
+    ``state_key`` signs what goes to bets.by-user (schemas/rekeyed.py), whose partitions
+    (``fanout``) each get a clock mark."""
     topic, partition, offset = origin
     if output.rejected is not None:
         headers = dead_letter_headers(output.rejected, topic, partition, offset, stage)
         return [Message(topics.dead_letter, key, value or b"", headers)]
-    out = [window_message(e, topics, codec, source, state_key) for e in output.emissions]
+    out = [
+        m for e in output.emissions for m in emission_messages(e, topics, codec, source, state_key, fanout)
+    ]
     out += [late_message(late, topics, origin, key, value) for late in output.late]
     return out
+
+
+def emission_messages(
+    emission: Emission, topics: Topics, codec: Codec, source: str, state_key: bytes, fanout: int
+) -> list[Message]:
+    """An emission's records: one, keyed; a clock mark of bets.by-user, one to each of its
+    ``fanout`` partitions (the user stage of each waits for every bets partition's clock)."""
+    message = window_message(emission, topics, codec, source, state_key)
+    if emission.event_type == "UserBetRecorded" and emission.record["action"] == "CLOCK":
+        return [replace(message, partition=p) for p in range(fanout)]
+    return [message]
 
 
 def window_message(

@@ -36,7 +36,7 @@ from typing import Any, NamedTuple, NoReturn
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from faust.types import TP
 
-from consumers.worker.outputs import Message, apply_record, messages, window_message
+from consumers.worker.outputs import Message, apply_record, emission_messages, messages, window_message
 from consumers.worker.snapshots import (
     SnapshotRefused,
     dump_state,
@@ -95,8 +95,18 @@ class SourceAnalytics:
     """The processors of one source topic's partitions in this worker."""
 
     def __init__(
-        self, app: Any, settings: Settings, codec: Codec, topic: str, table: Any, stage: str
+        self,
+        app: Any,
+        settings: Settings,
+        codec: Codec,
+        topic: str,
+        table: Any,
+        stage: str,
+        config: WindowConfig | None = None,
+        user_partitions: int | None = None,
     ) -> None:
+        """``config``: the window configuration (settings' by default; the worker's knows the
+        bets topic's partitions); ``user_partitions``: bets.by-user's, which clock marks go to."""
         self.app = app
         self.settings = settings
         self.codec = codec
@@ -106,7 +116,9 @@ class SourceAnalytics:
         self.topic = topic
         self.table = table
         self.stage = stage
-        self.config: WindowConfig = settings.window_config()
+        self.config: WindowConfig = config or settings.window_config()
+        self.user_partitions = user_partitions or settings.topic_partitions
+        self.repartitions = topic == self.topics.bets  # the bets stage writes bets.by-user
         self.processors: dict[int, PartitionProcessor] = {}
         self._checkpointed: dict[int, float] = {}
         self._looked_at: dict[int, float] = {}  # when due current updates were last looked for
@@ -263,6 +275,9 @@ class SourceAnalytics:
         if self.app.rebalancing:
             return
         await self._adopt_assigned()
+        if self.repartitions:  # an empty bets partition tells the user stage it is idle, too
+            for partition in sorted(self._adopted - set(self.processors) - set(self.halted)):
+                self._processor(partition)
         await self._learn_ends()
         for partition, processor in list(self.processors.items()):
             if partition in self.halted:
@@ -276,10 +291,10 @@ class SourceAnalytics:
                     if finals:
                         source = self.settings.worker_id
                         for emission in finals:
-                            await self._send(
-                                partition,
-                                window_message(emission, self.topics, self.codec, source, self._secret),
-                            )
+                            for message in emission_messages(
+                                emission, self.topics, self.codec, source, self._secret, self.user_partitions
+                            ):
+                                await self._send(partition, message)
                         self.checkpoint(partition)
                 except PartitionHalted:
                     pass
@@ -550,7 +565,7 @@ class SourceAnalytics:
         self._chunks[partition] = current
         if manifest is None:
             log.info("%s[%d]: no snapshot, starting empty", self.topic, partition)
-            return PartitionProcessor(self.config, partition=partition)
+            return PartitionProcessor(self.config, partition=partition, repartitions=self.repartitions)
         try:
             processor = load_state(open_sealed(manifest, key, self._secret, self.table.data))
         except SnapshotRefused as refused:
@@ -562,7 +577,7 @@ class SourceAnalytics:
                 "the source log's start (its outputs are sent again with the same ids)",
                 self.topic, partition, refused,
             )  # fmt: skip
-            return PartitionProcessor(self.config, partition=partition)
+            return PartitionProcessor(self.config, partition=partition, repartitions=self.repartitions)
         processor.resumed(int(time.time() * 1000))
         log.info("%s[%d]: restored snapshot at offset %d", self.topic, partition, processor.offset)
         return processor
@@ -593,6 +608,7 @@ class SourceAnalytics:
             value,
             self.stage,
             self._secret,
+            self.user_partitions,
         ):
             await self._send(partition, message)
 
@@ -600,7 +616,7 @@ class SourceAnalytics:
         """Hand one output to the producer; its acknowledgement is checked before the next snapshot."""
         try:
             sent = await self.app.producer.send(
-                message.topic, message.key, message.value, None, None, message.headers
+                message.topic, message.key, message.value, message.partition, None, message.headers
             )
         except Exception as exc:  # refused before it left (too large for the producer, closed, ...)
             self._halt(partition, f"output to {message.topic} not sent: {exc!r}")

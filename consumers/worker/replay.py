@@ -30,7 +30,7 @@ import re
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -53,6 +53,7 @@ from consumers.worker.app import ANALYSED_SOURCES
 from consumers.worker.outputs import apply_record
 from oddstream.codecs import build_codec
 from oddstream.errors import OddstreamError, StoreError
+from oddstream.kafka.admin import partition_counts
 from oddstream.kafka.lag import committed_offsets, end_offsets
 from oddstream.settings import Settings
 from schemas.intake import Intake
@@ -190,6 +191,11 @@ def replay(settings: Settings, name: str, show_progress: bool = True) -> tuple[R
 
     topics = [f"{settings.topic_prefix}{suffix}" for suffix in ANALYSED_SOURCES]
     ends = _end_offsets(settings, topics)
+    bets = Topics(settings.topic_prefix).bets  # the user stage waits for each of its partitions, as live
+    config = replace(
+        settings.window_config(),
+        source_partitions=partition_counts(settings, [bets]).get(bets, settings.topic_partitions),
+    )
     processors: dict[tuple[str, int], PartitionProcessor] = {}
     with Progress(
         TextColumn("[bold]replaying[/]"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -201,7 +207,7 @@ def replay(settings: Settings, name: str, show_progress: bool = True) -> tuple[R
             assert topic is not None and partition is not None and offset is not None
             processor = processors.get((topic, partition)) or processors.setdefault(
                 (topic, partition),
-                PartitionProcessor(settings.window_config(), partition=partition, currents=False),
+                PartitionProcessor(config, partition=partition, currents=False),
             )
             output: Output = apply_record(
                 processor, intake, (topic, partition, offset), message.key(), message.value(),

@@ -34,6 +34,16 @@ def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> list[str]:
     return created + create_missing(settings, others, timeout_s)
 
 
+def partition_counts(settings: Settings, names: list[str], timeout_s: float = 30.0) -> dict[str, int]:
+    """topic -> its number of partitions, for the ``names`` that exist."""
+    admin = AdminClient({"bootstrap.servers": settings.bootstrap})
+    try:
+        metadata = admin.list_topics(timeout=timeout_s).topics
+    except KafkaException as exc:
+        raise BrokerError(f"cannot list topics on {settings.bootstrap}: {exc}") from exc
+    return {name: len(metadata[name].partitions) for name in names if name in metadata}
+
+
 def source_config(settings: Settings) -> dict[str, str]:
     """Topic configs of the source topics oddstream creates."""
     return {

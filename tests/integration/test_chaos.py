@@ -90,7 +90,7 @@ def user_bet(**changes: Any) -> dict[str, Any]:
     """A bet by user, naming an offset far ahead: folded, it would silence bets partition 0."""
     record = base(
         user_id="u-chaos", bet_id="b-chaos", market_id="m000001", action="PLACED", stake=Decimal("10.00"),
-        won=None, source_partition=0, source_offset=10**12,
+        won=None, source_partition=0, source_offset=10**12, source_clock=NOW + 10**9, idle=False,
     )  # fmt: skip
     return {**record, **changes}
 

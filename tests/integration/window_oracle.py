@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from collections.abc import Callable
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
@@ -47,10 +48,10 @@ _FIRST_CLOSES = (
 
 def _events(stream: str) -> str:
     """(kafka_partition, kafka_offset, t ms, ...) of the events one engine sees."""
-    return STREAMS[stream]
+    return _STREAMS[stream]
 
 
-STREAMS = {
+_STREAMS = {
     "odds": "SELECT kafka_partition p, kafka_offset o, toUnixTimestamp64Milli(event_time) t, market_id, "
     "selection_id, bookmaker, odds, toString(event_id) id FROM odds_changed FINAL",
     "bets": f"SELECT p, o, t, market_id, selection_id, stake, odds, kind, paid FROM ({_PLACED}) "
@@ -66,15 +67,6 @@ STREAMS = {
     "FROM service_heartbeat FINAL",
     "route": "SELECT kafka_partition p, kafka_offset o, toUnixTimestamp64Milli(event_time) t, service, "
     "route, status, latency_ms FROM api_call_recorded FINAL",
-    # the user stage reads bets.by-user (user_bets): p and o are its partition and offset. A
-    # record re-sent after a crash has a source offset not above an earlier one's of its bets
-    # partition (max(x + 1) of no rows is 0, so the first of each is kept)
-    "user": "SELECT p, o, t, user_id, stake, placed, won FROM (SELECT kafka_partition p, kafka_offset o, "
-    "toUnixTimestamp64Milli(event_time) t, user_id, ifNull(stake, toDecimal64(0, 2)) stake, "
-    "toUInt8(action = 'PLACED') placed, toUInt8(ifNull(won, false)) won, source_offset, "
-    "max(source_offset + 1) OVER (PARTITION BY kafka_partition, source_partition ORDER BY kafka_offset "
-    "ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) folded FROM user_bets FINAL) "
-    "WHERE source_offset + 1 > folded",
 }
 
 
@@ -94,8 +86,8 @@ def _classified(stream: str, c: WindowConfig, spec: WindowSpec | None = None) ->
     )
 
 
-STREAM_OF_KIND = {"price": "odds", "market": "odds", "bets": "bets", "service": "service", "route": "route",
-                  "user": "user"}  # fmt: skip
+# user windows: see user_windows (their watermark is not one partition's)
+STREAM_OF_KIND = {"price": "odds", "market": "odds", "bets": "bets", "service": "service", "route": "route"}
 
 
 def late_events(
@@ -252,19 +244,74 @@ def route_windows(
     }
 
 
-def user_windows(query: Query, c: WindowConfig) -> dict[tuple[Any, ...], tuple[Any, ...]]:
-    """(user, bets.by-user partition, window) -> the user window the worker must store."""
-    rel = f"toFloat64(t % {c.size_ms})"
+@dataclass
+class UserStage:
+    """What the worker's user stage must have computed from bets.by-user (``user_bets``)."""
+
+    windows: dict[tuple[Any, ...], tuple[Any, ...]]  # (user, partition, window) -> its figures
+    late: set[tuple[int, int]]  # (partition, offset) of bets.by-user records that missed a window
+    folded: list[tuple[int, int, str]]  # (bets partition, offset, action) of every record folded
+
+
+def user_windows(query: Query, c: WindowConfig) -> UserStage:
+    """The user windows, by their definition, from the bets.by-user log as written.
+
+    Per partition of it, in offset order: a record whose source offset is not above every
+    earlier one of its bets partition is a re-send (dropped); the watermark is the slowest
+    bets partition's clock minus the delay, each bets partition's clock being the highest
+    ``source_clock`` of its records and clock marks, an idle one not waited for until it
+    sends a new record or its clock moves, one never heard of waited for (all
+    ``c.source_partitions`` are). A bet whose minute ended at least the grace before the
+    watermark it met is late."""
     rows = query(
-        f"SELECT user_id, p, w, sum(placed), sumIf(stake, placed = 1), sum(1 - placed), sum(won), "
-        f"sumIf({rel}, placed = 1), sumIf({rel} * {rel}, placed = 1), sumIf(toFloat64(stake), placed = 1), "
-        f"sumIf({rel} * toFloat64(stake), placed = 1) FROM ({_classified('user', c)}) WHERE NOT late "
-        f"GROUP BY user_id, p, w"
+        "SELECT kafka_partition, toUnixTimestamp64Milli(event_time), user_id, action, stake, won, "
+        "source_partition, source_offset, source_clock, idle, kafka_offset FROM user_bets FINAL "
+        "ORDER BY kafka_partition, kafka_offset"
     )
-    return {
-        (u, int(p), int(w)): (int(n), Decimal(st), int(se), int(wo), a, b, d, e)
-        for u, p, w, n, st, se, wo, a, b, d, e in rows
-    }
+    size, never = c.size_ms, -(2**62)
+    sums: dict[tuple[Any, ...], list[Any]] = {}
+    late: set[tuple[int, int]] = set()
+    folded: list[tuple[int, int, str]] = []
+    state: dict[int, tuple[dict[int, int], dict[int, int], dict[int, int], list[int]]] = {}
+    for p, t, user, action, stake, won, s, so, clock, idle, o in rows:
+        seen, clocks, idle_at, watermark = state.setdefault(int(p), ({}, {}, {}, [never]))
+        fresh = False
+        if action != "CLOCK":
+            if so <= seen.get(s, -1):
+                continue
+            seen[s] = so
+            folded.append((int(s), int(so), action))
+            fresh, idle = True, False
+            w = t - t % size
+            if w + size + c.grace_ms <= watermark[0]:
+                late.add((int(p), int(o)))
+            else:
+                row = sums.setdefault((user, int(p), int(w)), [0, Decimal(0), 0, 0, 0.0, 0.0, 0.0, 0.0])
+                rel = float(t % size)
+                if action == "PLACED":
+                    row[0] += 1
+                    row[1] += Decimal(stake)
+                    row[4:] = [
+                        row[4] + rel,
+                        row[5] + rel * rel,
+                        row[6] + float(stake),
+                        row[7] + rel * float(stake),
+                    ]
+                else:
+                    row[2] += 1
+                    row[3] += int(bool(won))
+        if clock > clocks.get(s, never):
+            clocks[s] = clock
+        if idle and clock >= clocks[s]:
+            idle_at[s] = clock
+        elif s in idle_at and (fresh or clock > idle_at[s]):
+            del idle_at[s]
+        sources = set(range(c.source_partitions)) | set(clocks)
+        waiting = [clocks.get(x, never) for x in sources if x not in idle_at]
+        slowest = min(waiting) if waiting else max(clocks.values())
+        if slowest != never:
+            watermark[0] = max(watermark[0], slowest - c.delay_ms)
+    return UserStage({k: tuple(v) for k, v in sums.items()}, late, folded)
 
 
 def close(a: Any, b: Any, scale: float = 0.0) -> bool:

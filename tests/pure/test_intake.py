@@ -222,7 +222,7 @@ def user_bet(**changes: Any) -> dict[str, Any]:
     record = {
         "event_id": str(uuid.uuid4()), "event_time": NOW - 1_000, "source": "worker", "user_id": "u1",
         "bet_id": "b1", "market_id": "m1", "action": "PLACED", "stake": Decimal("10.00"), "won": None,
-        "source_partition": 0, "source_offset": 7,
+        "source_partition": 0, "source_offset": 7, "source_clock": NOW - 1_000, "idle": False,
     }  # fmt: skip
     return {**record, **changes}
 
@@ -258,7 +258,7 @@ def signed_quote() -> Event:
         ("wrong partition key", lambda: admit_user_bet(user_bet(), key=b"u2"), "is not the user_id"),
         ("placed, no stake", lambda: admit_user_bet(user_bet(stake=None)), "must have a stake"),
         ("settled, staked", lambda: admit_user_bet(user_bet(action="SETTLED", won=False)), "must not have"),
-        ("settled, no won", lambda: admit_user_bet(user_bet(action="SETTLED", stake=None)), "whether it won"),
+        ("settled, no won", lambda: admit_user_bet(user_bet(action="SETTLED", stake=None)), "have a won"),
         ("a bet on the wrong topic", lambda: signed_quote(), "does not belong on"),
     ],
 )  # fmt: skip

@@ -409,6 +409,78 @@ def test_a_re_sent_user_bet_is_folded_once() -> None:
     assert window["bets"] == 4 and window["staked_exact"] == Decimal("40.00")
 
 
+def bets_partition(partition: int) -> PartitionProcessor:
+    return PartitionProcessor(CONFIG, partition=partition, repartitions=True)
+
+
+def placed(bets: PartitionProcessor, offset: int, ms: int, user: str = "u1") -> list[dict[str, Any]]:
+    """A bet placed on a bets partition: what it writes to bets.by-user (the bet, clock marks)."""
+    out = bets.process(offset, "BetPlaced", {
+        "event_id": f"e{bets.partition}-{offset}", "event_time": T0 + ms, "source": "t",
+        "bet_id": f"b{offset}", "user_id": user, "market_id": f"m{bets.partition}", "selection_id": "home",
+        "stake": Decimal("10.00"), "odds": 2.0, "currency": "EUR",
+    }, wall_ms=0)  # fmt: skip
+    return [e.record for e in out.emissions if e.event_type == "UserBetRecorded"]
+
+
+class UserStage:
+    """A bets.by-user partition's processor and what it emitted."""
+
+    def __init__(self, config: WindowConfig) -> None:
+        self.processor = PartitionProcessor(config, partition=0)
+        self.offset = 0
+        self.emissions: list[Emission] = []
+        self.late: list[Any] = []
+
+    def read(self, records: list[dict[str, Any]]) -> None:
+        for record in records:
+            out = self.processor.process(self.offset, "UserBetRecorded", record, wall_ms=0)
+            self.offset += 1
+            self.emissions += out.emissions
+            self.late += out.late
+
+    def finals(self) -> list[dict[str, Any]]:
+        return [e.record for e in self.emissions if e.kind == "user" and e.final]
+
+
+def test_user_windows_close_by_the_slowest_bets_partition_so_a_lagging_one_is_not_late() -> None:
+    """A backlog is read a partition's batch at a time: bets partition 0 gets five minutes
+    ahead before partition 1 says anything. Its bets still count: the user stage waits for
+    the slowest partition's clock, learned from records and clock marks."""
+    config = WindowConfig(**{**CONFIG.__dict__, "source_partitions": 2})
+    users, fast, slow = UserStage(config), bets_partition(0), bets_partition(1)
+    for n in range(300):  # partition 0: a bet a second for five minutes
+        users.read(placed(fast, n, n * 1_000))
+    assert users.finals() == []  # partition 1 never heard of: waited for
+    assert any(r["action"] == "CLOCK" for r in placed(fast, 300, 300_000))  # marks every second
+    for n in range(300):  # partition 1: the same five minutes, read after
+        users.read(placed(slow, n, n * 1_000 + 500))
+    assert users.late == [] and users.processor.late_events["user"] == 0
+    closed = users.finals()
+    assert [w["bets"] for w in closed] == [120, 120, 120, 120]  # 60 + 60 per minute, minute 5 open
+    assert all(w["source_partition"] == 0 for w in closed)
+
+
+def test_an_idle_bets_partition_is_not_waited_for_until_it_sends_again() -> None:
+    config = WindowConfig(**{**CONFIG.__dict__, "source_partitions": 2})
+    users, busy, quiet = UserStage(config), bets_partition(0), bets_partition(1)
+    users.read(placed(quiet, 0, 0))
+    for n in range(180):
+        users.read(placed(busy, n, n * 1_000))
+    assert users.finals() == []  # partition 1's clock is at 0: it may still send minute 0
+    mark = [e.record for e in quiet.on_idle(wall_ms=60_000) if e.event_type == "UserBetRecorded"]
+    assert [(m["action"], m["idle"], m["source_partition"]) for m in mark] == [("CLOCK", True, 1)]
+    assert [e for e in quiet.on_idle(wall_ms=90_000) if e.event_type == "UserBetRecorded"] == []  # once
+    users.read(mark)
+    assert [w["bets"] for w in users.finals()] == [61, 60]  # closed by partition 0 alone
+    users.read(placed(quiet, 1, 179_000))  # partition 1 again: waited for from now on
+    for n in range(180, 300):
+        users.read(placed(busy, n, n * 1_000))
+    assert len(users.finals()) == 2 and users.late == []
+    users.read(placed(quiet, 2, 300_000))
+    assert [w["bets"] for w in users.finals()] == [61, 60, 61, 60]
+
+
 def test_cancelled_cashed_out_and_settled_bets_leave_the_liability_one_by_one() -> None:
     feed = Feed()
     for n, selection in enumerate(("home", "away", "draw")):

@@ -8,6 +8,8 @@
 -- (source_partition, source_offset) can appear at two positions: the user stage folds the
 -- first, and so does a recomputation (per bets.by-user partition, in offset order, a record
 -- whose source_offset is not above every earlier one of its source_partition is a re-send).
+-- Rows with action CLOCK are the bets partitions' clock marks (source_clock; idle when one
+-- went quiet): the user windows close by the slowest bets partition's clock.
 CREATE TABLE IF NOT EXISTS user_bets
 (
     event_id         UUID,
@@ -21,6 +23,8 @@ CREATE TABLE IF NOT EXISTS user_bets
     won              Nullable(Bool),
     source_partition Int32,
     source_offset    Int64,
+    source_clock     Int64,
+    idle             Bool,
     kafka_partition  UInt32,
     kafka_offset     UInt64
 )
