@@ -175,6 +175,7 @@ def _source_agent(
     )
     table.key_serializer = table.value_serializer = "raw"  # snapshots are our own bytes
     analytics = SourceAnalytics(app, settings, codec, topic, table, name, config, user_partitions)
+    analytics.ready = False  # nothing is written before the subjects it writes under are registered
     inbox = app.inboxes[topic] = Inbox(BATCH_MAX_RECORDS)
     app.topics.add(
         app.topic(topic, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
@@ -184,6 +185,7 @@ def _source_agent(
         ack = app.consumer.ack
         try:
             await register_subjects(codec, Topics(settings.topic_prefix), DERIVED_TYPES, name)
+            analytics.ready = True
             while True:
                 batch = await inbox.take()
                 await analytics.on_batch(

@@ -119,6 +119,7 @@ class SourceAnalytics:
         self.config: WindowConfig = config or settings.window_config()
         self.user_partitions = user_partitions or settings.topic_partitions
         self.repartitions = topic == self.topics.bets  # the bets stage writes bets.by-user
+        self.ready = True  # False until the stage may write (its subjects registered: app.py)
         self.processors: dict[int, PartitionProcessor] = {}
         self._checkpointed: dict[int, float] = {}
         self._looked_at: dict[int, float] = {}  # when due current updates were last looked for
@@ -272,7 +273,7 @@ class SourceAnalytics:
         after a restart, or starved by busier ones) is not quiet, so catching up never
         closes windows early. Nothing happens while a rebalance runs: the partitions in hand
         may be leaving, and the snapshots of those arriving are not recovered yet."""
-        if self.app.rebalancing:
+        if self.app.rebalancing or not self.ready:
             return
         await self._adopt_assigned()
         if self.repartitions:  # an empty bets partition tells the user stage it is idle, too

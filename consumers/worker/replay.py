@@ -228,8 +228,12 @@ def replay(settings: Settings, name: str, show_progress: bool = True) -> tuple[R
                     flush_rows()
         progress.update(task, completed=rebuilt.records)
         rebuilt.ends = dict(ends)
+        by_user = Topics(settings.topic_prefix).bets_by_user
         for (topic, partition), processor in processors.items():
-            rebuilt.newest[(topic, partition)] = max(e.max_event_ms for e in processor.engines.values())
+            newest = max(e.max_event_ms for e in processor.engines.values())
+            if topic == by_user:  # the user windows close by the slowest bets partition's clock
+                newest = min(newest, processor.engines["user"].watermark + config.delay_ms)
+            rebuilt.newest[(topic, partition)] = newest
             collect(processor.flush(), topic, partition)
         flush_rows()
     return rebuilt, target

@@ -3,6 +3,7 @@ exit 1, naming the table and the window."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from typing import Any
@@ -54,12 +55,18 @@ def test_replay_of_a_running_stack_is_equal_and_one_altered_row_is_named(setting
     roles = [Role(settings, "store"), Role(settings, "worker"), Role(settings, "simulate", "--no-progress")]
     try:
         wait_for("settled price windows", lambda: _final_prices(settings) >= 50, 120, roles)
+        # user windows close by the slowest bets partition: wait for some, so the replay compares them
+        settled_users = "SELECT count() FROM user_window_parts_1m FINAL"
+        wait_for("settled user windows", lambda: rows(settings, settled_users)[0][0] >= 100, 120, roles)
         healthy = replay(settings, "while_running")  # the simulator, worker and store carry on meanwhile
         print(healthy.stdout, healthy.stderr)
         assert healthy.returncode == 0, healthy.stdout + healthy.stderr
         assert "the replay equals the live tables" in healthy.stdout
         lines = [line for line in healthy.stdout.splitlines() if "only replayed" in line]
         assert lines and all("0 differ, 0 only live, 0 only replayed" in line for line in lines)
+        [users] = [line for line in lines if line.strip().startswith("user_window_parts_1m ")]
+        equal = re.search(r"([\d,]+) equal,", users)
+        assert equal is not None and int(equal.group(1).replace(",", "")) > 0, users  # settled rows compared
         assert all(role.alive() for role in roles)
 
         # a rogue record on the window topic alters one settled final row of price_windows_1m

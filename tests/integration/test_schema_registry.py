@@ -215,6 +215,11 @@ def test_registry_down_at_start_and_mid_stream_loses_and_misdecodes_nothing(
             producer.publish("OddsChanged", quote("mR", "home", 2.0, minute + 1_000 + n))
         producer.flush()
         wait_for("3 quotes in the windows", lambda: changes_in_windows(settings, "mR") == 3, 90, roles)
+        # the bets partitions (empty here) tell bets.by-user they are idle: a derived type the
+        # store learns the id of while the registry is up (a new id is waited for, below)
+        marks = "SELECT count() FROM user_bets WHERE action = 'CLOCK'"
+        partitions = settings.topic_partitions
+        wait_for("the idle marks stored", lambda: int(sql(settings, marks)[0][0]) >= partitions**2, 60, roles)
 
         # a new schema version (compatible) registered by another producer: an id the
         # worker has never seen; then the registry dies
