@@ -116,12 +116,17 @@ def _wait_for_leaders(admin: AdminClient, names: list[str], timeout_s: float) ->
     else:
         raise BrokerError(f"topics {names} have no leader after {timeout_s:.0f} s")
     while pending and time.monotonic() < deadline:
-        answers = admin.list_offsets({tp: OffsetSpec.latest() for tp in pending})  # type: ignore[no-untyped-call]
+        # a request that meets a broker not ready yet must fail soon and be asked again: by
+        # default it may take socket.timeout.ms (60 s), longer than the whole wait (seen in CI,
+        # a fresh 3-node cluster: every partition still pending after 30 s)
+        attempt_s = max(min(5.0, deadline - time.monotonic()), 0.5)
+        latest = {tp: OffsetSpec.latest() for tp in pending}  # type: ignore[no-untyped-call]
+        answers = admin.list_offsets(latest, request_timeout=attempt_s)
         for tp, future in answers.items():
             try:
                 future.result(max(deadline - time.monotonic(), 0.1))
                 pending.discard(tp)
-            except KafkaException:
+            except (KafkaException, TimeoutError):
                 pass
         if pending:
             time.sleep(0.1)
