@@ -32,6 +32,7 @@ import httpx
 
 from benchmarks.kafka import kafka_for_benchmark
 from benchmarks.worker import committed, end_offsets
+from consumers.worker.app import STAGES
 from consumers.worker.snapshots import manifest_chunk_keys
 from infra.broker import free_port
 from oddstream.kafka.admin import ensure_topics
@@ -60,9 +61,9 @@ def slope(points: list[tuple[float, float]]) -> float:
 def snapshot_sizes(settings: Settings) -> list[tuple[int, str, int]]:
     """(write ms, "<topic>[<partition>]", bytes incl. chunks) of every snapshot in the changelogs."""
     out = []
-    for source in ("odds", "bets", "system"):
+    for stage in STAGES.values():  # odds, bets, system and the user stage (bets.by-user)
         chunks: dict[bytes, int] = {}
-        for m in read_topic(settings.bootstrap, f"{settings.worker_id}-{source}-analytics-state-changelog"):
+        for m in read_topic(settings.bootstrap, f"{settings.worker_id}-{stage}-state-changelog"):
             key, value = m.key() or b"", m.value()
             if value is None:
                 continue
