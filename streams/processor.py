@@ -63,7 +63,7 @@ from streams.analytics import (
 from streams.bets import BetBook, Close, CloseKind
 from streams.book import Book, BookAggregator, Quote, book_record
 from streams.detectors import DetectorConfig, Detectors
-from streams.engine import WindowEngine, WindowResult
+from streams.engine import NEVER, WindowEngine, WindowResult
 from streams.ids import uuid5
 from streams.money import as_decimal, cents
 from streams.predictor import Predictor, PredictorConfig
@@ -84,7 +84,6 @@ CLOSE_KIND: dict[str, CloseKind] = {
 }
 WON = {"WON": True, "HALF_WON": True, "LOST": False, "HALF_LOST": False}  # VOID settles nothing
 CLOCK_EVERY_MS = 1_000  # a bets partition tells every bets.by-user partition its clock this often
-NEVER = -(2**62)
 
 
 @dataclass(frozen=True)
