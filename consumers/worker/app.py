@@ -20,6 +20,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from dataclasses import replace
 from typing import Any
 
@@ -183,6 +184,7 @@ def _source_agent(
 
     async def drain_inbox() -> None:
         ack = app.consumer.ack
+        inbound = app.monitor.stream_inbound_time
         try:
             await register_subjects(codec, Topics(settings.topic_prefix), DERIVED_TYPES, name)
             analytics.ready = True
@@ -198,6 +200,10 @@ def _source_agent(
                 )
                 for message in batch:  # processed (or halted): Faust may commit past them
                     ack(message)
+                # Faust's own check of a partition whose stream stopped reads this (events of its
+                # agents' streams set it): without it every busy source partition is "not started"
+                now = time.monotonic()
+                inbound.update((tp, now) for tp in {m.tp for m in batch})
         except Exception as exc:  # not one record's fault (those are dead letters): restart the worker
             log.exception("%s stopped", name)
             await app.crash(exc)

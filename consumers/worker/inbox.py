@@ -9,6 +9,12 @@ the topic's task takes everything queued, processes it, and acks every record. E
 else (offsets, gaps, commits, changelogs and tables, rebalances) stays Faust's, and the
 records of other topics (table changelogs) take Faust's own path.
 
+A topic whose inbox is full does not hold up the others: its records stay in the
+fetcher's buffer while the consumer takes the other topics' (aiokafka hands out one
+partition's buffered records before the next one's, up to megabytes of them, so an odds
+backlog used to keep every bets partition waiting for minutes; the soak's stall watchdog
+saw them at offset -1 for 121 s).
+
 What Faust relies on still holds: records are tracked as pending before they are queued
 (a rebalance waits until every tracked record is acked, so a batch in hand is finished
 before its partitions go), and nothing is queued while a rebalance has the flow stopped
@@ -25,6 +31,9 @@ from faust.transport.drivers.aiokafka import Consumer
 from faust.types import Message
 from mode import Service
 
+# how long the consumer waits for other topics' records while some inbox is full
+FULL_INBOX_POLL_S = 0.02
+
 
 class Inbox:
     """A bounded queue of one topic's records, taken a batch at a time."""
@@ -38,6 +47,10 @@ class Inbox:
 
     def __len__(self) -> int:
         return len(self._records)
+
+    @property
+    def full(self) -> bool:
+        return len(self._records) >= self.max_records
 
     async def wait_for_room(self) -> None:
         """Wait while the inbox is full (the consumer's back-pressure)."""
@@ -67,6 +80,21 @@ class BatchingConsumer(Consumer):
     def __init__(self, *args: Any, inboxes: dict[str, Inbox], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.inboxes = inboxes
+
+    async def _getmany(self, active_partitions: set[Any] | None, timeout: float) -> Any:  # noqa: ASYNC109 (Faust's signature)
+        """Records of the partitions whose topic can take them: a full inbox's partitions wait
+        in the fetcher's buffer (and are not fetched again until taken) while the other
+        topics' records flow; with every inbox full, wait briefly for room instead."""
+        if active_partitions:
+            full = {topic for topic, inbox in self.inboxes.items() if inbox.full}
+            if full:
+                active_partitions = {tp for tp in active_partitions if tp.topic not in full}
+                # room comes back when a stage takes its batch: look again soon
+                timeout = min(timeout, FULL_INBOX_POLL_S)
+                if not active_partitions:
+                    await asyncio.sleep(timeout)
+                    return {}
+        return await super()._getmany(active_partitions, timeout)
 
     async def _deliver(self, inbox: Inbox, messages: list[Message]) -> None:
         await self.app.flow_control.acquire()  # suspended while a rebalance runs
