@@ -11,7 +11,9 @@
    plus chunks) and when it was written.
 4. Prints both over the run and their slopes over its second half (per million events):
    flat state has a slope near 0, against what the first half grew.
-5. Checks exactness as tests/integration/test_exactness.py does: every final window in
+5. Prints the worker's snapshot pauses (the time taking a snapshot held its event loop):
+   their count and distribution from its metrics, the longest from its log.
+6. Checks exactness as tests/integration/test_exactness.py does: every final window in
    ClickHouse equals its SQL recomputation from the raw events, and the late sets match.
 
 Not a test: it prints numbers and exits 0 (1 if the exactness check fails).
@@ -21,6 +23,7 @@ Uses KAFKA_BOOTSTRAP_SERVERS if set, else starts a local broker on a free port.
 from __future__ import annotations
 
 import argparse
+import re
 import statistics
 import sys
 import tempfile
@@ -73,6 +76,23 @@ def snapshot_sizes(settings: Settings) -> list[tuple[int, str, int]]:
             size = len(value) + sum(chunks.get(k, 0) for k in manifest_chunk_keys(value, key))
             out.append((m.timestamp()[1], key.decode().split(".", 1)[-1], size))
     return sorted(out)
+
+
+def snapshot_pauses(settings: Settings, log: Path) -> str:
+    """The worker's snapshot pauses: count, mean and the bucket 99 % fall in (its Prometheus
+    histogram), and the longest (each pause of 100 ms or more is logged with its length)."""
+    text = httpx.get(f"http://127.0.0.1:{settings.worker_metrics_port}/metrics", timeout=10).text
+    name = "oddstream_worker_snapshot_pause_seconds"
+    count = float(re.search(rf"^{name}_count (\S+)$", text, re.M).group(1))  # type: ignore[union-attr]
+    total = float(re.search(rf"^{name}_sum (\S+)$", text, re.M).group(1))  # type: ignore[union-attr]
+    buckets = [
+        (float(le), float(n)) for le, n in re.findall(rf'^{name}_bucket{{le="([^"]+)"}} (\S+)$', text, re.M)
+    ]
+    p99 = next((le for le, n in buckets if n >= 0.99 * count), float("inf"))
+    logged = [int(ms) for ms in re.findall(r"held the event loop (\d+) ms", log.read_text(errors="replace"))]
+    longest = f"{max(logged)} ms" if logged else "under 100 ms"
+    return (f"snapshot pauses: {count:,.0f}, mean {total / max(count, 1) * 1000:.1f} ms, 99 % within "
+            f"{p99 * 1000:g} ms, {len(logged)} of 100 ms or more, longest {longest}")  # fmt: skip
 
 
 def sql(settings: Settings, text: str) -> list[list[object]]:
@@ -145,7 +165,7 @@ def main() -> None:
     try:
         settings = Settings(
             kafka_bootstrap_servers=bootstrap, topic_prefix=f"soak{uuid.uuid4().hex[:8]}.", data_dir=data,
-            worker_id=f"soak-{uuid.uuid4().hex[:8]}", store_port=free_port(), worker_metrics_port=0,
+            worker_id=f"soak-{uuid.uuid4().hex[:8]}", store_port=free_port(), worker_metrics_port=free_port(),
             development=True, log_level="warn",
             # the exactness check reads every raw quote back (the sliding windows' recomputation)
             # and every stored window: more than the store's defaults let one query return
@@ -183,6 +203,7 @@ def main() -> None:
         print(f"the worker committed all {total:,} in {seconds:.0f} s ({total / seconds:,.0f} events/s, "
               "the store running beside it)\n")  # fmt: skip
         report(samples, snapshot_sizes(settings), total, began)
+        print(snapshot_pauses(settings, worker.log))
         sys.exit(0 if exact(settings, topics, sent) else 1)
     finally:
         for role in reversed(roles):
