@@ -10,7 +10,8 @@
 3. Reads the worker's changelog topics back: every partition snapshot's size (manifest
    plus chunks) and when it was written.
 4. Prints both over the run and their slopes over its second half (per million events):
-   flat state has a slope near 0, against what the first half grew.
+   flat state has a slope near 0, against what the first half grew; then each partition's
+   snapshots (first, largest, last size, and the slope over its own second half).
 5. Prints the worker's snapshot pauses (the time taking a snapshot held its event loop):
    their count and distribution from its metrics, the longest from its log.
 6. Checks exactness as tests/integration/test_exactness.py does: every final window in
@@ -23,6 +24,7 @@ Uses KAFKA_BOOTSTRAP_SERVERS if set, else starts a local broker on a free port.
 from __future__ import annotations
 
 import argparse
+import bisect
 import re
 import statistics
 import sys
@@ -93,6 +95,26 @@ def snapshot_pauses(settings: Settings, log: Path) -> str:
     longest = f"{max(logged)} ms" if logged else "under 100 ms"
     return (f"snapshot pauses: {count:,.0f}, mean {total / max(count, 1) * 1000:.1f} ms, 99 % within "
             f"{p99 * 1000:g} ms, {len(logged)} of 100 ms or more, longest {longest}")  # fmt: skip
+
+
+def per_partition(samples: list[tuple[int, int, float]], sizes: list[tuple[int, str, int]]) -> None:
+    """Each partition's snapshots: how many, first, largest and last size, and the slope over
+    its second half (x: events the worker had committed when it was written)."""
+    times = [ms for ms, _, _ in samples]
+
+    def committed_at(ms: int) -> float:
+        at = bisect.bisect_right(times, ms) - 1
+        return samples[at][1] / 1e6 if at >= 0 else 0.0
+
+    by_name: dict[str, list[tuple[float, float]]] = {}
+    for ms, name, size in sizes:
+        by_name.setdefault(name, []).append((committed_at(ms), size / 1024))
+    print(f"\n{'partition':<22} {'snapshots':>9} {'first KB':>9} {'largest KB':>11} {'last KB':>8} "
+          f"{'slope, 2nd half (KB per M events)':>34}")  # fmt: skip
+    for name, points in sorted(by_name.items()):
+        sizes_kb = [kb for _, kb in points]
+        print(f"{name:<22} {len(points):>9} {sizes_kb[0]:>9.1f} {max(sizes_kb):>11.1f} {sizes_kb[-1]:>8.1f} "
+              f"{slope(points[len(points) // 2 :]):>+34.1f}")  # fmt: skip
 
 
 def sql(settings: Settings, text: str) -> list[list[object]]:
@@ -202,7 +224,9 @@ def main() -> None:
         seconds = time.time() - began
         print(f"the worker committed all {total:,} in {seconds:.0f} s ({total / seconds:,.0f} events/s, "
               "the store running beside it)\n")  # fmt: skip
-        report(samples, snapshot_sizes(settings), total, began)
+        sizes = snapshot_sizes(settings)
+        report(samples, sizes, total, began)
+        per_partition(samples, sizes)
         print(snapshot_pauses(settings, worker.log))
         sys.exit(0 if exact(settings, topics, sent) else 1)
     finally:
