@@ -15,6 +15,7 @@ for these sends too, and the user stage folds each source offset once).
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import signal
@@ -46,6 +47,7 @@ STAGES = {"odds": "odds-analytics", "bets": "bets-analytics", "system": "system-
 ANALYSED_SOURCES = tuple(STAGES)
 SNAPSHOT_MAX_BYTES = 16 * 1024 * 1024
 STALLED_EXIT_CODE = 3
+GC_YOUNG_THRESHOLD = 50_000  # new container objects per young-generation pass (Python's default: 700)
 # an inbox holds at most this many records; a batch is what it holds when the last is done
 BATCH_MAX_RECORDS = 2_000
 
@@ -221,6 +223,7 @@ def run_worker(settings: Settings) -> None:
     """Run the worker until SIGINT/SIGTERM (Faust handles the signals and commits on stop)."""
     check_state_key(settings)
     app = create_app(settings)
+    tune_gc()
     # Faust creates changelog topics itself, but an event can arrive before the new
     # topic shows in metadata (PartitionsMismatch: "0 partitions"); create them first,
     # with room for a partition's snapshot.
@@ -233,6 +236,21 @@ def run_worker(settings: Settings) -> None:
     # (root logger at DEBUG when the level is warn or higher): 10 % of a busy worker's time
     worker.spinner = None
     worker.execute_from_commandline()
+
+
+def tune_gc() -> None:
+    """Fewer, cheaper passes of Python's cyclic garbage collector.
+
+    The analytics make no reference cycles (their objects die by reference counting), yet
+    with Python's default threshold (a young-generation pass per 700 new container objects)
+    the collector made 1,255 passes over 150k simulated events in process (2.6 s of a 40 s
+    run, the longest 233 ms), landing on whatever ran then (a snapshot, a batch). Objects
+    alive at start (modules, River, Faust) are frozen out of every pass; a young pass waits
+    for GC_YOUNG_THRESHOLD new objects: 14 passes, 0.38 s, the longest 76 ms
+    (docs/design/worker-throughput.md)."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, 10, 10)
 
 
 def check_state_key(settings: Settings) -> None:
