@@ -71,20 +71,29 @@ class PriceAggregator:
         return stats
 
     def add_many(self, agg: PriceStats, items: list[tuple[int, Price]]) -> PriceStats:
-        """``add`` folded over ``items`` (event ms, price), in a few passes of builtins: a
-        sliding window is seeded with the quotes it covers (streams/engine.py)."""
+        """``add`` folded over ``items`` (event ms, price) **in event-time order**, as a sliding
+        window's buffer holds them (streams/engine.py): the first and last quotes are among
+        the items of the first and last millisecond, the high and low one pass of builtins."""
         if not items:
             return agg
-        values = [value for _, value in items]
-        first, last = min(values, key=_STAMP), max(values, key=_STAMP)
-        high, low = max(v.odds for v in values), min(v.odds for v in values)
+        n, start, end = len(items), items[0][0], items[-1][0]
+        head = 1
+        while head < n and items[head][0] == start:
+            head += 1
+        tail = n - 1
+        while tail > 0 and items[tail - 1][0] == end:
+            tail -= 1
+        first = items[0][1] if head == 1 else min((v for _, v in items[:head]), key=_STAMP)
+        last = items[-1][1] if tail == n - 1 else max((v for _, v in items[tail:]), key=_STAMP)
+        odds = [v.odds for _, v in items]
+        high, low = max(odds), min(odds)
         stats: PriceStats = _new(PriceStats)
         fields = stats.__dict__
         fields["first"] = first if agg.first is None or first.stamp < agg.first.stamp else agg.first
         fields["last"] = last if agg.last is None or last.stamp > agg.last.stamp else agg.last
         fields["high"] = agg.high if agg.high >= high else high
         fields["low"] = agg.low if agg.low <= low else low
-        fields["changes"] = agg.changes + len(values)
+        fields["changes"] = agg.changes + n
         return stats
 
 

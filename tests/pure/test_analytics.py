@@ -183,11 +183,13 @@ def test_the_bulk_price_fold_equals_adding_one_by_one(
     observations: list[tuple[float, int, str]], cut: int
 ) -> None:
     """PriceAggregator.add_many (a sliding window's seed) gives what add gives, ties in
-    (event time, id) included, from an empty or a partly folded aggregate."""
+    (event time, id) included, from an empty or a partly folded aggregate. Its items are in
+    event-time order, as the engine's buffer keeps them (ties in arrival order)."""
     from streams.analytics import Price, PriceAggregator
 
     agg = PriceAggregator()
     items = [(t, Price(odds, (t, tie))) for odds, t, tie in observations]
+    items[cut:] = sorted(items[cut:], key=lambda item: item[0])  # stable: ties keep their order
     head = agg.zero()
     for t, price in items[:cut]:
         head = agg.add(head, price, t)
