@@ -64,7 +64,17 @@ class HoppingWindow:
     def windows_of(self, event_ms: int) -> list[Window]:
         last_start = event_ms - (event_ms % self.hop_ms)
         starts = range(last_start, event_ms - self.size_ms, -self.hop_ms)
-        return sorted((s, s + self.size_ms) for s in starts)
+        if not starts:
+            return []
+        # oldest first, built by zip over two ranges (no per-window Python code: a hot path)
+        hop, size = self.hop_ms, self.size_ms
+        return list(
+            zip(
+                range(starts[-1], last_start + 1, hop),
+                range(starts[-1] + size, last_start + size + 1, hop),
+                strict=True,
+            )
+        )
 
 
 @dataclass(frozen=True)
