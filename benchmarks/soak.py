@@ -33,6 +33,7 @@ import uuid
 from pathlib import Path
 
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
 
 from benchmarks.kafka import kafka_for_benchmark
 from benchmarks.worker import committed, end_offsets
@@ -83,13 +84,13 @@ def snapshot_pauses(settings: Settings, log: Path) -> str:
     """The worker's snapshot pauses: count, mean and the bucket 99 % fall in (its Prometheus
     histogram), and the longest (each pause of 100 ms or more is logged with its length)."""
     text = httpx.get(f"http://127.0.0.1:{settings.worker_metrics_port}/metrics", timeout=10).text
-    name = "oddstream_worker_snapshot_pause_seconds"
-    count = float(re.search(rf"^{name}_count (\S+)$", text, re.M).group(1))  # type: ignore[union-attr]
-    total = float(re.search(rf"^{name}_sum (\S+)$", text, re.M).group(1))  # type: ignore[union-attr]
-    buckets = [
-        (float(le), float(n)) for le, n in re.findall(rf'^{name}_bucket{{le="([^"]+)"}} (\S+)$', text, re.M)
+    [family] = [
+        f for f in text_string_to_metric_families(text) if f.name == "oddstream_worker_snapshot_pause_seconds"
     ]
-    p99 = next((le for le, n in buckets if n >= 0.99 * count), float("inf"))
+    values = {(s.name.rsplit("_", 1)[-1], s.labels.get("le")): s.value for s in family.samples}
+    count, total = values[("count", None)], values[("sum", None)]
+    buckets = sorted((float(le or "inf"), n) for (kind, le), n in values.items() if kind == "bucket")
+    p99 = next(le for le, n in buckets if n >= 0.99 * count)  # the +Inf bucket holds every pause
     logged = [int(ms) for ms in re.findall(r"held the event loop (\d+) ms", log.read_text(errors="replace"))]
     longest = f"{max(logged)} ms" if logged else "under 100 ms"
     return (f"snapshot pauses: {count:,.0f}, mean {total / max(count, 1) * 1000:.1f} ms, 99 % within "

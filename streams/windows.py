@@ -63,18 +63,10 @@ class HoppingWindow:
 
     def windows_of(self, event_ms: int) -> list[Window]:
         last_start = event_ms - (event_ms % self.hop_ms)
-        starts = range(last_start, event_ms - self.size_ms, -self.hop_ms)
-        if not starts:
-            return []
-        # oldest first, built by zip over two ranges (no per-window Python code: a hot path)
-        hop, size = self.hop_ms, self.size_ms
-        return list(
-            zip(
-                range(starts[-1], last_start + 1, hop),
-                range(starts[-1] + size, last_start + size + 1, hop),
-                strict=True,
-            )
-        )
+        starts = range(last_start, event_ms - self.size_ms, -self.hop_ms)[::-1]  # oldest first
+        # zipped ranges, no per-window Python code (a hot path)
+        ends = range(starts.start + self.size_ms, starts.stop + self.size_ms, self.hop_ms)
+        return list(zip(starts, ends, strict=True))
 
 
 @dataclass(frozen=True)

@@ -54,7 +54,7 @@ class Inbox:
 
     async def wait_for_room(self) -> None:
         """Wait while the inbox is full (the consumer's back-pressure)."""
-        while len(self._records) >= self.max_records:
+        while self.full:
             self._room.clear()
             await self._room.wait()
 
